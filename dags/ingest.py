@@ -1,0 +1,60 @@
+"""
+### Ingest
+
+One DAG per data contract in `data_contracts/` (`ingest_<dataset>`): the rows of every day from
+**First day** to **Last day** are read from the dataset's source and written to the `raw` zone as
+one immutable batch per day, committed by its manifest. Re-ingesting a day whose source content
+did not change writes nothing. When it ends, the asset `s3://raw/<dataset>` is updated with the
+batch references, which starts `validate_<dataset>`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+
+from ml.contracts import available_datasets, load_contract
+
+
+def build(dataset: str):
+    raw = Asset(uri=f"s3://raw/{dataset}", name=f"raw.{dataset}")
+
+    @dag(
+        dag_id=f"ingest_{dataset}",
+        schedule=None,
+        start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
+        catchup=False,
+        doc_md=__doc__,
+        tags=["ingest", dataset],
+        params={
+            "date_from": Param("2013-01-01", type="string", format="date", title="First day"),
+            "date_to": Param("2013-01-01", type="string", format="date", title="Last day"),
+        },
+    )
+    def ingest_dag():
+        @task
+        def plan_days(params=None) -> list[str]:
+            from ml.ingest import days_between
+
+            return days_between(params["date_from"], params["date_to"])
+
+        @task(retries=2, retry_delay=pendulum.duration(seconds=10), map_index_template="{{ day }}")
+        def ingest_day(day: str) -> dict:
+            from ml.ingest import ingest_partition
+
+            return ingest_partition(dataset, day)
+
+        @task(outlets=[raw])
+        def publish(results, outlet_events=None) -> list[str]:
+            refs = [r["ref"] for r in results]
+            outlet_events[raw].extra = {"batches": refs}
+            return refs
+
+        publish(ingest_day.expand(day=plan_days()))
+
+    return ingest_dag()
+
+
+for _dataset in available_datasets():
+    if load_contract(_dataset).source:
+        build(_dataset)

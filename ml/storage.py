@@ -1,0 +1,388 @@
+"""Object storage: S3 clients from settings, buckets, and immutable batches committed by manifest.
+
+A batch is a set of parquet parts under `<bucket>/<dataset>/<partition>/<batch_id>/` and becomes
+visible only when its `_manifest.json` exists: the manifest is written last and is the commit.
+Readers go through manifests, never bare listings, so a half-written attempt is never data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ml.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import s3fs
+    from minio import Minio
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_manifest.json"
+MANIFEST_VERSION = 1
+
+
+class BatchNotFoundError(LookupError):
+    """No committed batch matches the request."""
+
+
+def filesystem(settings: Settings | None = None) -> s3fs.S3FileSystem:
+    """An s3fs filesystem on the configured endpoint (cached per endpoint and keys by s3fs)."""
+    import s3fs
+
+    return s3fs.S3FileSystem(**(settings or get_settings()).s3_storage_options())
+
+
+def minio_client(settings: Settings | None = None) -> Minio:
+    """A MinIO SDK client on the configured endpoint (bucket administration)."""
+    from minio import Minio
+
+    s = settings or get_settings()
+    url = urlsplit(s.s3_endpoint_url)
+    return Minio(
+        url.netloc,
+        access_key=s.aws_access_key_id.get_secret_value() if s.aws_access_key_id else None,
+        secret_key=s.aws_secret_access_key.get_secret_value() if s.aws_secret_access_key else None,
+        region=s.aws_region,
+        secure=url.scheme == "https",
+    )
+
+
+def ensure_buckets(settings: Settings | None = None) -> list[str]:
+    """Create every zone bucket with versioning on; return those that were created."""
+    from minio.versioningconfig import ENABLED, VersioningConfig
+
+    s = settings or get_settings()
+    client = minio_client(s)
+    created = []
+    for bucket in s.buckets:
+        if not client.bucket_exists(bucket):
+            client.make_bucket(bucket)
+            created.append(bucket)
+        client.set_bucket_versioning(bucket, VersioningConfig(ENABLED))
+    if created:
+        log.info("created buckets %s on %s", ", ".join(created), s.s3_endpoint_url)
+    return created
+
+
+def new_batch_id(now: datetime | None = None) -> str:
+    """A fresh, time-sortable batch id; every attempt gets its own."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def content_hash(df: pd.DataFrame) -> str:
+    """A hash of a frame's values, column names and order (stable across processes)."""
+    import pandas as pd
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps([str(c) for c in df.columns]).encode())
+    digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class Manifest:
+    """The commit record of one batch: what it holds and where it came from."""
+
+    zone: str
+    bucket: str
+    dataset: str
+    partition: str
+    batch_id: str
+    parts: list[dict[str, Any]]
+    rows: int
+    schema: dict[str, str]
+    source: str = ""
+    content_hash: str = ""
+    contract_hash: str = ""
+    upstream: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+    version: int = MANIFEST_VERSION
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.bucket}/{self.dataset}/{self.partition}/{self.batch_id}"
+
+    @property
+    def ref(self) -> str:
+        """The batch's address, the thing XCom and asset events carry."""
+        return f"s3://{self.prefix}"
+
+    @property
+    def part_urls(self) -> list[str]:
+        return [f"s3://{self.prefix}/{p['name']}" for p in self.parts]
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _schema(df: pd.DataFrame) -> dict[str, str]:
+    return {str(c): str(t) for c, t in df.dtypes.items()}
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False, compression="zstd")
+    return buf.getvalue()
+
+
+def write_batch(
+    df: pd.DataFrame,
+    zone: str,
+    dataset: str,
+    partition: str,
+    *,
+    source: str = "",
+    contract_hash: str = "",
+    upstream: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+    rows_per_part: int = 500_000,
+    settings: Settings | None = None,
+) -> Manifest:
+    """Write `df` as a new committed batch: parquet parts first, the manifest last."""
+    s = settings or get_settings()
+    fs = filesystem(s)
+    bucket = s.bucket(zone)
+    batch_id = new_batch_id()
+    prefix = f"{bucket}/{dataset}/{partition}/{batch_id}"
+    parts = []
+    for i, start in enumerate(range(0, max(len(df), 1), rows_per_part)):
+        chunk = df.iloc[start : start + rows_per_part]
+        data = _parquet_bytes(chunk)
+        name = f"part-{i:05d}.parquet"
+        fs.pipe_file(f"{prefix}/{name}", data)
+        parts.append(
+            {"name": name, "rows": len(chunk), "bytes": len(data), "sha256": _sha256(data)}
+        )
+    manifest = Manifest(
+        zone=zone,
+        bucket=bucket,
+        dataset=dataset,
+        partition=partition,
+        batch_id=batch_id,
+        parts=parts,
+        rows=len(df),
+        schema=_schema(df),
+        source=source,
+        content_hash=content_hash(df),
+        contract_hash=contract_hash,
+        upstream=list(upstream or []),
+        extra=dict(extra or {}),
+        created_at=datetime.now(UTC).isoformat(),
+    )
+    _commit(fs, manifest)
+    log.info("committed %s rows to %s", manifest.rows, manifest.ref)
+    return manifest
+
+
+def commit_parts(
+    zone: str,
+    dataset: str,
+    partition: str,
+    batch_id: str,
+    *,
+    source: str = "",
+    contract_hash: str = "",
+    upstream: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+) -> Manifest:
+    """Commit parquet parts that another writer (e.g. Dask) put under a batch prefix."""
+    import pyarrow.parquet as pq
+
+    s = settings or get_settings()
+    fs = filesystem(s)
+    bucket = s.bucket(zone)
+    prefix = f"{bucket}/{dataset}/{partition}/{batch_id}"
+    fs.invalidate_cache(prefix)
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(prefix) if p.endswith(".parquet"))
+    if not names:
+        raise BatchNotFoundError(f"no parquet parts under s3://{prefix} to commit")
+    parts, rows, schema = [], 0, {}
+    for name in names:
+        info = fs.info(f"{prefix}/{name}")
+        with fs.open(f"{prefix}/{name}", "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            n = pf.metadata.num_rows
+            if not schema:
+                schema = {f.name: str(f.type) for f in pf.schema_arrow}
+        parts.append({"name": name, "rows": n, "bytes": info["size"], "etag": info.get("ETag", "")})
+        rows += n
+    manifest = Manifest(
+        zone=zone,
+        bucket=bucket,
+        dataset=dataset,
+        partition=partition,
+        batch_id=batch_id,
+        parts=parts,
+        rows=rows,
+        schema=schema,
+        source=source,
+        contract_hash=contract_hash,
+        upstream=list(upstream or []),
+        extra=dict(extra or {}),
+        created_at=datetime.now(UTC).isoformat(),
+    )
+    _commit(fs, manifest)
+    log.info("committed %s rows in %s parts to %s", rows, len(parts), manifest.ref)
+    return manifest
+
+
+def _commit(fs: s3fs.S3FileSystem, manifest: Manifest) -> None:
+    fs.pipe_file(f"{manifest.prefix}/{MANIFEST}", manifest.to_json().encode())
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def parse_ref(ref: str) -> tuple[str, str, str, str]:
+    """`s3://bucket/dataset/partition/batch_id` -> its four parts."""
+    parts = ref.removeprefix("s3://").strip("/").split("/")
+    if len(parts) != 4:
+        raise ValueError(f"not a batch reference (s3://bucket/dataset/partition/batch_id): {ref!r}")
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def ref_in_zone(ref: str, zone: str, settings: Settings | None = None) -> str:
+    """The same batch key in another zone (raw -> validated keeps dataset/partition/batch id)."""
+    _, dataset, partition, batch_id = parse_ref(ref)
+    return f"s3://{(settings or get_settings()).bucket(zone)}/{dataset}/{partition}/{batch_id}"
+
+
+def committed_in_zone(refs: list[str], zone: str, settings: Settings | None = None) -> list[str]:
+    """Of these batches, the references of those committed in `zone` (manifest present)."""
+    fs = filesystem(settings)
+    found = []
+    for ref in refs:
+        target = ref_in_zone(ref, zone, settings)
+        if fs.exists(f"{target.removeprefix('s3://')}/{MANIFEST}"):
+            found.append(target)
+    return found
+
+
+def read_manifest(ref: str, settings: Settings | None = None) -> Manifest:
+    """The manifest of a committed batch; `BatchNotFoundError` if it was never committed."""
+    fs = filesystem(settings)
+    path = f"{ref.removeprefix('s3://').rstrip('/')}/{MANIFEST}"
+    try:
+        return Manifest.from_json(fs.cat_file(path).decode())
+    except FileNotFoundError:
+        raise BatchNotFoundError(f"no committed batch at {ref} (missing {MANIFEST})") from None
+
+
+def list_batches(
+    zone: str,
+    dataset: str,
+    partition: str | None = None,
+    settings: Settings | None = None,
+) -> list[Manifest]:
+    """Committed batches of a dataset in a zone (optionally one partition), oldest first."""
+    s = settings or get_settings()
+    fs = filesystem(s)
+    bucket = s.bucket(zone)
+    base = f"{bucket}/{dataset}"
+    fs.invalidate_cache(base)
+    pattern = f"{base}/{partition or '*'}/*/{MANIFEST}"
+    manifests = [Manifest.from_json(fs.cat_file(p).decode()) for p in fs.glob(pattern)]
+    return sorted(manifests, key=lambda m: (m.partition, m.created_at))
+
+
+def latest_batches(
+    zone: str, dataset: str, settings: Settings | None = None
+) -> dict[str, Manifest]:
+    """The newest committed batch of each partition (a newer batch supersedes older ones)."""
+    latest: dict[str, Manifest] = {}
+    for m in list_batches(zone, dataset, settings=settings):
+        latest[m.partition] = m  # sorted oldest first, so the last one wins
+    return latest
+
+
+def read_batch(manifest: Manifest, settings: Settings | None = None) -> pd.DataFrame:
+    """The rows of a committed batch as one pandas frame (small batches only)."""
+    import pandas as pd
+
+    fs = filesystem(settings)
+    frames = []
+    for url in manifest.part_urls:
+        with fs.open(url, "rb") as fh:
+            frames.append(pd.read_parquet(fh))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def read_dask(manifests: list[Manifest], settings: Settings | None = None):
+    """The rows of committed batches as one Dask frame (lazy; one partition per part).
+
+    Only the parts the manifests list are read, and key=value folders in the keys are not
+    turned into columns: a batch's columns are the ones it was written with.
+    """
+    import dask.dataframe as dd
+
+    urls = [url for m in manifests for url in m.part_urls]
+    if not urls:
+        raise BatchNotFoundError("no committed parts to read")
+    return dd.read_parquet(
+        urls,
+        storage_options=(settings or get_settings()).s3_storage_options(),
+        dataset={"partitioning": None},
+    )
+
+
+def copy_batch(
+    manifest: Manifest,
+    to_zone: str,
+    *,
+    extra: dict[str, Any] | None = None,
+    files: dict[str, bytes] | None = None,
+    settings: Settings | None = None,
+) -> Manifest:
+    """Copy a committed batch into another zone under the same keys, then commit it there.
+
+    `files` are extra objects (e.g. a `_report.json`) written beside the parts before the commit.
+    """
+    s = settings or get_settings()
+    fs = filesystem(s)
+    target = dataclasses.replace(
+        manifest,
+        zone=to_zone,
+        bucket=s.bucket(to_zone),
+        upstream=[manifest.ref],
+        extra={**manifest.extra, **(extra or {})},
+        created_at=datetime.now(UTC).isoformat(),
+    )
+    for part in manifest.parts:
+        fs.copy(f"{manifest.prefix}/{part['name']}", f"{target.prefix}/{part['name']}")
+    for name, data in (files or {}).items():
+        fs.pipe_file(f"{target.prefix}/{name}", data)
+    _commit(fs, target)
+    log.info("copied %s to %s", manifest.ref, target.ref)
+    return target
+
+
+def write_json(zone: str, key: str, obj: Any, settings: Settings | None = None) -> str:
+    """Write a JSON document to `<zone bucket>/<key>`; return its s3:// URL."""
+    s = settings or get_settings()
+    path = f"{s.bucket(zone)}/{key}"
+    filesystem(s).pipe_file(path, json.dumps(obj, indent=2, default=str).encode())
+    return f"s3://{path}"
+
+
+def read_json(url: str, settings: Settings | None = None) -> Any:
+    return json.loads(filesystem(settings).cat_file(url.removeprefix("s3://")).decode())

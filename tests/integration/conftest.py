@@ -1,0 +1,160 @@
+"""Real servers for integration tests: an S3 API server process, a Dask cluster, an MLflow server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import free_port
+
+
+def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it was healthy")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} not healthy at {url} after {timeout}s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[str]:
+    """A real S3 API server process (moto) on a free loopback port, buckets created.
+
+    Sets the environment every component reads, so code under test, Dask workers and the
+    MLflow server started after it all see the same endpoint.
+    """
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("s3") / "moto.log", "wb")  # noqa: SIM115
+    bindir = Path(sys.executable).parent
+    proc = subprocess.Popen(
+        [str(bindir / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    _wait_http(endpoint, proc, "moto S3 server")
+    saved = {k: os.environ.get(k) for k in _S3_ENV}
+    os.environ.update(
+        {
+            "S3_ENDPOINT_URL": endpoint,
+            "MLFLOW_S3_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    from ml import settings, storage
+
+    settings.reset_settings()
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    storage.ensure_buckets()
+    try:
+        yield endpoint
+    finally:
+        _stop(proc)
+        log.close()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        settings.reset_settings()
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+_S3_ENV = (
+    "S3_ENDPOINT_URL",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "MLFLOW_TRACKING_URI",
+    "DASK_SCHEDULER_ADDRESS",
+)
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(s3_server) -> Iterator[str]:
+    """A real Dask cluster: a scheduler and two worker processes, started after the S3 env is set."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="2GiB"
+    )
+    os.environ["DASK_SCHEDULER_ADDRESS"] = cluster.scheduler_address
+    from ml import settings
+
+    settings.reset_settings()
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(s3_server, tmp_path_factory) -> Iterator[str]:
+    """A real MLflow tracking server: SQLite backend, artifacts proxied to the `mlflow` bucket."""
+    port = free_port()
+    state = tmp_path_factory.mktemp("mlflow")
+    log = open(state / "mlflow.log", "wb")  # noqa: SIM115
+    bindir = Path(sys.executable).parent
+    proc = subprocess.Popen(
+        [
+            str(bindir / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{state}/mlflow.db",
+            "--artifacts-destination",
+            "s3://mlflow/artifacts",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ},
+    )
+    uri = f"http://127.0.0.1:{port}"
+    _wait_http(f"{uri}/health", proc, "MLflow server", timeout=120)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    from ml import settings
+
+    settings.reset_settings()
+    try:
+        yield uri
+    finally:
+        _stop(proc)
+        log.close()

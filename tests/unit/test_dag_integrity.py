@@ -1,0 +1,93 @@
+"""Every DAG imports cleanly, parses fast, and keeps heavy libraries out of module level."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+DAG_FILES = sorted(DAGS.glob("*.py"))
+HEAVY = ("torch", "dask", "distributed", "great_expectations", "mlflow", "pandas", "pyarrow", "s3fs")
+
+# Runs in a fresh interpreter: airflow.sdk is imported first (its cost is not the DAG file's),
+# then the DAG file is executed and timed, and the heavy modules it pulled in are listed.
+PROBE = """
+import json, runpy, sys, time
+import airflow.sdk
+before = set(sys.modules)
+t = time.perf_counter()
+runpy.run_path(sys.argv[1])
+elapsed = time.perf_counter() - t
+heavy = sorted({m.split('.')[0] for m in set(sys.modules) - before} & set(sys.argv[2].split(',')))
+print(json.dumps({"seconds": elapsed, "heavy": heavy}))
+"""
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("airflow_home")
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+    }
+
+
+def test_there_are_dag_files():
+    assert {p.stem for p in DAG_FILES} >= {"ingest", "validate", "preprocess", "train", "batch_score"}
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_file_parses_fast_without_heavy_imports(path, airflow_env):
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path), ",".join(HEAVY)],
+        env=airflow_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == [], f"{path.name} imports {result['heavy']} at module level"
+    assert result["seconds"] < 1.0, f"{path.name} took {result['seconds']:.2f}s to parse"
+
+
+def test_dagbag_has_no_import_errors_and_the_whole_chain(airflow_env):
+    code = """
+import json
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=%r)
+print(json.dumps({
+    "errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "dags": {d.dag_id: {"doc": bool(d.doc_md), "tags": sorted(d.tags), "tasks": sorted(d.task_ids)} for d in bag.dags.values()},
+}))
+""" % str(DAGS)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=airflow_env, capture_output=True, text=True, timeout=180, check=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {}
+    dags = result["dags"]
+    expected = {
+        "ingest_flights",
+        "ingest_weather",
+        "validate_flights",
+        "validate_weather",
+        "preprocess_flights",
+        "train_flights",
+        "batch_score_flights",
+    }
+    assert expected <= set(dags)
+    for dag_id, info in dags.items():
+        assert info["doc"], f"{dag_id} has no doc_md"
+        assert info["tags"], f"{dag_id} has no tags"
+    assert dags["train_flights"]["tasks"] == ["feature_set", "promote", "train_model"]
