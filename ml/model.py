@@ -61,8 +61,10 @@ def tensors(frame: pd.DataFrame, transform: FeatureTransform) -> tuple[torch.Ten
     import numpy as np
     import torch
 
-    numeric = frame[[f"num__{c}" for c in transform.numeric]].to_numpy(dtype=np.float32)
-    categorical = frame[[f"cat__{c}" for c in transform.categorical]].to_numpy(dtype=np.int64)
+    numeric = frame[[f"num__{c}" for c in transform.numeric]].to_numpy(dtype=np.float32, copy=True)
+    categorical = frame[[f"cat__{c}" for c in transform.categorical]].to_numpy(
+        dtype=np.int64, copy=True
+    )
     return torch.from_numpy(numeric), torch.from_numpy(categorical)
 
 

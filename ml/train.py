@@ -102,7 +102,7 @@ def fit_network(
             loss = loss_fn(logits, target[idx].to(device))
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         network.cpu()
         val = binary_metrics(
             validation[features.TARGET], predict_proba(network, validation, transform)

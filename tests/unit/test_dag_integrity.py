@@ -14,7 +14,16 @@ pytestmark = pytest.mark.unit
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(DAGS.glob("*.py"))
-HEAVY = ("torch", "dask", "distributed", "great_expectations", "mlflow", "pandas", "pyarrow", "s3fs")
+HEAVY = (
+    "torch",
+    "dask",
+    "distributed",
+    "great_expectations",
+    "mlflow",
+    "pandas",
+    "pyarrow",
+    "s3fs",
+)
 
 # Runs in a fresh interpreter: airflow.sdk is imported first (its cost is not the DAG file's),
 # then the DAG file is executed and timed, and the heavy modules it pulled in are listed.
@@ -43,7 +52,13 @@ def airflow_env(tmp_path_factory) -> dict[str, str]:
 
 
 def test_there_are_dag_files():
-    assert {p.stem for p in DAG_FILES} >= {"ingest", "validate", "preprocess", "train", "batch_score"}
+    assert {p.stem for p in DAG_FILES} >= {
+        "ingest",
+        "validate",
+        "preprocess",
+        "train",
+        "batch_score",
+    }
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
@@ -72,7 +87,12 @@ print(json.dumps({
 }))
 """ % str(DAGS)
     out = subprocess.run(
-        [sys.executable, "-c", code], env=airflow_env, capture_output=True, text=True, timeout=180, check=True
+        [sys.executable, "-c", code],
+        env=airflow_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["errors"] == {}

@@ -143,7 +143,9 @@ def test_planted_violation_is_named(flights, day, column, rows, value, rule, sam
     assert result["unexpected_percent"] > 0
     if sample is not None:
         assert result["unexpected_sample"] == sample
-    assert rule in report.failure_summary() and f"{len(rows)} unexpected" in report.failure_summary()
+    assert (
+        rule in report.failure_summary() and f"{len(rows)} unexpected" in report.failure_summary()
+    )
     json.dumps(report.to_dict(), allow_nan=False)
 
 
@@ -242,9 +244,7 @@ def test_weather_day_passes():
             },
             id="pyarrow",
         ),
-        pytest.param(
-            {"name": pd.Series(["a", None, "c"], dtype="object")}, id="object-strings"
-        ),
+        pytest.param({"name": pd.Series(["a", None, "c"], dtype="object")}, id="object-strings"),
     ],
 )
 def test_accepted_dtypes(toy, overrides):

@@ -1,0 +1,158 @@
+"""A small client of the Airflow 3 REST API (v2): trigger DAG runs and follow them.
+
+Plain HTTP, no `airflow` import: the demo, the e2e tests and operators' scripts use it from
+outside the Airflow deployment.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+import requests
+
+log = logging.getLogger(__name__)
+
+TERMINAL = {"success", "failed"}
+
+
+class AirflowAPIError(RuntimeError):
+    """The API answered with an error; the message carries the method, path and answer."""
+
+
+class AirflowClient:
+    def __init__(
+        self, base_url: str, username: str | None = None, password: str | None = None
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self.password = password
+        self.session = requests.Session()
+        self._token: str | None = None
+
+    def _authenticate(self) -> None:
+        if self.username:
+            resp = self.session.post(
+                f"{self.base_url}/auth/token",
+                json={"username": self.username, "password": self.password},
+                timeout=30,
+            )
+        else:  # SimpleAuthManager with all_admins: a GET issues a token
+            resp = self.session.get(f"{self.base_url}/auth/token", timeout=30)
+        if resp.status_code >= 400:
+            raise AirflowAPIError(
+                f"POST/GET {self.base_url}/auth/token -> {resp.status_code}: {resp.text[:500]}"
+            )
+        self._token = resp.json()["access_token"]
+        self.session.headers["Authorization"] = f"Bearer {self._token}"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self._token is None:
+            self._authenticate()
+        url = f"{self.base_url}/api/v2{path}"
+        resp = self.session.request(method, url, timeout=60, **kwargs)
+        if resp.status_code == 401:  # token expired
+            self._authenticate()
+            resp = self.session.request(method, url, timeout=60, **kwargs)
+        if resp.status_code >= 400:
+            raise AirflowAPIError(f"{method} {url} -> {resp.status_code}: {resp.text[:1000]}")
+        return resp.json() if resp.content else None
+
+    # DAGs -------------------------------------------------------------------------------------
+
+    def dag(self, dag_id: str) -> dict | None:
+        try:
+            return self.request("GET", f"/dags/{dag_id}")
+        except AirflowAPIError as exc:
+            if "-> 404" in str(exc):
+                return None
+            raise
+
+    def wait_for_dags(self, dag_ids: list[str], timeout: float = 180.0) -> None:
+        """Wait until the DAG processor has parsed every DAG, and make sure none is paused."""
+        deadline = time.monotonic() + timeout
+        missing = list(dag_ids)
+        while missing:
+            missing = [d for d in missing if self.dag(d) is None]
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                errors = self.request("GET", "/importErrors").get("import_errors", [])
+                raise TimeoutError(
+                    f"DAGs not parsed after {timeout:.0f}s: {missing}; import errors: {errors}"
+                )
+            time.sleep(2)
+        for dag_id in dag_ids:
+            if self.dag(dag_id).get("is_paused"):
+                self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    # DAG runs ---------------------------------------------------------------------------------
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        run = self.request(
+            "POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}
+        )
+        log.info("triggered %s run %s", dag_id, run["dag_run_id"])
+        return run["dag_run_id"]
+
+    def run(self, dag_id: str, run_id: str) -> dict:
+        return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+
+    def runs_since(self, dag_id: str, since: datetime) -> list[dict]:
+        """Runs of a DAG created at or after `since` (UTC), oldest first."""
+        data = self.request(
+            "GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 50}
+        )
+        runs = [r for r in data["dag_runs"] if _parse_time(r["run_after"]) >= since]
+        return sorted(runs, key=lambda r: r["run_after"])
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.run(dag_id, run_id)
+            if run["state"] in TERMINAL:
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{dag_id} run {run_id} still {run['state']} after {timeout:.0f}s"
+                )
+            time.sleep(2)
+
+    def wait_for_new_run(self, dag_id: str, since: datetime, timeout: float) -> dict:
+        """Wait for the first run of `dag_id` created after `since` (e.g. started by an asset) to end."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self.runs_since(dag_id, since)
+            if runs:
+                return self.wait_for_run(
+                    dag_id, runs[0]["dag_run_id"], max(deadline - time.monotonic(), 1)
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"no run of {dag_id} started after {since.isoformat()} within {timeout:.0f}s"
+                )
+            time.sleep(2)
+
+    # Task instances ---------------------------------------------------------------------------
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        data = self.request(
+            "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100}
+        )
+        return data["task_instances"]
+
+    def xcom(
+        self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1
+    ) -> Any:
+        entry = self.request(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+            params={"map_index": map_index, "deserialize": True, "stringify": False},
+        )
+        return entry.get("value")
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
