@@ -18,7 +18,9 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if not any(item.get_closest_marker(level) for level in LEVELS):
-            raise pytest.UsageError(f"{item.nodeid} has no level marker: mark it unit, integration or e2e")
+            raise pytest.UsageError(
+                f"{item.nodeid} has no level marker: mark it unit, integration or e2e"
+            )
 
 
 def free_port() -> int:

@@ -108,7 +108,11 @@ def dask_cluster(s3_server) -> Iterator[str]:
     from distributed import LocalCluster
 
     cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="2GiB"
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        memory_limit="2GiB",
     )
     os.environ["DASK_SCHEDULER_ADDRESS"] = cluster.scheduler_address
     from ml import settings

@@ -78,16 +78,16 @@ def test_dag_file_parses_fast_without_heavy_imports(path, airflow_env):
 
 def test_dagbag_has_no_import_errors_and_the_whole_chain(airflow_env):
     code = """
-import json
+import json, sys
 from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=%r)
+bag = DagBag(dag_folder=sys.argv[1])
 print(json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "dags": {d.dag_id: {"doc": bool(d.doc_md), "tags": sorted(d.tags), "tasks": sorted(d.task_ids)} for d in bag.dags.values()},
 }))
-""" % str(DAGS)
+"""
     out = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, str(DAGS)],
         env=airflow_env,
         capture_output=True,
         text=True,
