@@ -77,7 +77,7 @@ def promote(
             log.warning("champion %s of %s could not be evaluated: %s", champion, model_name, exc)
             promoted, reason = True, f"champion version {champion} could not be evaluated: {exc}"
         else:
-            promoted = challenger_score >= champion_score + min_improvement
+            promoted = challenger_score > champion_score + min_improvement
             verb = "beats" if promoted else "does not beat"
             reason = (
                 f"{metric} {challenger_score:.4f} {verb} champion {champion} "

@@ -318,3 +318,34 @@ def test_full_stack_with_airflow(
     assert sleepers and os.getsid(sleepers[0]) not in pids.values()  # it left our sessions
     stack.down(s)
     _assert_nothing_left(s, before)
+
+
+def test_external_s3_endpoint_is_used_not_started(settings: Settings) -> None:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        s = settings.model_copy(
+            update={"s3_endpoint_url": f"http://{host}:{port}", "local_s3": False}
+        )
+        assert stack.up(s, services=["s3"]) == {"S3": s.s3_endpoint_url}
+        assert not (s.state_path / "run" / "s3.pid").exists()
+        assert set(s.buckets) <= set(_buckets_with_versioning(s))
+        row = stack.status(s)[0]
+        assert (row.name, row.state, row.pid) == ("s3 (external)", "running", None)
+        stack.down(s)
+    finally:
+        server.stop()
+    assert stack.status(s)[0].state == "stopped"
+
+
+def test_postgres_urls_name_an_installed_driver() -> None:
+    import importlib.util
+
+    url = stack._database_url("postgresql://postgres@127.0.0.1:5432/mlflow")
+    if importlib.util.find_spec("psycopg") is None:
+        assert url == "postgresql+psycopg2://postgres@127.0.0.1:5432/mlflow"
+    assert stack._database_url("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"
+    assert stack._database_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
