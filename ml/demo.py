@@ -108,6 +108,10 @@ def summarize(
             "promotion": mv.tags.get("promotion.reason"),
             "run_id": mv.run_id,
         }
+    challenger = registry.alias_version(model_name, registry.CHALLENGER)
+    if challenger is not None and challenger != version:
+        tags = registry.client().get_model_version(model_name, challenger).tags
+        summary["challenger"] = {"version": challenger, "decision": tags.get("promotion.reason")}
     predictions = storage.list_batches("predictions", dataset, settings=settings)
     if predictions:
         latest = max(predictions, key=lambda m: m.created_at)
@@ -174,6 +178,11 @@ def format_summary(summary: dict) -> str:
             f"  promotion:                {m['promotion']}",
             f"  MLflow run:               {m['run_id']}",
         ]
+    if "challenger" in summary:
+        c = summary["challenger"]
+        lines.append(
+            f"Challenger:                 version {c['version']} not promoted: {c['decision']}"
+        )
     if "predictions" in summary:
         p = summary["predictions"]
         lines.append(

@@ -162,6 +162,18 @@ def _mlflow_backend_uri(settings: Settings) -> str:
     return _sqlite_url(settings.state_path / "mlflow" / "mlflow.db")
 
 
+def _forget_lost_artifacts(settings: Settings) -> None:
+    """A fresh local S3 server starts empty (moto keeps data in memory), so the artifacts that
+    the local MLflow store points at are gone: start that store afresh as well, rather than keep
+    a registry whose models cannot be loaded. A configured database is never touched."""
+    if settings.mlflow_database_url:
+        return
+    store = settings.state_path / "mlflow" / "mlflow.db"
+    if store.exists():
+        log.info("local S3 server starts empty: starting the local MLflow store %s afresh", store)
+        store.unlink()
+
+
 def _airflow_home(settings: Settings) -> Path:
     return settings.state_path / "airflow"
 
@@ -712,6 +724,8 @@ def up(
         launched: dict[str, _Launched] = {}
         local_s3 = "s3" in wanted and s.starts_local_s3
         if local_s3:
+            if _running_pid(s, "s3") is None and _running_pid(s, "mlflow") is None:
+                _forget_lost_artifacts(s)
             launched["s3"] = _ensure_started(s, "s3")
         for name in ("mlflow", "dask-scheduler", "dask-workers"):
             if name in wanted:

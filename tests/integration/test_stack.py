@@ -349,3 +349,23 @@ def test_postgres_urls_name_an_installed_driver() -> None:
         assert url == "postgresql+psycopg2://postgres@127.0.0.1:5432/mlflow"
     assert stack._database_url("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"
     assert stack._database_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_fresh_local_s3_starts_a_fresh_local_mlflow_store(settings: Settings) -> None:
+    """moto keeps data in memory: after a restart the old registry would point at lost artifacts."""
+    store = settings.state_path / "mlflow" / "mlflow.db"
+    try:
+        stack.up(settings, services=["s3", "mlflow"])
+        import mlflow
+
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        mlflow.MlflowClient().create_registered_model("kept-while-s3-lives")
+        stack.down(settings, services=["mlflow"])
+        stack.up(settings, services=["s3", "mlflow"])  # S3 kept running: the store is kept
+        assert mlflow.MlflowClient().get_registered_model("kept-while-s3-lives")
+        stack.down(settings)
+        assert store.exists()
+        stack.up(settings, services=["s3", "mlflow"])  # S3 starts empty: so does the store
+        assert [m.name for m in mlflow.MlflowClient().search_registered_models()] == []
+    finally:
+        stack.down(settings)
