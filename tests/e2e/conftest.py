@@ -31,7 +31,7 @@ def _postgres():
     return conn
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def databases() -> Iterator[dict[str, str]]:
     """Fresh Airflow and MLflow databases in Postgres (dropped afterwards), or {} for SQLite."""
     conn = _postgres()
@@ -56,7 +56,7 @@ def databases() -> Iterator[dict[str, str]]:
         conn.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory, databases) -> Iterator:
     """`mlpipe stack up` on free ports in a temporary state folder; `down` afterwards."""
     from ml import settings as settings_module

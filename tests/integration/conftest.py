@@ -42,7 +42,7 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def s3_server(tmp_path_factory) -> Iterator[str]:
     """A real S3 API server process (moto) on a free loopback port, buckets created.
 
@@ -102,7 +102,7 @@ _S3_ENV = (
 )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dask_cluster(s3_server) -> Iterator[str]:
     """A real Dask cluster: a scheduler and two worker processes, started after the S3 env is set."""
     from distributed import LocalCluster
@@ -124,7 +124,7 @@ def dask_cluster(s3_server) -> Iterator[str]:
         cluster.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mlflow_server(s3_server, tmp_path_factory) -> Iterator[str]:
     """A real MLflow tracking server: SQLite backend, artifacts proxied to the `mlflow` bucket."""
     port = free_port()

@@ -69,6 +69,10 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
         AWS_SECRET_ACCESS_KEY="mlpipe-test-secret",
         airflow_api_url=f"http://127.0.0.1:{_free_port()}",
         state_dir=tmp_path / "state",
+        # Embedded databases, whatever the ambient environment says: a stack under test must
+        # never share another stack's Airflow or MLflow database.
+        mlflow_database_url=None,
+        airflow_database_url=None,
         dask_workers=2,
         dask_worker_memory_limit="1GiB",
         airflow_parallelism=4,
