@@ -149,19 +149,18 @@ def write_batch(
     dataset: str,
     partition: str,
     *,
-    source: str = "",
-    contract_hash: str = "",
-    upstream: list[str] | None = None,
-    extra: dict[str, Any] | None = None,
     rows_per_part: int = 500_000,
     settings: Settings | None = None,
+    **provenance: Any,
 ) -> Manifest:
-    """Write `df` as a new committed batch: parquet parts first, the manifest last."""
+    """Write `df` as a new committed batch: parquet parts first, the manifest last.
+
+    `provenance`: `source`, `contract_hash`, `upstream` (batch refs), `extra` of the manifest.
+    """
     s = settings or get_settings()
     fs = filesystem(s)
-    bucket = s.bucket(zone)
     batch_id = new_batch_id()
-    prefix = f"{bucket}/{dataset}/{partition}/{batch_id}"
+    prefix = f"{s.bucket(zone)}/{dataset}/{partition}/{batch_id}"
     parts = []
     for i, start in enumerate(range(0, max(len(df), 1), rows_per_part)):
         chunk = df.iloc[start : start + rows_per_part]
@@ -171,25 +170,17 @@ def write_batch(
         parts.append(
             {"name": name, "rows": len(chunk), "bytes": len(data), "sha256": _sha256(data)}
         )
-    manifest = Manifest(
-        zone=zone,
-        bucket=bucket,
-        dataset=dataset,
-        partition=partition,
-        batch_id=batch_id,
-        parts=parts,
-        rows=len(df),
-        schema=_schema(df),
-        source=source,
+    return _commit_manifest(
+        s,
+        zone,
+        dataset,
+        partition,
+        batch_id,
+        parts,
+        _schema(df),
         content_hash=content_hash(df),
-        contract_hash=contract_hash,
-        upstream=list(upstream or []),
-        extra=dict(extra or {}),
-        created_at=datetime.now(UTC).isoformat(),
+        **provenance,
     )
-    _commit(fs, manifest)
-    log.info("committed %s rows to %s", manifest.rows, manifest.ref)
-    return manifest
 
 
 def commit_parts(
@@ -198,50 +189,65 @@ def commit_parts(
     partition: str,
     batch_id: str,
     *,
-    source: str = "",
-    contract_hash: str = "",
-    upstream: list[str] | None = None,
-    extra: dict[str, Any] | None = None,
     settings: Settings | None = None,
+    **provenance: Any,
 ) -> Manifest:
     """Commit parquet parts that another writer (e.g. Dask) put under a batch prefix."""
     import pyarrow.parquet as pq
 
     s = settings or get_settings()
     fs = filesystem(s)
-    bucket = s.bucket(zone)
-    prefix = f"{bucket}/{dataset}/{partition}/{batch_id}"
+    prefix = f"{s.bucket(zone)}/{dataset}/{partition}/{batch_id}"
     fs.invalidate_cache(prefix)
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(prefix) if p.endswith(".parquet"))
     if not names:
         raise BatchNotFoundError(f"no parquet parts under s3://{prefix} to commit")
-    parts, rows, schema = [], 0, {}
+    parts, schema = [], {}
     for name in names:
         info = fs.info(f"{prefix}/{name}")
         with fs.open(f"{prefix}/{name}", "rb") as fh:
             pf = pq.ParquetFile(fh)
-            n = pf.metadata.num_rows
-            if not schema:
-                schema = {f.name: str(f.type) for f in pf.schema_arrow}
-        parts.append({"name": name, "rows": n, "bytes": info["size"], "etag": info.get("ETag", "")})
-        rows += n
+            schema = schema or {f.name: str(f.type) for f in pf.schema_arrow}
+            rows = pf.metadata.num_rows
+        parts.append(
+            {"name": name, "rows": rows, "bytes": info["size"], "etag": info.get("ETag", "")}
+        )
+    return _commit_manifest(s, zone, dataset, partition, batch_id, parts, schema, **provenance)
+
+
+def _commit_manifest(
+    s: Settings,
+    zone: str,
+    dataset: str,
+    partition: str,
+    batch_id: str,
+    parts: list[dict[str, Any]],
+    schema: dict[str, str],
+    *,
+    source: str = "",
+    content_hash: str = "",
+    contract_hash: str = "",
+    upstream: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Manifest:
     manifest = Manifest(
         zone=zone,
-        bucket=bucket,
+        bucket=s.bucket(zone),
         dataset=dataset,
         partition=partition,
         batch_id=batch_id,
         parts=parts,
-        rows=rows,
+        rows=sum(p["rows"] for p in parts),
         schema=schema,
         source=source,
+        content_hash=content_hash,
         contract_hash=contract_hash,
         upstream=list(upstream or []),
         extra=dict(extra or {}),
         created_at=datetime.now(UTC).isoformat(),
     )
-    _commit(fs, manifest)
-    log.info("committed %s rows in %s parts to %s", rows, len(parts), manifest.ref)
+    _commit(filesystem(s), manifest)
+    log.info("committed %s rows in %s part(s) to %s", manifest.rows, len(parts), manifest.ref)
     return manifest
 
 

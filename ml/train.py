@@ -84,7 +84,7 @@ def fit_network(
         dropout=params.dropout,
     ).to(device)
     numeric, categorical = tensors(train, transform)
-    target = torch.from_numpy(train[features.TARGET].to_numpy(dtype=np.float32))
+    target = torch.from_numpy(train[features.TARGET].to_numpy(dtype=np.float32, copy=True))
     positives = float(target.sum())
     pos_weight = torch.tensor([(len(target) - positives) / max(positives, 1.0)], device=device)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)

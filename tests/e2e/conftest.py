@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, pipeline_environment
 
 log = logging.getLogger(__name__)
 
@@ -73,22 +73,10 @@ def stack(tmp_path_factory, databases) -> Iterator:
         "MLPIPE_AIRFLOW_PARALLELISM": "4",
         **databases,
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    settings_module.reset_settings()
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    s = settings_module.get_settings()
-    try:
-        stack_module.up(s, timeout=240)
-        yield s
-    finally:
-        stack_module.down(s)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        settings_module.reset_settings()
-        s3fs.S3FileSystem.clear_instance_cache()
+    with pipeline_environment(env):
+        s = settings_module.get_settings()
+        try:
+            stack_module.up(s, timeout=240)
+            yield s
+        finally:
+            stack_module.down(s)

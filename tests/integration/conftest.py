@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_port
+from tests.conftest import free_port, pipeline_environment
 
 
 def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
@@ -60,46 +60,22 @@ def s3_server(tmp_path_factory) -> Iterator[str]:
     )
     endpoint = f"http://127.0.0.1:{port}"
     _wait_http(endpoint, proc, "moto S3 server")
-    saved = {k: os.environ.get(k) for k in _S3_ENV}
-    os.environ.update(
-        {
-            "S3_ENDPOINT_URL": endpoint,
-            "MLFLOW_S3_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-    )
-    from ml import settings, storage
+    env = {
+        "S3_ENDPOINT_URL": endpoint,
+        "MLFLOW_S3_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    from ml import storage
 
-    settings.reset_settings()
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    storage.ensure_buckets()
     try:
-        yield endpoint
+        with pipeline_environment(env):
+            storage.ensure_buckets()
+            yield endpoint
     finally:
         _stop(proc)
         log.close()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        settings.reset_settings()
-        s3fs.S3FileSystem.clear_instance_cache()
-
-
-_S3_ENV = (
-    "S3_ENDPOINT_URL",
-    "MLFLOW_S3_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_DEFAULT_REGION",
-    "MLFLOW_TRACKING_URI",
-    "DASK_SCHEDULER_ADDRESS",
-)
 
 
 @pytest.fixture(scope="package")
@@ -114,12 +90,9 @@ def dask_cluster(s3_server) -> Iterator[str]:
         dashboard_address=None,
         memory_limit="2GiB",
     )
-    os.environ["DASK_SCHEDULER_ADDRESS"] = cluster.scheduler_address
-    from ml import settings
-
-    settings.reset_settings()
     try:
-        yield cluster.scheduler_address
+        with pipeline_environment({"DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}):
+            yield cluster.scheduler_address
     finally:
         cluster.close()
 
@@ -153,12 +126,9 @@ def mlflow_server(s3_server, tmp_path_factory) -> Iterator[str]:
     )
     uri = f"http://127.0.0.1:{port}"
     _wait_http(f"{uri}/health", proc, "MLflow server", timeout=120)
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    from ml import settings
-
-    settings.reset_settings()
     try:
-        yield uri
+        with pipeline_environment({"MLFLOW_TRACKING_URI": uri}):
+            yield uri
     finally:
         _stop(proc)
         log.close()
