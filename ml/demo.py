@@ -13,6 +13,7 @@ from typing import Any
 
 from ml import contracts, registry, storage
 from ml.airflow_api import AirflowClient
+from ml.ingest import days_between
 from ml.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def summarize(
 ) -> dict[str, Any]:
     """What the runs produced, read back from object storage and the MLflow registry."""
     contract = contracts.load_contract(dataset)
-    in_range = {f"date={d}" for d in _days(date_from, date_to)}
+    in_range = {f"date={d}" for d in days_between(date_from, date_to)}
 
     def rows(zone: str, name: str) -> int:
         return sum(
@@ -123,15 +124,10 @@ def summarize(
     summary["urls"] = {
         "Airflow UI": settings.airflow_api_url,
         "MLflow UI": settings.mlflow_tracking_uri,
+        "MLflow model": f"{settings.mlflow_tracking_uri}/#/models/{model_name}",
         "S3 endpoint": settings.s3_endpoint_url,
     }
     return summary
-
-
-def _days(date_from: str, date_to: str) -> list[str]:
-    from ml.ingest import days_between
-
-    return days_between(date_from, date_to)
 
 
 def run(
@@ -145,7 +141,7 @@ def run(
 
     s = get_settings()
     started = time.monotonic()
-    stack.up(s)
+    urls = stack.up(s)
     client = AirflowClient(s.airflow_api_url)
     try:
         runs = run_chain(client, dataset, date_from, date_to, timeout)
@@ -153,6 +149,8 @@ def run(
         log.error("%s", exc)
         runs = {}
     summary = summarize(dataset, date_from, date_to, runs, s)
+    if "Dask dashboard" in urls:
+        summary["urls"]["Dask dashboard"] = urls["Dask dashboard"]
     summary["seconds"] = round(time.monotonic() - started, 1)
     return summary
 
@@ -190,7 +188,7 @@ def format_summary(summary: dict) -> str:
         )
     lines += [
         "Where to look:",
-        *[f"  {name:<12} {url}" for name, url in summary["urls"].items()],
+        *[f"  {name:<15} {url}" for name, url in summary["urls"].items()],
         "  Stop the services with `mlpipe stack down` (or `make stack-down`).",
         "",
     ]
