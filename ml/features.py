@@ -88,6 +88,17 @@ def feature_columns(contract: Contract) -> tuple[list[str], list[str]]:
     return numeric, categorical
 
 
+def row_keys(contract: Contract) -> list[str]:
+    """The columns that identify a row (kept beside features and predictions)."""
+    keys = list(contract.features.get("row_keys", []))
+    unknown = [k for k in keys if k not in contract.column_names]
+    if unknown:
+        raise contracts.ContractError(
+            f"{contract.path}: features.row_keys: {unknown} are not columns of the contract"
+        )
+    return keys
+
+
 def add_derived(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     out = df.copy()
     for name in names:
@@ -302,11 +313,7 @@ def build_features(
     splits = split_partitions(list(batches), contract.split.get("fractions", {}))
     options = s.s3_storage_options()
     numeric, categorical = feature_columns(contract)
-    keys = [
-        c
-        for c in ("year", "month", "day", "carrier", "flight", "origin", "dest", "time_hour")
-        if c in contract.column_names
-    ]
+    keys = row_keys(contract)
     with dask_client(s):
         # Reference tables are small: read once, broadcast to every partition of the join.
         references = {

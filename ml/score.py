@@ -81,22 +81,7 @@ def score(dataset: str, day: str | None = None, threshold: float = 0.5) -> dict:
         reference_manifests[join["dataset"]] = ref
         upstream.append(ref.ref)
     model_uri = f"models:/{model_name}/{version}"
-    keys = [
-        c
-        for c in (
-            "year",
-            "month",
-            "day",
-            "carrier",
-            "flight",
-            "tailnum",
-            "origin",
-            "dest",
-            "sched_dep_time",
-            "time_hour",
-        )
-        if c in contract.column_names
-    ]
+    keys = features.row_keys(contract)
     batch_id = f"model={version}"
     options = s.s3_storage_options()
     fs = storage.filesystem(s)

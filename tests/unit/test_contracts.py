@@ -60,3 +60,14 @@ def test_bad_contracts_name_file_and_key(tmp_path, body, message):
 def test_missing_contract_file_is_named(tmp_path):
     with pytest.raises(contracts.ContractError, match="no such contract file"):
         contracts.load_contract(tmp_path / "nope.yaml")
+
+
+def test_row_keys_must_be_columns(tmp_path):
+    from ml import features
+
+    text = (contracts.CONTRACTS_DIR / "flights.yaml").read_text().replace("row_keys: [year,", "row_keys: [yeer,")
+    path = tmp_path / "flights.yaml"
+    path.write_text(text)
+    with pytest.raises(contracts.ContractError, match=r"features.row_keys: \['yeer'\]"):
+        features.row_keys(contracts.load_contract(path))
+    assert "flight" in features.row_keys(contracts.load_contract("flights"))
