@@ -88,6 +88,8 @@ def promote(
         if champion is not None and champion != version:
             mlflow_client.set_registered_model_alias(model_name, PREVIOUS, champion)
         mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
+        if alias_version(model_name, CHALLENGER) == version:  # no longer a challenger
+            mlflow_client.delete_registered_model_alias(model_name, CHALLENGER)
     decision = {
         "model_name": model_name,
         "version": version,

@@ -55,6 +55,7 @@ def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
 
     first = registry.promote(good["model_name"], good["model_version"], good["eval_snapshot"])
     assert first["promoted"] and first["reason"] == "no champion yet"
+    assert registry.alias_version(good["model_name"], registry.CHALLENGER) is None
     assert storage.read_json(first["audit_record"])["version"] == good["model_version"]
 
     # A barely trained challenger must not take the title; the reason is recorded.
@@ -63,6 +64,7 @@ def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
         worse["model_name"], worse["model_version"], worse["eval_snapshot"], min_improvement=0.01
     )
     assert not second["promoted"]
+    assert registry.alias_version(good["model_name"], registry.CHALLENGER) == worse["model_version"]
     assert "does not beat champion" in second["reason"]
     assert registry.alias_version(good["model_name"], registry.CHAMPION) == good["model_version"]
     tags = client.get_model_version(worse["model_name"], worse["model_version"]).tags
