@@ -65,7 +65,11 @@ def test_missing_contract_file_is_named(tmp_path):
 def test_row_keys_must_be_columns(tmp_path):
     from ml import features
 
-    text = (contracts.CONTRACTS_DIR / "flights.yaml").read_text().replace("row_keys: [year,", "row_keys: [yeer,")
+    text = (
+        (contracts.CONTRACTS_DIR / "flights.yaml")
+        .read_text()
+        .replace("row_keys: [year,", "row_keys: [yeer,")
+    )
     path = tmp_path / "flights.yaml"
     path.write_text(text)
     with pytest.raises(contracts.ContractError, match=r"features.row_keys: \['yeer'\]"):
