@@ -29,7 +29,7 @@ install: $(INSTALLED)
 demo: $(INSTALLED) .env
 	$(BIN)/mlpipe demo
 
-test: $(INSTALLED)
+test: lint
 	$(BIN)/pytest
 
 test-unit: $(INSTALLED)
