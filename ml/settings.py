@@ -72,6 +72,13 @@ class Settings(BaseSettings):
 
     # Local stack: pid files, logs, SQLite files, Airflow home.
     state_dir: Path = Path(".mlpipe")
+    # Root of `drop_folder` sources (a contract's `source.path` is relative to it);
+    # None: `<state_dir>/drop`.
+    drop_dir: Path | None = None
+
+    # Secret salt for hashing PII columns before the validated zone (required when a contract
+    # hashes PII).
+    pii_salt: SecretStr | None = None
 
     # Torch threads per training process (the cores are shared with Dask and Airflow).
     torch_threads: int = 2
@@ -89,6 +96,10 @@ class Settings(BaseSettings):
     @property
     def state_path(self) -> Path:
         return self.state_dir.expanduser().resolve()
+
+    @property
+    def drop_path(self) -> Path:
+        return (self.drop_dir or self.state_dir / "drop").expanduser().resolve()
 
     @property
     def starts_local_s3(self) -> bool:
@@ -118,7 +129,10 @@ class Settings(BaseSettings):
             "MLPIPE_STATE_DIR": str(self.state_path),
             "MLPIPE_AIRFLOW_API_URL": self.airflow_api_url,
             "MLPIPE_TORCH_THREADS": str(self.torch_threads),
+            "MLPIPE_DROP_DIR": str(self.drop_path),
         }
+        if self.pii_salt is not None:
+            env["MLPIPE_PII_SALT"] = self.pii_salt.get_secret_value()
         for zone in ZONES:
             env[f"MLPIPE_BUCKET_{zone.upper()}"] = self.bucket(zone)
         if self.aws_access_key_id is not None:
