@@ -1,4 +1,4 @@
-"""`mlpipe`: the command line of the pipeline (local stack, demo)."""
+"""`mlpipe`: the command line of the pipeline (local stack, demo, contracts, quarantine)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,97 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary.get("ok") else 1
 
 
+def _cmd_contract(args: argparse.Namespace) -> int:
+    from ml.contracts import ContractError, load_contract
+    from ml.validation import describe_rule, rule_specs
+
+    bad = 0
+    for name in args.files:
+        try:
+            contract = load_contract(name)
+            specs = rule_specs(contract)
+        except ContractError as exc:
+            print(f"ERROR {exc}", file=sys.stderr)
+            bad += 1
+            continue
+        policy = contract.policy
+        print(
+            f"{contract.path}: OK  dataset {contract.dataset}, contract hash {contract.hash}, "
+            f"{len(specs)} rules, failure policy {policy.mode} (on_failure {policy.on_failure}"
+            + (
+                f", max_bad_fraction {policy.max_bad_fraction:g})"
+                if policy.mode == "quarantine_rows"
+                else ")"
+            )
+        )
+        if contract.pii:
+            print(f"  pii: {', '.join(f'{c} -> {a}' for c, a in contract.pii.items())}")
+        width = max(len(s.rule) for s in specs)
+        for spec in specs:
+            print(f"  {spec.rule:<{width}}  {describe_rule(spec)}")
+    return 1 if bad else 0
+
+
+def _cmd_quarantine(args: argparse.Namespace) -> int:
+    from ml import quarantine
+
+    try:
+        if args.action == "list":
+            items = quarantine.held(args.dataset, include_done=args.all)
+            if args.json:
+                print(json.dumps([i.to_dict() for i in items], indent=2, default=str))
+                return 0
+            if not items:
+                print("nothing held in quarantine")
+            for i in items:
+                kept = f", {i.validated_rows} good rows went on" if i.validated_rows else ""
+                print(f"{i.ref}  [{i.status}]  {i.rows} rows ({i.kind}{kept})")
+                print(f"    reason: {i.reason}")
+                print(f"    failed: {', '.join(i.failed_rules) or '-'}")
+                print(f"    report: {i.report or '-'}")
+            return 0
+        if args.action == "show":
+            info = quarantine.summary(args.ref)
+            if args.json:
+                print(json.dumps(info, indent=2, default=str))
+                return 0
+            print(f"{info['ref']}  [{info['status']}]  {info['rows']} rows ({info['kind']})")
+            print(f"  reason:   {info['reason']}")
+            print(f"  from:     {', '.join(info['upstream'])}")
+            print(f"  report:   {info['report']}  (HTML: {info['report_html'] or '-'})")
+            for r in info["failed"]:
+                count = r["unexpected_count"]
+                what = (
+                    f"{count} unexpected"
+                    if count is not None
+                    else f"observed {r['observed_value']!r}"
+                )
+                print(f"  FAILED {r['rule']}: {what}" + (f"; {r['error']}" if r["error"] else ""))
+                if r["sample"]:
+                    print(f"         sample: {json.dumps(r['sample'], default=str)}")
+            if info["action"]:
+                print(
+                    f"  {info['status']} by {info['action'].get('by')} at {info['action'].get('at')}"
+                )
+            return 0
+        if args.action == "release":
+            record = quarantine.release(
+                args.ref, by=args.by, note=args.note, contract=args.contract
+            )
+            print(f"released {record['ref']} ({record['rows']} rows) -> {record['validated']}")
+            print(f"audit: {record['audit']}")
+            return 0
+        if args.action == "drop":
+            record = quarantine.drop(args.ref, by=args.by, reason=args.note)
+            print(f"dropped {record['ref']} ({record['rows']} rows; kept in storage)")
+            print(f"audit: {record['audit']}")
+            return 0
+    except quarantine.QuarantineError as exc:
+        print(f"ERROR {exc}", file=sys.stderr)
+        return 1
+    raise AssertionError(args.action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpipe", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -54,6 +145,33 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--timeout", type=float, default=480.0, help="seconds to wait for runs")
     p_demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     p_demo.set_defaults(func=_cmd_demo)
+
+    p_contract = sub.add_parser("contract", help="data contracts: check them, list their rules")
+    contract_sub = p_contract.add_subparsers(dest="action", required=True)
+    p_check = contract_sub.add_parser("check", help="check contract files, print their rules")
+    p_check.add_argument("files", nargs="+", metavar="FILE", help="contract file or dataset name")
+    p_contract.set_defaults(func=_cmd_contract)
+
+    p_q = sub.add_parser("quarantine", help="batches held back by validation: list, show, act")
+    q_sub = p_q.add_subparsers(dest="action", required=True)
+    p_list = q_sub.add_parser("list", help="batches held back (all datasets, or one)")
+    p_list.add_argument("dataset", nargs="?")
+    p_list.add_argument("--all", action="store_true", help="also released and dropped ones")
+    p_list.add_argument("--json", action="store_true")
+    p_show = q_sub.add_parser("show", help="the report summary of a quarantined batch")
+    p_show.add_argument("ref", help="s3://quarantine/<dataset>/<partition>/<batch_id> (any zone)")
+    p_show.add_argument("--json", action="store_true")
+    for action, helptext in (
+        ("release", "the batch is fine: copy it to validated, with an audit record"),
+        ("drop", "the batch is not wanted: mark it dropped, with an audit record (no delete)"),
+    ):
+        p = q_sub.add_parser(action, help=helptext)
+        p.add_argument("ref")
+        p.add_argument("--by", help="who decides (default: the current user)")
+        p.add_argument("--note", default="", help="why")
+        if action == "release":
+            p.add_argument("--contract", help="contract file (default: the dataset's)")
+    p_q.set_defaults(func=_cmd_quarantine)
     return parser
 
 

@@ -16,9 +16,30 @@ Rule ids and the expectation each becomes:
 | `<dataset>.<column>.regex` | `regex:` | `ExpectColumnValuesToMatchRegex` |
 | `<dataset>.<column>.unique` | `unique: true` | `ExpectColumnValuesToBeUnique` |
 | `<dataset>.table.row_count` | `table.row_count` | `ExpectTableRowCountToBeBetween` |
+| `<dataset>.table.unique.<a>+<b>` | `table.unique: [[a, b]]` | computed (pandas / Dask), reported as `expect_compound_columns_to_be_unique` |
+| `<dataset>.table.freshness` | `table.freshness` | computed, reported as `expect_column_max_to_be_between` |
 
-Value rules ignore missing values (only `not_null` looks at them). `unique` counts every row
-whose value occurs more than once (both copies of a duplicate).
+Value rules ignore missing values (only `not_null` looks at them). `unique` (a column or a key)
+counts every row whose value occurs more than once (both copies of a duplicate); rows with a
+missing key value are left out of key uniqueness. Freshness: the newest value of the column must
+be no older than the end of the batch's partition (`date=2013-01-01` -> 2013-01-02 00:00, UTC for
+tz-aware columns) minus `max_lag_hours`; it never looks at the clock, so re-validation agrees.
+
+Two engines, one result shape (a list of rule dicts: rule, column, expectation, success,
+unexpected_count, unexpected_percent, unexpected_sample, observed_value, error):
+
+- `validate_frame(df, contract)`: one pandas frame, the whole suite in GX;
+- `validate_dask(ddf, contract)`: GX on each partition (`validate_partition`, a Dask task in the
+  workers, GX context cached per worker process), counts summed, percentages recomputed, samples
+  merged and capped; row count, uniqueness and freshness computed with Dask over the whole batch
+  (uniqueness by 64-bit row hashes in a partitioned value count: no process holds the batch).
+
+`validate_batch(ref)` validates a raw batch (on the Dask cluster when it is large) and applies the
+contract's PII rules and failure policy (`quarantine_batch`, or `quarantine_rows`: bad rows with
+`_failed_rules` to `quarantine`, good rows to `validated`; over `max_bad_fraction`, or when a rule
+that is not a row rule (`ROW_KINDS`) fails, the whole batch). Rows in `validated` + rows in
+`quarantine` == rows in `raw`. Quarantine keeps rows as they came (PII included: a restricted
+zone, so a person can inspect and release them; see `ml.quarantine`).
 
 `import great_expectations` is slow (3-4 s, ~280 MB), so it happens on first use, and the
 ephemeral context, data source, asset and batch definition are made once per process (the
@@ -28,6 +49,8 @@ lock: GX contexts are not documented as thread-safe.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
 import json
 import logging
@@ -35,11 +58,12 @@ import math
 import os
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ml.contracts import Contract, ContractError, load_contract
+from ml.contracts import Contract, load_contract
 from ml.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -52,7 +76,8 @@ log = logging.getLogger(__name__)
 
 SAMPLE_SIZE = 10  # unexpected values kept per rule in a report
 REPORT_PREFIX = "validation"  # reports zone: validation/<dataset>/<partition>/<batch_id>.json|.html
-TABLE_RULES = ("row_count",)
+FAILED_RULES = "_failed_rules"  # column of quarantined rows: the rule ids each row broke
+DASK_MIN_ROWS = 1_000_000  # batches with more rows are validated on the Dask cluster
 
 # Accepted pandas dtypes per contract type, matched against `str(series.dtype)`: an entry is a
 # dtype name, or a prefix when it ends in `*`. Names cover numpy, pandas nullable and pyarrow-backed
@@ -180,12 +205,37 @@ class ValidationOutcome:
 
     report: ValidationReport
     report_url: str
-    manifest: Manifest  # in `validated` when passed, in `quarantine` otherwise
+    manifest: Manifest  # in `validated` when passed (rows mode: the good rows), else `quarantine`
     passed: bool
     report_html_url: str = ""
+    quarantine: Manifest | None = None  # what went to `quarantine`, if anything
+    status: str = "passed"  # passed | rows_quarantined | batch_quarantined
+    rows_validated: int = 0
+    rows_quarantined: int = 0
 
 
 # --- the suite ------------------------------------------------------------------------------
+
+# The GX expectation each rule kind becomes (`expectation` in reports). Kinds in
+# `GLOBAL_KINDS` need the whole batch at once: on Dask they are computed over the whole batch
+# (not per partition); `unique_key` and `freshness` are always computed by us (pandas or Dask)
+# and reported under the name of the GX expectation they correspond to.
+EXPECTATIONS = {
+    "exists": "expect_column_to_exist",
+    "type": "expect_column_dtype_to_match",
+    "not_null": "expect_column_values_to_not_be_null",
+    "min": "expect_column_values_to_be_between",
+    "max": "expect_column_values_to_be_between",
+    "allowed": "expect_column_values_to_be_in_set",
+    "regex": "expect_column_values_to_match_regex",
+    "unique": "expect_column_values_to_be_unique",
+    "row_count": "expect_table_row_count_to_be_between",
+    "unique_key": "expect_compound_columns_to_be_unique",
+    "freshness": "expect_column_max_to_be_between",
+}
+ROW_KINDS = frozenset({"not_null", "min", "max", "allowed", "regex"})  # judged row by row
+GLOBAL_KINDS = frozenset({"unique", "row_count", "unique_key", "freshness"})
+COMPUTED_KINDS = frozenset({"unique_key", "freshness"})  # never a GX expectation
 
 
 def rule_specs(contract: Contract) -> list[RuleSpec]:
@@ -210,24 +260,28 @@ def rule_specs(contract: Contract) -> list[RuleSpec]:
         if col.unique:
             rules.append(("unique", {}))
         specs += [RuleSpec(f"{ds}.{col.name}.{kind}", kind, col.name, kw) for kind, kw in rules]
-    unknown = set(contract.table) - set(TABLE_RULES)
-    if unknown:
-        raise ContractError(
-            f"{contract.path}: table: rule(s) {sorted(unknown)} cannot be validated; "
-            f"supported: {list(TABLE_RULES)}"
-        )
     if "row_count" in contract.table:
         bounds = contract.table["row_count"]
-        if not isinstance(bounds, dict) or not set(bounds) <= {"min", "max"} or not bounds:
-            raise ContractError(
-                f"{contract.path}: table.row_count: expected a mapping with min and/or max"
-            )
         specs.append(
             RuleSpec(
                 f"{ds}.table.row_count",
                 "row_count",
                 None,
                 {"min_value": bounds.get("min"), "max_value": bounds.get("max")},
+            )
+        )
+    for key in contract.unique_keys:
+        specs.append(
+            RuleSpec(f"{ds}.table.unique.{'+'.join(key)}", "unique_key", None, {"columns": key})
+        )
+    if contract.freshness is not None:
+        f = contract.freshness
+        specs.append(
+            RuleSpec(
+                f"{ds}.table.freshness",
+                "freshness",
+                f.column,
+                {"max_lag_hours": f.max_lag_hours},
             )
         )
     return specs
@@ -237,8 +291,23 @@ def rule_ids(contract: Contract) -> list[str]:
     return [s.rule for s in rule_specs(contract)]
 
 
-def build_suite(contract: Contract) -> gx.ExpectationSuite:
-    """The GX suite of a contract: one expectation per rule, `meta` naming the rule."""
+def describe_rule(spec: RuleSpec) -> str:
+    """`expect_...(column=..., key=value)`: what a rule checks, for people (no GX needed)."""
+    args = ([f"column={spec.column!r}"] if spec.column else []) + [
+        f"{k}={v!r}" for k, v in spec.kwargs.items() if k != "type_list"
+    ]
+    if "type_list" in spec.kwargs:
+        args.append(f"dtypes={len(spec.kwargs['type_list'])} names")
+    where = " [whole batch]" if spec.kind in GLOBAL_KINDS else ""
+    return f"{EXPECTATIONS[spec.kind]}({', '.join(args)}){where}"
+
+
+def build_suite(contract: Contract, *, per_partition: bool = False) -> gx.ExpectationSuite:
+    """The GX suite of a contract: one expectation per rule, `meta` naming the rule.
+
+    Rules we compute ourselves (`COMPUTED_KINDS`) are not in it; with `per_partition`, neither
+    are the rules that need the whole batch (`GLOBAL_KINDS`).
+    """
     g = _gx()
     gxe = g.expectations
     classes = {
@@ -252,18 +321,23 @@ def build_suite(contract: Contract) -> gx.ExpectationSuite:
         "unique": gxe.ExpectColumnValuesToBeUnique,
         "row_count": gxe.ExpectTableRowCountToBeBetween,
     }
+    skip = GLOBAL_KINDS if per_partition else COMPUTED_KINDS
     expectations = []
     for spec in rule_specs(contract):
+        if spec.kind in skip:
+            continue
         kwargs = dict(spec.kwargs)
         if spec.column is not None:
             kwargs["column"] = spec.column
         meta = {"rule": spec.rule, "column": spec.column, "contract_hash": contract.hash}
         expectations.append(classes[spec.kind](**kwargs, meta=meta))
-    return g.gx.ExpectationSuite(name=_suite_name(contract), expectations=expectations)
+    return g.gx.ExpectationSuite(
+        name=_suite_name(contract, per_partition), expectations=expectations
+    )
 
 
-def _suite_name(contract: Contract) -> str:
-    return f"{contract.dataset}-{contract.hash}"
+def _suite_name(contract: Contract, per_partition: bool = False) -> str:
+    return f"{contract.dataset}-{contract.hash}{'-partition' if per_partition else ''}"
 
 
 # --- GX, once per process -------------------------------------------------------------------
@@ -291,11 +365,11 @@ class _GXState:
         self.batch_definition = asset.add_batch_definition_whole_dataframe("whole_frame")
         self.validations: dict[str, Any] = {}  # suite name -> ValidationDefinition
 
-    def validation_definition(self, contract: Contract):
-        name = _suite_name(contract)
+    def validation_definition(self, contract: Contract, per_partition: bool = False):
+        name = _suite_name(contract, per_partition)
         vd = self.validations.get(name)
         if vd is None:
-            suite = self.context.suites.add(build_suite(contract))
+            suite = self.context.suites.add(build_suite(contract, per_partition=per_partition))
             vd = self.context.validation_definitions.add(
                 self.gx.ValidationDefinition(name=name, data=self.batch_definition, suite=suite)
             )
@@ -362,16 +436,11 @@ def _dtype_expectation_class(gxe) -> type:
 # --- validating -----------------------------------------------------------------------------
 
 
-def validate_frame(
-    df: pd.DataFrame, contract: Contract | str, *, batch_ref: str = ""
-) -> ValidationReport:
-    """Validate a pandas frame against a contract; never raises for data problems."""
-    contract = _contract(contract)
-    specs = rule_specs(contract)
-    started = time.perf_counter()
+def _run_gx(df: pd.DataFrame, contract: Contract, per_partition: bool) -> tuple[dict, str]:
+    """GX results of a frame by rule id, and the GX version."""
     with _LOCK:
         g = _gx()
-        vd = g.validation_definition(contract)
+        vd = g.validation_definition(contract, per_partition)
         try:
             result = vd.run(
                 batch_parameters={"dataframe": df},
@@ -382,19 +451,57 @@ def validate_frame(
             )
         finally:
             g.release()
-    by_rule = {r.expectation_config.meta.get("rule"): r for r in result.results}
+    return {r.expectation_config.meta.get("rule"): r for r in result.results}, g.gx.__version__
+
+
+def validate_frame(
+    df: pd.DataFrame,
+    contract: Contract | str,
+    *,
+    batch_ref: str = "",
+    partition: str | None = None,
+) -> ValidationReport:
+    """Validate a pandas frame against a contract; never raises for data problems.
+
+    `partition` (`date=2013-01-01`) is what freshness is measured against; it defaults to the
+    partition in `batch_ref`. Without one, a freshness rule fails ("no partition").
+    """
+    contract = _contract(contract)
+    specs = rule_specs(contract)
+    partition = partition or _partition_of(batch_ref)
+    started = time.perf_counter()
+    by_rule, gx_version = _run_gx(df, contract, per_partition=False)
     columns = {str(c) for c in df.columns}
-    rules = [_rule_result(spec, by_rule.get(spec.rule), columns) for spec in specs]
+    rules = []
+    for spec in specs:
+        if spec.kind == "unique_key":
+            rules.append(_unique_key_pandas(spec, df))
+        elif spec.kind == "freshness":
+            newest = df[spec.column].max() if spec.column in columns else None
+            rules.append(_freshness_result(spec, contract, partition, newest, columns))
+        else:
+            rules.append(_rule_result(spec, by_rule.get(spec.rule), columns))
+    return _report(contract, rules, len(df), batch_ref, started, gx_version)
+
+
+def _report(
+    contract: Contract,
+    rules: list[dict[str, Any]],
+    rows: int,
+    batch_ref: str,
+    started: float,
+    gx_version: str,
+) -> ValidationReport:
     report = ValidationReport(
         dataset=contract.dataset,
         contract_hash=contract.hash,
         success=all(r["success"] for r in rules),
-        rows=len(df),
+        rows=rows,
         rules=rules,
         batch_ref=batch_ref,
         validated_at=datetime.now(UTC).isoformat(),
         duration_s=round(time.perf_counter() - started, 4),
-        gx_version=g.gx.__version__,
+        gx_version=gx_version,
     )
     log.debug(
         "validated %s rows of %s against %s rules in %.3fs: %s",
@@ -407,11 +514,11 @@ def validate_frame(
     return report
 
 
-def _rule_result(spec: RuleSpec, res: Any, columns: set[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {
+def _empty_result(spec: RuleSpec) -> dict[str, Any]:
+    return {
         "rule": spec.rule,
         "column": spec.column,
-        "expectation": "",
+        "expectation": EXPECTATIONS[spec.kind],
         "success": False,
         "unexpected_count": None,
         "unexpected_percent": None,
@@ -419,6 +526,10 @@ def _rule_result(spec: RuleSpec, res: Any, columns: set[str]) -> dict[str, Any]:
         "observed_value": None,
         "error": None,
     }
+
+
+def _rule_result(spec: RuleSpec, res: Any, columns: set[str]) -> dict[str, Any]:
+    out = _empty_result(spec)
     if res is None:  # cannot happen unless GX drops an expectation; never pass silently
         out["error"] = "no result from Great Expectations"
         return out
@@ -492,6 +603,350 @@ def _describe_failure(rule: dict[str, Any]) -> str:
     return f"{rule['rule']} (failed)"
 
 
+# --- rules over the whole batch (pandas here, Dask in validate_dask) -------------------------
+
+
+def _partition_of(batch_ref: str) -> str | None:
+    parts = batch_ref.removeprefix("s3://").strip("/").split("/")
+    return parts[2] if len(parts) == 4 else None
+
+
+def partition_end(partition: str | None, granularity: str = "day"):
+    """The end of a partition (`date=2013-01-01` -> 2013-01-02 00:00), None if not a date."""
+    import pandas as pd
+
+    if not partition:
+        return None
+    value = partition.split("=", 1)[-1]
+    try:
+        start = pd.Timestamp(value)
+    except ValueError:
+        return None
+    if granularity == "hour":
+        return start.floor("h") + pd.Timedelta(hours=1)
+    if granularity == "month":
+        return start.to_period("M").to_timestamp() + pd.offsets.MonthBegin(1)
+    return start.normalize() + pd.Timedelta(days=1)
+
+
+def _freshness_result(
+    spec: RuleSpec, contract: Contract, partition: str | None, newest: Any, columns: set[str]
+) -> dict[str, Any]:
+    """Newest value of the column >= end of the partition - max_lag_hours (tz-aware columns:
+    the partition's end is taken in UTC)."""
+    import pandas as pd
+
+    out = _empty_result(spec)
+    lag = spec.kwargs["max_lag_hours"]
+    end = partition_end(partition, contract.partition.get("granularity", "day"))
+    if spec.column not in columns:
+        out["error"] = f"column {spec.column!r} is missing"
+        return out
+    if end is None:
+        out["error"] = f"no partition date to measure freshness against (partition {partition!r})"
+        return out
+    if newest is None or pd.isna(newest):
+        out["error"] = f"column {spec.column!r} has no values"
+        return out
+    try:
+        newest = pd.Timestamp(newest)
+        if newest.tzinfo is not None:
+            end = end.tz_localize("UTC")
+        threshold = end - pd.Timedelta(hours=lag)
+        out["observed_value"] = newest.isoformat()
+        out["success"] = bool(newest >= threshold)
+    except (TypeError, ValueError) as exc:  # not a timestamp: the type rule says so too
+        out["error"] = f"cannot compare {newest!r} with the partition end: {exc}"
+        return out
+    if not out["success"]:
+        out["error"] = (
+            f"newest {spec.column} {newest.isoformat()} is older than {threshold.isoformat()} "
+            f"(end of {partition} minus {lag:g} h)"
+        )
+    return out
+
+
+def _key_frame(df: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """The key columns of the rows that have a value in every key column."""
+    return df[list(columns)].dropna()
+
+
+def _unique_key_pandas(spec: RuleSpec, df: pd.DataFrame) -> dict[str, Any]:
+    out = _empty_result(spec)
+    cols = spec.kwargs["columns"]
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        out["error"] = f"column(s) {missing} are missing"
+        return out
+    keys = _key_frame(df, cols)
+    dup = keys[keys.duplicated(keep=False)]
+    return _unique_key_result(out, len(dup), len(keys), dup.head(SAMPLE_SIZE))
+
+
+def _unique_key_result(out: dict, duplicated: int, rows: int, sample: pd.DataFrame) -> dict:
+    """Every row whose key occurs more than once counts (both copies), like GX's `unique`."""
+    out["success"] = duplicated == 0
+    out["unexpected_count"] = int(duplicated)
+    out["unexpected_percent"] = 100.0 * duplicated / rows if rows else 0.0
+    out["unexpected_sample"] = _json_safe(
+        [dict(zip(sample.columns, row, strict=True)) for row in sample.itertuples(index=False)]
+    )[:SAMPLE_SIZE]
+    return out
+
+
+# --- Dask: partition by partition, one merged result ------------------------------------------
+
+
+def validate_partition(df: pd.DataFrame, contract: Contract) -> dict[str, Any]:
+    """Run the per-partition suite on one partition (a Dask task; GX context cached per worker
+    process). Returns small, mergeable partial results: rows and per-rule counts and samples."""
+    by_rule, gx_version = _run_gx(df, contract, per_partition=True)
+    columns = {str(c) for c in df.columns}
+    rules = {}
+    for spec in rule_specs(contract):
+        if spec.kind in GLOBAL_KINDS:
+            continue
+        res = by_rule.get(spec.rule)
+        out = _rule_result(spec, res, columns)
+        result = (res.result or {}) if res is not None else {}
+        elements = result.get("element_count") or 0
+        missing = 0 if spec.kind == "not_null" else (result.get("missing_count") or 0)
+        out["_denominator"] = int(elements - missing)
+        rules[spec.rule] = out
+    return {"rows": len(df), "rules": rules, "gx_version": gx_version}
+
+
+def _partition_summary(df: pd.DataFrame, contract: Contract) -> pd.Series:
+    """`validate_partition` as a one-element Series, so partitions map as a Dask expression."""
+    import pandas as pd
+
+    return pd.Series([validate_partition(df, contract)], dtype=object)
+
+
+def _merge_partials(spec: RuleSpec, partials: list[dict[str, Any]]) -> dict[str, Any]:
+    out = _empty_result(spec)
+    results = [p["rules"][spec.rule] for p in partials]
+    if not results:
+        out["error"] = "no partitions"
+        return out
+    out["expectation"] = results[0]["expectation"]
+    out["success"] = all(r["success"] for r in results)
+    failing = [r for r in results if not r["success"]] or results
+    out["observed_value"] = failing[0]["observed_value"]
+    out["error"] = next((r["error"] for r in results if r["error"]), None)
+    counts = [r["unexpected_count"] for r in results if r["unexpected_count"] is not None]
+    if counts:
+        total = sum(counts)
+        denominator = sum(r["_denominator"] for r in results)
+        out["unexpected_count"] = total
+        out["unexpected_percent"] = 100.0 * total / denominator if denominator else 0.0
+        sample: list = []
+        for r in results:
+            sample += r["unexpected_sample"][: SAMPLE_SIZE - len(sample)]
+        out["unexpected_sample"] = sample
+    return out
+
+
+def _row_hashes(frame):
+    import pandas as pd
+
+    return pd.util.hash_pandas_object(frame, index=False)
+
+
+def validate_dask(
+    ddf,
+    contract: Contract | str,
+    *,
+    batch_ref: str = "",
+    partition: str | None = None,
+) -> ValidationReport:
+    """Validate a Dask frame partition by partition on the current Dask scheduler.
+
+    Column rules run as the GX suite on each partition (`validate_partition`, in parallel); row
+    count, uniqueness (of a column or a key) and freshness are computed with Dask over the whole
+    batch. Nothing larger than a partition is gathered in one process: uniqueness goes through
+    64-bit row hashes counted with a partitioned (`split_out`) value count; only partial results,
+    counts and samples come back.
+    """
+    import dask
+
+    contract = _contract(contract)
+    specs = rule_specs(contract)
+    partition = partition or _partition_of(batch_ref)
+    started = time.perf_counter()
+    columns = {str(c) for c in ddf.columns}
+    # Partitioned counts (a shuffle) only when there are many partitions: a hash count holds
+    # 16 bytes per distinct key, against the hundreds of bytes of a row.
+    split_out = max(1, ddf.npartitions // 8)
+
+    partials = ddf.map_partitions(
+        _partition_summary, contract, meta=("partial", "object"), enforce_metadata=False
+    )
+    dup_counts: dict[str, Any] = {}
+    dup_hashes: dict[str, Any] = {}
+    key_rows: dict[str, Any] = {}
+    hashes: dict[str, Any] = {}
+    for spec in specs:
+        cols = _global_columns(spec)
+        if cols is None or not set(cols) <= columns:
+            continue
+        keys = ddf[list(cols)].dropna()
+        h = keys.map_partitions(_row_hashes, meta=("hash", "uint64"))
+        counts = h.value_counts(split_out=split_out)
+        duplicated = counts[counts > 1]
+        dup_counts[spec.rule] = duplicated.sum()
+        dup_hashes[spec.rule] = duplicated.head(SAMPLE_SIZE, npartitions=-1, compute=False)
+        hashes[spec.rule] = (keys, h)
+        key_rows[spec.rule] = h.size
+    newest = {}
+    fresh = [s for s in specs if s.kind == "freshness" and s.column in columns]
+    for spec in fresh:
+        newest[spec.rule] = ddf[spec.column].max()
+    parts, dups, sizes, newest_values, samples = dask.compute(
+        partials, dup_counts, key_rows, newest, dup_hashes
+    )
+    parts = list(parts)
+
+    rows = sum(p["rows"] for p in parts)
+    gx_version = parts[0]["gx_version"] if parts else ""
+    rules = []
+    for spec in specs:
+        if spec.kind not in GLOBAL_KINDS:
+            rules.append(_merge_partials(spec, parts))
+        elif spec.kind == "row_count":
+            rules.append(_row_count_result(spec, rows))
+        elif spec.kind == "freshness":
+            rules.append(
+                _freshness_result(spec, contract, partition, newest_values.get(spec.rule), columns)
+            )
+        else:
+            rules.append(_dask_unique_result(spec, dups, sizes, hashes, samples, columns))
+    return _report(contract, rules, rows, batch_ref, started, gx_version)
+
+
+def _global_columns(spec: RuleSpec) -> tuple[str, ...] | None:
+    if spec.kind == "unique_key":
+        return tuple(spec.kwargs["columns"])
+    if spec.kind == "unique":
+        return (spec.column,)
+    return None
+
+
+def _row_count_result(spec: RuleSpec, rows: int) -> dict[str, Any]:
+    out = _empty_result(spec)
+    low, high = spec.kwargs.get("min_value"), spec.kwargs.get("max_value")
+    out["observed_value"] = rows
+    out["success"] = (low is None or rows >= low) and (high is None or rows <= high)
+    return out
+
+
+def _dask_unique_result(spec, dups, sizes, hashes, samples, columns) -> dict[str, Any]:
+    out = _empty_result(spec)
+    cols = _global_columns(spec)
+    missing = [c for c in cols if c not in columns]
+    if missing:
+        out["error"] = f"column(s) {missing} are missing"
+        return out
+    duplicated, rows = int(dups[spec.rule]), int(sizes[spec.rule])
+    sample = None
+    if duplicated:  # a second pass over the key columns: rows of up to SAMPLE_SIZE duplicates
+        keys, h = hashes[spec.rule]
+        wanted = [int(x) for x in samples[spec.rule].index]
+        sample = keys[h.isin(wanted)].head(SAMPLE_SIZE, npartitions=-1)
+    if spec.kind == "unique_key":
+        import pandas as pd
+
+        return _unique_key_result(
+            out, duplicated, rows, sample if sample is not None else pd.DataFrame()
+        )
+    out["success"] = duplicated == 0
+    out["unexpected_count"] = duplicated
+    out["unexpected_percent"] = 100.0 * duplicated / rows if rows else 0.0
+    if sample is not None:
+        out["unexpected_sample"] = _json_safe(list(sample[spec.column]))[:SAMPLE_SIZE]
+    return out
+
+
+# --- rows, PII --------------------------------------------------------------------------------
+
+
+def row_failures(df: pd.DataFrame, contract: Contract) -> pd.Series:
+    """For each row, the ids of the row-level rules it breaks (`ROW_KINDS`), as a list.
+
+    Same semantics as the GX expectations: value rules ignore missing values, bounds are
+    inclusive, regexes are searched in the value's text.
+    """
+    import numpy as np
+    import pandas as pd
+
+    names = np.empty(len(df), dtype=object)
+    names[:] = [[] for _ in range(len(df))]
+    for spec in rule_specs(contract):
+        if spec.kind not in ROW_KINDS or spec.column not in df.columns:
+            continue
+        col = df[spec.column]
+        present = col.notna()
+        if spec.kind == "not_null":
+            bad = ~present
+        elif spec.kind == "min":
+            bad = present & (col < spec.kwargs["min_value"])
+        elif spec.kind == "max":
+            bad = present & (col > spec.kwargs["max_value"])
+        elif spec.kind == "allowed":
+            bad = present & ~col.isin(spec.kwargs["value_set"])
+        else:
+            text = col[present].astype(str)
+            matched = text.str.contains(spec.kwargs["regex"], regex=True)
+            bad = present.copy()
+            bad[present] = ~matched.astype(bool)
+        for i in np.flatnonzero(bad.fillna(False).to_numpy(dtype=bool)):
+            names[i].append(spec.rule)
+    return pd.Series(names, index=df.index, name=FAILED_RULES, dtype=object)
+
+
+class PIIError(RuntimeError):
+    """A contract hashes PII but no salt is configured."""
+
+
+def pii_salt(contract: Contract, settings: Settings | None = None) -> bytes | None:
+    """The salt for the contract's hashed PII columns (None when it hashes none)."""
+    hashed = sorted(c for c, action in contract.pii.items() if action == "hash")
+    if not hashed:
+        return None
+    salt = (settings or get_settings()).pii_salt
+    if salt is None or not salt.get_secret_value():
+        raise PIIError(
+            f"contract {contract.dataset} ({contract.path}) hashes PII column(s) {hashed}, but "
+            "no salt is configured: set MLPIPE_PII_SALT (settings.pii_salt)"
+        )
+    return salt.get_secret_value().encode()
+
+
+def apply_pii(df: pd.DataFrame, contract: Contract, salt: bytes | None) -> pd.DataFrame:
+    """Drop or hash the contract's PII columns (hash: HMAC-SHA256 hex of the value's text with
+    the salt; missing values stay missing)."""
+    import pandas as pd
+
+    if not contract.pii:
+        return df
+    out = df.drop(columns=[c for c, a in contract.pii.items() if a == "drop" and c in df])
+    for col, action in contract.pii.items():
+        if action != "hash" or col not in out:
+            continue
+        if salt is None:
+            raise PIIError(f"contract {contract.dataset}: no salt to hash PII column {col!r}")
+        values = out[col]
+        hashed = [
+            None if pd.isna(v) else hmac.new(salt, str(v).encode(), hashlib.sha256).hexdigest()
+            for v in values
+        ]
+        out[col] = pd.Series(hashed, index=out.index, dtype="string")
+    return out
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+
 def _contract(contract: Contract | str) -> Contract:
     return contract if isinstance(contract, Contract) else load_contract(contract)
 
@@ -501,15 +956,80 @@ def report_key(dataset: str, partition: str, batch_id: str) -> str:
     return f"{REPORT_PREFIX}/{dataset}/{partition}/{batch_id}"
 
 
+def read_parts(manifest: Manifest, settings: Settings | None = None) -> Iterator[pd.DataFrame]:
+    """The parts of a committed batch, one pandas frame at a time."""
+    import pandas as pd
+
+    from ml import storage
+
+    fs = storage.filesystem(settings)
+    for url in manifest.part_urls:
+        with fs.open(url, "rb") as fh:
+            yield pd.read_parquet(fh)
+
+
+def write_parts(
+    frames: Iterable[pd.DataFrame],
+    zone: str,
+    source: Manifest,
+    *,
+    batch_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+    files: dict[str, bytes] | None = None,
+    upstream: list[str] | None = None,
+    settings: Settings | None = None,
+) -> Manifest:
+    """Write frames as the parts of a batch with `source`'s dataset and partition (its batch id
+    unless `batch_id`), then commit it. The content hash chains the parts' sha256."""
+    import io
+
+    from ml import storage
+
+    s = settings or get_settings()
+    fs = storage.filesystem(s)
+    bid = batch_id or source.batch_id
+    prefix = f"{s.bucket(zone)}/{source.dataset}/{source.partition}/{bid}"
+    digest = hashlib.sha256()
+    for i, df in enumerate(frames):
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False, compression="zstd")
+        fs.pipe_file(f"{prefix}/part-{i:05d}.parquet", buf.getvalue())
+        digest.update(hashlib.sha256(buf.getvalue()).digest())
+    for name, data in (files or {}).items():
+        fs.pipe_file(f"{prefix}/{name}", data)
+    return storage.commit_parts(
+        zone,
+        source.dataset,
+        source.partition,
+        bid,
+        settings=s,
+        source=source.source,
+        content_hash=digest.hexdigest(),
+        contract_hash=source.contract_hash,
+        upstream=upstream if upstream is not None else [source.ref],
+        extra={**source.extra, **(extra or {})},
+    )
+
+
 def validate_batch(
-    ref: str, contract: Contract | str | None = None, *, settings: Settings | None = None
+    ref: str,
+    contract: Contract | str | None = None,
+    *,
+    settings: Settings | None = None,
+    use_dask: bool | None = None,
 ) -> ValidationOutcome:
-    """Validate a committed raw batch; copy it to `validated`, or to `quarantine` and raise.
+    """Validate a committed raw batch and act on the contract's failure policy.
 
     `ref` is `s3://raw/<dataset>/<partition>/<batch_id>`; `contract` defaults to the batch's
-    dataset. The report goes to the `reports` zone as JSON and HTML either way. On failure the
-    batch is copied to `quarantine` with `_report.json` beside its parts and `ContractViolation`
-    is raised (its `.outcome` holds the quarantine manifest).
+    dataset. Batches over `DASK_MIN_ROWS` rows (or any, with `use_dask=True`) are validated on
+    the Dask cluster (`ml.cluster.dask_client`), partition by partition; smaller ones in this
+    process. The report goes to the `reports` zone as JSON and HTML either way.
+
+    - passed: the batch goes to `validated` (PII dropped/hashed);
+    - `quarantine_rows`, only row rules broken, bad fraction <= max: bad rows (with
+      `_failed_rules`) to `quarantine`, good rows to `validated`; returns (passed, logs a warning);
+    - otherwise the whole batch goes to `quarantine` with `_report.json`; then
+      `on_failure: fail` raises `ContractViolation`, `warn` logs it and returns.
     """
     from ml import storage
 
@@ -523,9 +1043,19 @@ def validate_batch(
             f"{ref}: batch of dataset {manifest.dataset!r} checked against contract "
             f"{contract.dataset!r}"
         )
-    df = storage.read_batch(manifest, s)
-    report = validate_frame(df, contract, batch_ref=manifest.ref)
-    del df
+    salt = pii_salt(contract, s)  # fail before anything is written
+    if use_dask is None:
+        use_dask = manifest.rows > DASK_MIN_ROWS
+    if use_dask:
+        from ml.cluster import dask_client
+
+        with dask_client(s):
+            ddf = storage.read_dask([manifest], s)
+            report = validate_dask(ddf, contract, batch_ref=manifest.ref)
+    else:
+        df = storage.read_batch(manifest, s)
+        report = validate_frame(df, contract, batch_ref=manifest.ref)
+        del df
 
     key = report_key(manifest.dataset, manifest.partition, manifest.batch_id)
     report_url = storage.write_json("reports", f"{key}.json", report.to_dict(), s)
@@ -540,8 +1070,9 @@ def validate_batch(
         "contract_hash": contract.hash,
         "validation_passed": report.success,
     }
+    pii_extra = {"pii": dict(contract.pii)} if contract.pii else {}
     if report.success:
-        target = storage.copy_batch(manifest, "validated", extra=extra, settings=s)
+        target = _to_validated(manifest, contract, salt, {**extra, **pii_extra}, s)
         log.info(
             "%s passed contract %s (%s rows, %s rules, %.2fs): %s",
             manifest.ref,
@@ -551,9 +1082,32 @@ def validate_batch(
             report.duration_s,
             target.ref,
         )
-        return ValidationOutcome(report, report_url, target, True, html_url)
+        return ValidationOutcome(
+            report, report_url, target, True, html_url, rows_validated=manifest.rows
+        )
 
+    policy = contract.policy
     extra["failed_rules"] = report.failed_rules
+    reason = "contract violation"
+    row_rules_only = all(
+        spec.kind in ROW_KINDS for spec in rule_specs(contract) if spec.rule in report.failed_rules
+    )
+    if policy.mode == "quarantine_rows" and not row_rules_only:
+        reason = "a table-level or column-level rule failed (not only row rules)"
+    elif policy.mode == "quarantine_rows":
+        bad = sum(int(row_failures(df, contract).map(bool).sum()) for df in read_parts(manifest, s))
+        fraction = bad / manifest.rows if manifest.rows else 1.0
+        if bad == 0:
+            reason = "the row rules failed but no row could be singled out"
+        elif fraction > policy.max_bad_fraction:
+            reason = (
+                f"{bad} of {manifest.rows} rows bad ({fraction:.2%}), over max_bad_fraction "
+                f"{policy.max_bad_fraction:g}"
+            )
+        else:
+            return _split_rows(manifest, contract, salt, report, extra, pii_extra, bad, s)
+
+    extra["quarantine_reason"] = reason
     target = storage.copy_batch(
         manifest,
         "quarantine",
@@ -561,14 +1115,115 @@ def validate_batch(
         files={"_report.json": report.to_json().encode()},
         settings=s,
     )
-    outcome = ValidationOutcome(report, report_url, target, False, html_url)
+    outcome = ValidationOutcome(
+        report,
+        report_url,
+        target,
+        False,
+        html_url,
+        quarantine=target,
+        status="batch_quarantined",
+        rows_quarantined=manifest.rows,
+    )
     message = (
         f"batch {manifest.ref} broke contract {contract.dataset} ({contract.hash}): "
-        f"{report.failure_summary()}; quarantined at {target.ref}; report: {report_url}"
+        f"{report.failure_summary()}; {reason}; whole batch quarantined at {target.ref}; "
+        f"report: {report_url}"
     )
+    if policy.on_failure == "warn":
+        log.warning("%s (on_failure: warn, the task goes on)", message)
+        return outcome
     log.warning("%s", message)
     raise ContractViolation(
         message, ref=manifest.ref, report=report, report_url=report_url, outcome=outcome
+    )
+
+
+def _to_validated(
+    manifest: Manifest, contract: Contract, salt: bytes | None, extra: dict, s: Settings
+) -> Manifest:
+    from ml import storage
+
+    if not contract.pii:
+        return storage.copy_batch(manifest, "validated", extra=extra, settings=s)
+    frames = (apply_pii(df, contract, salt) for df in read_parts(manifest, s))
+    return write_parts(frames, "validated", manifest, extra=extra, settings=s)
+
+
+def _split_rows(
+    manifest: Manifest,
+    contract: Contract,
+    salt: bytes | None,
+    report: ValidationReport,
+    extra: dict[str, Any],
+    pii_extra: dict[str, Any],
+    bad: int,
+    s: Settings,
+) -> ValidationOutcome:
+    """Good rows to `validated` (PII applied), bad rows as they were (plus `_failed_rules`) to
+    `quarantine`, part by part; both under the raw batch's id."""
+    from ml import storage
+
+    def split(good: bool) -> Iterator[pd.DataFrame]:
+        for df in read_parts(manifest, s):
+            failed = row_failures(df, contract)
+            is_bad = failed.map(bool).to_numpy(dtype=bool)
+            if good:
+                yield apply_pii(df[~is_bad].reset_index(drop=True), contract, salt)
+            else:
+                held = df[is_bad].reset_index(drop=True)
+                held[FAILED_RULES] = failed[is_bad].reset_index(drop=True)
+                yield held
+
+    report_url = extra["validation_report"]
+    good_rows = manifest.rows - bad
+    held_ref = storage.ref_in_zone(manifest.ref, "quarantine", s)
+    kept_ref = storage.ref_in_zone(manifest.ref, "validated", s)
+    held = write_parts(
+        split(False),
+        "quarantine",
+        manifest,
+        extra={
+            **extra,
+            "quarantine_reason": f"{bad} of {manifest.rows} rows broke row rules",
+            "quarantined_rows": bad,
+            "validated_rows": good_rows,
+            "validated": kept_ref,
+            "max_bad_fraction": contract.policy.max_bad_fraction,
+        },
+        files={"_report.json": report.to_json().encode()},
+        settings=s,
+    )
+    kept = write_parts(
+        split(True),
+        "validated",
+        manifest,
+        extra={**extra, **pii_extra, "quarantined_rows": bad, "quarantine": held_ref},
+        settings=s,
+    )
+    log.warning(
+        "batch %s: %s of %s rows broke %s (within max_bad_fraction %g): quarantined at %s, "
+        "%s good rows validated at %s; report: %s",
+        manifest.ref,
+        bad,
+        manifest.rows,
+        report.failure_summary(),
+        contract.policy.max_bad_fraction,
+        held.ref,
+        good_rows,
+        kept.ref,
+        report_url,
+    )
+    return ValidationOutcome(
+        report,
+        report_url,
+        kept,
+        True,
+        extra["validation_report_html"],
+        quarantine=held,
+        status="rows_quarantined",
+        rows_validated=good_rows,
+        rows_quarantined=bad,
     )
 
 

