@@ -6,14 +6,50 @@ One DAG per data contract in `data_contracts/` (`ingest_<dataset>`): the rows of
 one immutable batch per day, committed by its manifest. Re-ingesting a day whose source content
 did not change writes nothing. When it ends, the asset `s3://raw/<dataset>` is updated with the
 batch references, which starts `validate_<dataset>`.
+
+Retries follow the error: a source that could not be reached (network, S3, HTTP 429/5xx) is
+retried with backoff; a day whose file is not there yet is retried like any failure; an
+unreadable file fails at once (its bytes are already kept in `quarantine`, and a retry would
+read the same bytes), and so does a misconfigured source.
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import (
+    Asset,
+    ExceptionRetryPolicy,
+    Param,
+    RetryAction,
+    RetryRule,
+    dag,
+    task,
+)
 
 from ml.contracts import available_datasets, load_contract
+
+# First matching rule wins; exceptions named by path so parsing imports nothing heavy.
+SOURCE_RETRY_POLICY = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception="ml.sources.UnreadableInput",
+            action=RetryAction.FAIL,
+            reason="unreadable input, kept in quarantine: a retry would read the same bytes",
+        ),
+        RetryRule(
+            exception="ml.sources.TransientSourceError",
+            action=RetryAction.RETRY,
+            retry_delay=pendulum.duration(seconds=30),
+            reason="source unreachable or busy",
+        ),
+        RetryRule(exception="ml.sources.SourceNotFound", action=RetryAction.DEFAULT),
+        RetryRule(
+            exception=["ml.sources.SourceError", "ml.contracts.ContractError"],
+            action=RetryAction.FAIL,
+            reason="the contract's source or schema is wrong: fix it, then re-run",
+        ),
+    ],
+)
 
 
 def build(dataset: str):
@@ -38,7 +74,12 @@ def build(dataset: str):
 
             return days_between(params["date_from"], params["date_to"])
 
-        @task(retries=2, retry_delay=pendulum.duration(seconds=10), map_index_template="{{ day }}")
+        @task(
+            retries=2,
+            retry_delay=pendulum.duration(seconds=10),
+            retry_policy=SOURCE_RETRY_POLICY,
+            map_index_template="{{ day }}",
+        )
         def ingest_day(day: str) -> dict:
             from ml.ingest import ingest_partition
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from ml import contracts, sources, storage
+from ml.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+REASON = "_reason.json"
 
 
 def partition_name(day: date) -> str:
@@ -32,14 +37,32 @@ def ingest_partition(dataset: str, day: date | str) -> dict:
     """Ingest `day` of `dataset` into `raw`; return the batch reference and row count.
 
     Idempotent: when the newest committed batch of the partition already holds the same
-    content, it is returned and nothing is written.
+    content, it is returned and nothing is written. Changed content becomes a new batch whose
+    manifest names the one it supersedes (`extra.supersedes`); the old batch is kept.
+
+    Input that cannot be read is kept byte for byte in `quarantine` (see
+    `quarantine_unreadable`) and `sources.UnreadableInput` is raised naming the source, the rule
+    broken and the quarantine path; nothing reaches `raw`. A day with nothing delivered raises
+    `sources.SourceNotFound` and quarantines nothing.
     """
     day = date.fromisoformat(day) if isinstance(day, str) else day
     contract = contracts.load_contract(dataset)
-    df, source = sources.read_source(contract.source, day)
+    partition = partition_name(day)
+    try:
+        df, source = sources.read_source(contract.source, day, contract.columns)
+    except sources.UnreadableInput as exc:
+        ref = quarantine_unreadable(dataset, partition, exc, contract_hash=contract.hash)
+        raise sources.UnreadableInput(
+            f"{dataset} {partition}: {exc}; nothing was ingested, the input is kept byte for "
+            f"byte at {ref}",
+            source=exc.source,
+            rule=exc.rule,
+            detail=exc.detail,
+            name=exc.name,
+            quarantine_ref=ref,
+        ) from None
     if df.empty:
         raise sources.SourceError(f"{source}: no rows for {dataset} on {day.isoformat()}")
-    partition = partition_name(day)
     digest = storage.content_hash(df)
     existing = storage.list_batches("raw", dataset, partition)
     if existing and existing[-1].content_hash == digest:
@@ -60,3 +83,70 @@ def ingest_partition(dataset: str, day: date | str) -> dict:
         extra={"supersedes": existing[-1].ref} if existing else None,
     )
     return {"ref": manifest.ref, "rows": manifest.rows, "new": True}
+
+
+def quarantine_unreadable(
+    dataset: str,
+    partition: str,
+    exc: sources.UnreadableInput,
+    *,
+    contract_hash: str = "",
+    settings: Settings | None = None,
+) -> str:
+    """Keep unreadable input byte for byte in `quarantine`; return the batch reference.
+
+    `quarantine/<dataset>/<partition>/<batch_id>/` holds the original file under its own name,
+    `_reason.json` (source, rule, error, sha256, size) and a manifest, written last, with
+    `extra.unreadable = true`. The same bytes quarantined before for the partition are not
+    written again: that batch is returned.
+    """
+    s = settings or get_settings()
+    data = exc.data
+    sha256 = hashlib.sha256(data).hexdigest()
+    name = sources.safe_file_name(exc.name)
+    for m in reversed(storage.list_batches("quarantine", dataset, partition, settings=s)):
+        extra = m.extra
+        if extra.get("unreadable") and (extra.get("sha256"), extra.get("file")) == (sha256, name):
+            log.info("unreadable input %s already quarantined at %s", exc.source, m.ref)
+            return m.ref
+    batch_id = storage.new_batch_id()
+    prefix = f"{s.bucket('quarantine')}/{dataset}/{partition}/{batch_id}"
+    reason = {
+        "dataset": dataset,
+        "partition": partition,
+        "source": exc.source,
+        "reason": exc.rule,
+        "error": exc.detail or str(exc),
+        "file": name,
+        "sha256": sha256,
+        "bytes": len(data),
+        "quarantined_at": datetime.now(UTC).isoformat(),
+    }
+    fs = storage.filesystem(s)
+    fs.pipe_file(f"{prefix}/{name}", data)
+    fs.pipe_file(f"{prefix}/{REASON}", json.dumps(reason, indent=2).encode())
+    manifest = storage.Manifest(
+        zone="quarantine",
+        bucket=s.bucket("quarantine"),
+        dataset=dataset,
+        partition=partition,
+        batch_id=batch_id,
+        parts=[],
+        rows=0,
+        schema={},
+        source=exc.source,
+        contract_hash=contract_hash,
+        extra={
+            "unreadable": True,
+            "reason": exc.rule,
+            "error": reason["error"],
+            "file": name,
+            "sha256": sha256,
+            "bytes": len(data),
+            "reason_file": REASON,
+        },
+        created_at=datetime.now(UTC).isoformat(),
+    )
+    fs.pipe_file(f"{prefix}/{storage.MANIFEST}", manifest.to_json().encode())  # the commit
+    log.warning("unreadable input %s (%s) quarantined at %s", exc.source, exc.rule, manifest.ref)
+    return manifest.ref
