@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
+
+# One implementation for tests and benchmarks: free loopback ports, and setting the pipeline's
+# environment (cached settings and S3 clients dropped, everything put back on exit).
+from bench._common import environment as pipeline_environment
+from bench._common import free_port
+
+__all__ = ["free_port", "pipeline_environment"]
 
 LEVELS = ("unit", "integration", "e2e")
 
@@ -23,36 +27,3 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(
                 f"{item.nodeid} has no level marker: mark it unit, integration or e2e"
             )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def pipeline_environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables the pipeline reads, and drop cached settings and S3 clients;
-    put everything back on exit."""
-    import s3fs
-
-    from ml import settings
-
-    saved = {k: os.environ.get(k) for k in values}
-
-    def forget() -> None:
-        settings.reset_settings()
-        s3fs.S3FileSystem.clear_instance_cache()
-
-    os.environ.update(values)
-    forget()
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        forget()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from bench._common import stop_process_group
 from tests.conftest import free_port, pipeline_environment
 
 
@@ -29,17 +30,7 @@ def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 60.
     raise RuntimeError(f"{what} not healthy at {url} after {timeout}s")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+_stop = stop_process_group
 
 
 @pytest.fixture(scope="package")
