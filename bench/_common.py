@@ -133,20 +133,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
+    """Wait until `url` answers (any status below 500); fail early if `proc` exits."""
     import requests
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"S3 server exited with {proc.returncode} before it answered")
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it answered")
         try:
             if requests.get(url, timeout=2).status_code < 500:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"S3 server not answering at {url} after {timeout}s")
+    raise RuntimeError(f"{what} not answering at {url} after {timeout}s")
 
 
 def stop_process_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
@@ -206,7 +207,7 @@ def s3_server(log_path: str | Path | None = None) -> Iterator[str]:
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(endpoint, proc)
+        wait_http(endpoint, proc, "S3 server")
         with environment(
             {"S3_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint, **S3_KEYS}
         ):

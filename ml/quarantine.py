@@ -180,7 +180,7 @@ def release(
     """Copy a quarantined batch (or its bad rows) to `validated`; returns the audit record.
 
     `contract` (default: the batch's dataset) says which PII columns to drop or hash."""
-    from ml.validation import FAILED_RULES, apply_pii, pii_salt, read_parts, write_parts
+    from ml.validation import FAILED_RULES, apply_pii, pii_salt
 
     s = settings or get_settings()
     fs = storage.filesystem(s)
@@ -207,8 +207,8 @@ def release(
     if "quarantined_rows" in m.extra:  # bad rows: join the good rows in a new batch
         good = storage.read_manifest(m.extra["validated"], s)
         batch_id = storage.new_batch_id()
-        frames = list(read_parts(good, s)) + list(cleaned(read_parts(m, s)))
-        target = write_parts(
+        frames = list(storage.read_parts(good, s)) + list(cleaned(storage.read_parts(m, s)))
+        target = storage.write_parts(
             frames,
             "validated",
             good,
@@ -218,7 +218,9 @@ def release(
             settings=s,
         )
     elif contract.pii:
-        target = write_parts(cleaned(read_parts(m, s)), "validated", m, extra=extra, settings=s)
+        target = storage.write_parts(
+            cleaned(storage.read_parts(m, s)), "validated", m, extra=extra, settings=s
+        )
     else:
         target = storage.copy_batch(m, "validated", extra=extra, settings=s)
     record = {

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -321,16 +322,60 @@ def latest_batches(
     return latest
 
 
+def read_parts(manifest: Manifest, settings: Settings | None = None) -> Iterator[pd.DataFrame]:
+    """The parts of a committed batch, one pandas frame at a time."""
+    import pandas as pd
+
+    fs = filesystem(settings)
+    for url in manifest.part_urls:
+        with fs.open(url, "rb") as fh:
+            yield pd.read_parquet(fh)
+
+
 def read_batch(manifest: Manifest, settings: Settings | None = None) -> pd.DataFrame:
     """The rows of a committed batch as one pandas frame (small batches only)."""
     import pandas as pd
 
-    fs = filesystem(settings)
-    frames = []
-    for url in manifest.part_urls:
-        with fs.open(url, "rb") as fh:
-            frames.append(pd.read_parquet(fh))
+    frames = list(read_parts(manifest, settings))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def write_parts(
+    frames: Iterable[pd.DataFrame],
+    zone: str,
+    source: Manifest,
+    *,
+    batch_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+    files: dict[str, bytes] | None = None,
+    upstream: list[str] | None = None,
+    settings: Settings | None = None,
+) -> Manifest:
+    """Write frames as the parts of a batch with `source`'s dataset and partition (its batch id
+    unless `batch_id`), then commit it. The content hash chains the parts' sha256."""
+    s = settings or get_settings()
+    fs = filesystem(s)
+    bid = batch_id or source.batch_id
+    prefix = f"{s.bucket(zone)}/{source.dataset}/{source.partition}/{bid}"
+    digest = hashlib.sha256()
+    for i, df in enumerate(frames):
+        data = _parquet_bytes(df)
+        fs.pipe_file(f"{prefix}/part-{i:05d}.parquet", data)
+        digest.update(hashlib.sha256(data).digest())
+    for name, data in (files or {}).items():
+        fs.pipe_file(f"{prefix}/{name}", data)
+    return commit_parts(
+        zone,
+        source.dataset,
+        source.partition,
+        bid,
+        settings=s,
+        source=source.source,
+        content_hash=digest.hexdigest(),
+        contract_hash=source.contract_hash,
+        upstream=upstream if upstream is not None else [source.ref],
+        extra={**source.extra, **(extra or {})},
+    )
 
 
 def read_dask(manifests: list[Manifest], settings: Settings | None = None):

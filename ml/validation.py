@@ -58,7 +58,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -956,61 +956,6 @@ def report_key(dataset: str, partition: str, batch_id: str) -> str:
     return f"{REPORT_PREFIX}/{dataset}/{partition}/{batch_id}"
 
 
-def read_parts(manifest: Manifest, settings: Settings | None = None) -> Iterator[pd.DataFrame]:
-    """The parts of a committed batch, one pandas frame at a time."""
-    import pandas as pd
-
-    from ml import storage
-
-    fs = storage.filesystem(settings)
-    for url in manifest.part_urls:
-        with fs.open(url, "rb") as fh:
-            yield pd.read_parquet(fh)
-
-
-def write_parts(
-    frames: Iterable[pd.DataFrame],
-    zone: str,
-    source: Manifest,
-    *,
-    batch_id: str | None = None,
-    extra: dict[str, Any] | None = None,
-    files: dict[str, bytes] | None = None,
-    upstream: list[str] | None = None,
-    settings: Settings | None = None,
-) -> Manifest:
-    """Write frames as the parts of a batch with `source`'s dataset and partition (its batch id
-    unless `batch_id`), then commit it. The content hash chains the parts' sha256."""
-    import io
-
-    from ml import storage
-
-    s = settings or get_settings()
-    fs = storage.filesystem(s)
-    bid = batch_id or source.batch_id
-    prefix = f"{s.bucket(zone)}/{source.dataset}/{source.partition}/{bid}"
-    digest = hashlib.sha256()
-    for i, df in enumerate(frames):
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False, compression="zstd")
-        fs.pipe_file(f"{prefix}/part-{i:05d}.parquet", buf.getvalue())
-        digest.update(hashlib.sha256(buf.getvalue()).digest())
-    for name, data in (files or {}).items():
-        fs.pipe_file(f"{prefix}/{name}", data)
-    return storage.commit_parts(
-        zone,
-        source.dataset,
-        source.partition,
-        bid,
-        settings=s,
-        source=source.source,
-        content_hash=digest.hexdigest(),
-        contract_hash=source.contract_hash,
-        upstream=upstream if upstream is not None else [source.ref],
-        extra={**source.extra, **(extra or {})},
-    )
-
-
 def validate_batch(
     ref: str,
     contract: Contract | str | None = None,
@@ -1095,7 +1040,10 @@ def validate_batch(
     if policy.mode == "quarantine_rows" and not row_rules_only:
         reason = "a table-level or column-level rule failed (not only row rules)"
     elif policy.mode == "quarantine_rows":
-        bad = sum(int(row_failures(df, contract).map(bool).sum()) for df in read_parts(manifest, s))
+        bad = sum(
+            int(row_failures(df, contract).map(bool).sum())
+            for df in storage.read_parts(manifest, s)
+        )
         fraction = bad / manifest.rows if manifest.rows else 1.0
         if bad == 0:
             reason = "the row rules failed but no row could be singled out"
@@ -1146,8 +1094,8 @@ def _to_validated(
 
     if not contract.pii:
         return storage.copy_batch(manifest, "validated", extra=extra, settings=s)
-    frames = (apply_pii(df, contract, salt) for df in read_parts(manifest, s))
-    return write_parts(frames, "validated", manifest, extra=extra, settings=s)
+    frames = (apply_pii(df, contract, salt) for df in storage.read_parts(manifest, s))
+    return storage.write_parts(frames, "validated", manifest, extra=extra, settings=s)
 
 
 def _split_rows(
@@ -1165,7 +1113,7 @@ def _split_rows(
     from ml import storage
 
     def split(good: bool) -> Iterator[pd.DataFrame]:
-        for df in read_parts(manifest, s):
+        for df in storage.read_parts(manifest, s):
             failed = row_failures(df, contract)
             is_bad = failed.map(bool).to_numpy(dtype=bool)
             if good:
@@ -1179,7 +1127,7 @@ def _split_rows(
     good_rows = manifest.rows - bad
     held_ref = storage.ref_in_zone(manifest.ref, "quarantine", s)
     kept_ref = storage.ref_in_zone(manifest.ref, "validated", s)
-    held = write_parts(
+    held = storage.write_parts(
         split(False),
         "quarantine",
         manifest,
@@ -1194,7 +1142,7 @@ def _split_rows(
         files={"_report.json": report.to_json().encode()},
         settings=s,
     )
-    kept = write_parts(
+    kept = storage.write_parts(
         split(True),
         "validated",
         manifest,

@@ -5,30 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
-from bench._common import stop_process_group
+from bench._common import stop_process_group, wait_http
 from tests.conftest import free_port, pipeline_environment
-
-
-def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} before it was healthy")
-        try:
-            if requests.get(url, timeout=2).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{what} not healthy at {url} after {timeout}s")
-
 
 _stop = stop_process_group
 
@@ -50,7 +33,7 @@ def s3_server(tmp_path_factory) -> Iterator[str]:
         start_new_session=True,
     )
     endpoint = f"http://127.0.0.1:{port}"
-    _wait_http(endpoint, proc, "moto S3 server")
+    wait_http(endpoint, proc, "moto S3 server")
     env = {
         "S3_ENDPOINT_URL": endpoint,
         "MLFLOW_S3_ENDPOINT_URL": endpoint,
@@ -116,7 +99,7 @@ def mlflow_server(s3_server, tmp_path_factory) -> Iterator[str]:
         env={**os.environ},
     )
     uri = f"http://127.0.0.1:{port}"
-    _wait_http(f"{uri}/health", proc, "MLflow server", timeout=120)
+    wait_http(f"{uri}/health", proc, "MLflow server", timeout=120)
     try:
         with pipeline_environment({"MLFLOW_TRACKING_URI": uri}):
             yield uri
