@@ -148,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-reference", action="store_true", help="skip GX on one pandas frame")
     parser.add_argument(
-        "--no-malloc-trim",
+        "--dask-malloc-trim",
         action="store_true",
-        help="start workers without Dask's MALLOC_TRIM_THRESHOLD_=65536 (glibc's default instead)",
+        help="start workers with Dask's MALLOC_TRIM_THRESHOLD_=65536 instead of the pipeline's "
+        "worker setting (glibc's default: see ml/cluster.py)",
     )
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.rows < 8:
@@ -183,9 +184,10 @@ def run_ours(
     from distributed import Client, LocalCluster
 
     out: dict[str, Any] = {}
-    config = {}
-    if args.no_malloc_trim:
-        config["distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"] = None
+    from ml.cluster import WORKER_DASK_CONFIG
+
+    # the workers as the stack starts them (ml.cluster), unless asked for Dask's default
+    config = {} if args.dask_malloc_trim else dict(WORKER_DASK_CONFIG)
     with (
         dask.config.set(config),
         LocalCluster(
@@ -308,7 +310,7 @@ def report(args, rows, quarter, per_part, n_parts, ours, ref) -> int:
         f"({n_parts} parquet parts of ~{per_part:,} rows on S3; median of {args.repeat} runs; "
         "read time from S3 included on both sides)"
     )
-    trim = "glibc default" if args.no_malloc_trim else "Dask default, 65536"
+    trim = "Dask default, 65536" if args.dask_malloc_trim else "glibc default (ml.cluster)"
     print(
         f"Dask: {args.workers} worker processes x 1 thread, memory limit {args.memory_limit} "
         f"each, MALLOC_TRIM_THRESHOLD_ {trim}; machine: {os.cpu_count()} CPUs, "
@@ -321,7 +323,7 @@ def report(args, rows, quarter, per_part, n_parts, ours, ref) -> int:
     print(
         f"ours, where the time goes (one run each): read + decode {ours['read'].median:.1f} s, "
         f"GX suite per partition {ours['suite'].median - ours['read'].median:.1f} s, "
-        f"whole-batch rules (key hashes, shuffle) + merge + scheduling {rest:.1f} s"
+        f"whole-batch rules (key hash buckets) + merge + scheduling {rest:.1f} s"
     )
     print(f"ours, warm-up (GX import + suite per worker, not timed): {ours['warmup_s']:.1f} s")
     idle = ", ".join(f"{k} {human_bytes(v)}" for k, v in sorted(ours["warm_rss"].items()))

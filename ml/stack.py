@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 import psutil
 
 import ml
+from ml import cluster
 from ml.settings import LOOPBACK_HOSTS, Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -362,7 +363,7 @@ def _service_specs(settings: Settings, name: str) -> tuple[list[str], dict[str, 
             "--local-directory",
             str(state / "dask"),
         ]
-        return argv, {}, REPO
+        return argv, dict(cluster.WORKER_ENV), REPO
     if name in AIRFLOW_SERVICES:
         command = name.removeprefix("airflow-")
         return [_executable("airflow"), command], airflow_env(s), REPO

@@ -753,6 +753,68 @@ def _row_hashes(frame):
     return pd.util.hash_pandas_object(frame, index=False)
 
 
+MAX_BUCKETS = 64  # hash buckets of the whole-batch uniqueness count (see `validate_dask`)
+
+
+def _partition_pass(
+    df: pd.DataFrame,
+    contract: Contract,
+    unique_specs: tuple[tuple[str, tuple[str, ...]], ...],
+    fresh_specs: tuple[tuple[str, str], ...],
+    n_buckets: int,
+) -> tuple[dict[str, Any], dict[str, list]]:
+    """Everything validation needs from one partition, in one read of it: the per-partition GX
+    suite (`validate_partition`), the newest value of each freshness column, and for each
+    uniqueness rule the 64-bit hashes of the rows' keys, split into `n_buckets` buckets by
+    `hash % n_buckets` (each bucket is then counted on its own: see `validate_dask`)."""
+    import numpy as np
+
+    summary = validate_partition(df, contract)
+    summary["newest"] = {
+        rule: df[column].max() if len(df) else None for rule, column in fresh_specs
+    }
+    summary["key_rows"] = {}
+    buckets: dict[str, list] = {}
+    for rule, cols in unique_specs:
+        hashes = _row_hashes(_key_frame(df, cols)).to_numpy()
+        summary["key_rows"][rule] = len(hashes)
+        bucket = hashes % np.uint64(n_buckets)
+        order = np.argsort(bucket, kind="stable")
+        hashes, bucket = hashes[order], bucket[order]
+        bounds = np.searchsorted(bucket, np.arange(n_buckets + 1, dtype=np.uint64))
+        buckets[rule] = [hashes[bounds[b] : bounds[b + 1]] for b in range(n_buckets)]
+    return summary, buckets
+
+
+def _summary(work: tuple[dict, dict]) -> dict[str, Any]:
+    return work[0]
+
+
+def _bucket(work: tuple[dict, dict], rule: str, b: int):
+    return work[1][rule][b]
+
+
+def _count_duplicates(*chunks) -> tuple[int, list[int]]:
+    """Rows whose key hash occurs more than once in one bucket (all copies count, like GX's
+    `unique`), and up to `SAMPLE_SIZE` of those hashes."""
+    import numpy as np
+
+    hashes = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.uint64)
+    values, counts = np.unique(hashes, return_counts=True)
+    repeated = counts > 1
+    return int(counts[repeated].sum()), [int(v) for v in values[repeated][:SAMPLE_SIZE]]
+
+
+def _newest(values: list[Any]) -> Any:
+    import pandas as pd
+
+    present = [v for v in values if v is not None and not pd.isna(v)]
+    try:
+        return max(present) if present else None
+    except TypeError:  # mixed types: the type rule reports it; freshness compares the first
+        return present[0]
+
+
 def validate_dask(
     ddf,
     contract: Contract | str,
@@ -762,11 +824,13 @@ def validate_dask(
 ) -> ValidationReport:
     """Validate a Dask frame partition by partition on the current Dask scheduler.
 
-    Column rules run as the GX suite on each partition (`validate_partition`, in parallel); row
-    count, uniqueness (of a column or a key) and freshness are computed with Dask over the whole
-    batch. Nothing larger than a partition is gathered in one process: uniqueness goes through
-    64-bit row hashes counted with a partitioned (`split_out`) value count; only partial results,
-    counts and samples come back.
+    One task per partition reads it once and runs the per-partition GX suite on it
+    (`validate_partition`, in parallel), takes the newest value of each freshness column, and
+    hashes the keys of each uniqueness rule (a column or a key) into 64-bit hashes split into
+    buckets by `hash % B`. Bucket `b` of every partition is then counted by one task, so
+    duplicates across the whole batch are found with memory of about one partition's hashes
+    per task (8 bytes a row, over B buckets) and no shuffle of rows. Row count and freshness
+    merge from the partitions' summaries. Only partial results, counts and samples come back.
     """
     import dask
 
@@ -775,36 +839,33 @@ def validate_dask(
     partition = partition or _partition_of(batch_ref)
     started = time.perf_counter()
     columns = {str(c) for c in ddf.columns}
-    # Partitioned counts (a shuffle) only when there are many partitions: a hash count holds
-    # 16 bytes per distinct key, against the hundreds of bytes of a row.
-    split_out = max(1, ddf.npartitions // 8)
+    unique_specs = tuple(
+        (spec.rule, cols)
+        for spec in specs
+        if (cols := _global_columns(spec)) is not None and set(cols) <= columns
+    )
+    fresh_specs = tuple(
+        (s.rule, s.column) for s in specs if s.kind == "freshness" and s.column in columns
+    )
+    n_buckets = max(1, min(ddf.npartitions, MAX_BUCKETS)) if unique_specs else 1
 
-    partials = ddf.map_partitions(
-        _partition_summary, contract, meta=("partial", "object"), enforce_metadata=False
-    )
-    dup_counts: dict[str, Any] = {}
-    dup_hashes: dict[str, Any] = {}
-    key_rows: dict[str, Any] = {}
-    hashes: dict[str, Any] = {}
-    for spec in specs:
-        cols = _global_columns(spec)
-        if cols is None or not set(cols) <= columns:
-            continue
-        keys = ddf[list(cols)].dropna()
-        h = keys.map_partitions(_row_hashes, meta=("hash", "uint64"))
-        counts = h.value_counts(split_out=split_out)
-        duplicated = counts[counts > 1]
-        dup_counts[spec.rule] = duplicated.sum()
-        dup_hashes[spec.rule] = duplicated.head(SAMPLE_SIZE, npartitions=-1, compute=False)
-        hashes[spec.rule] = (keys, h)
-        key_rows[spec.rule] = h.size
-    newest = {}
-    fresh = [s for s in specs if s.kind == "freshness" and s.column in columns]
-    for spec in fresh:
-        newest[spec.rule] = ddf[spec.column].max()
-    parts, dups, sizes, newest_values, samples = dask.compute(
-        partials, dup_counts, key_rows, newest, dup_hashes
-    )
+    work = [
+        dask.delayed(_partition_pass, pure=True)(
+            part, contract, unique_specs, fresh_specs, n_buckets
+        )
+        for part in ddf.to_delayed()
+    ]
+    summaries = [dask.delayed(_summary, pure=True)(w) for w in work]
+    counted = {
+        rule: [
+            dask.delayed(_count_duplicates, pure=True)(
+                *[dask.delayed(_bucket, pure=True)(w, rule, b) for w in work]
+            )
+            for b in range(n_buckets)
+        ]
+        for rule, _ in unique_specs
+    }
+    parts, counted = dask.compute(summaries, counted)
     parts = list(parts)
 
     rows = sum(p["rows"] for p in parts)
@@ -816,11 +877,10 @@ def validate_dask(
         elif spec.kind == "row_count":
             rules.append(_row_count_result(spec, rows))
         elif spec.kind == "freshness":
-            rules.append(
-                _freshness_result(spec, contract, partition, newest_values.get(spec.rule), columns)
-            )
+            newest = _newest([p["newest"].get(spec.rule) for p in parts])
+            rules.append(_freshness_result(spec, contract, partition, newest, columns))
         else:
-            rules.append(_dask_unique_result(spec, dups, sizes, hashes, samples, columns))
+            rules.append(_dask_unique_result(spec, ddf, parts, counted.get(spec.rule), columns))
     return _report(contract, rules, rows, batch_ref, started, gx_version)
 
 
@@ -840,18 +900,20 @@ def _row_count_result(spec: RuleSpec, rows: int) -> dict[str, Any]:
     return out
 
 
-def _dask_unique_result(spec, dups, sizes, hashes, samples, columns) -> dict[str, Any]:
+def _dask_unique_result(spec, ddf, parts, counted, columns) -> dict[str, Any]:
     out = _empty_result(spec)
     cols = _global_columns(spec)
     missing = [c for c in cols if c not in columns]
     if missing:
         out["error"] = f"column(s) {missing} are missing"
         return out
-    duplicated, rows = int(dups[spec.rule]), int(sizes[spec.rule])
+    duplicated = sum(n for n, _ in counted)
+    rows = sum(p["key_rows"][spec.rule] for p in parts)
     sample = None
     if duplicated:  # a second pass over the key columns: rows of up to SAMPLE_SIZE duplicates
-        keys, h = hashes[spec.rule]
-        wanted = [int(x) for x in samples[spec.rule].index]
+        wanted = [h for _, hashes in counted for h in hashes][:SAMPLE_SIZE]
+        keys = ddf[list(cols)].dropna()
+        h = keys.map_partitions(_row_hashes, meta=("hash", "uint64"))
         sample = keys[h.isin(wanted)].head(SAMPLE_SIZE, npartitions=-1)
     if spec.kind == "unique_key":
         import pandas as pd

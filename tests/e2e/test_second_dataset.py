@@ -78,3 +78,44 @@ def test_unreadable_file_fails_at_once_and_is_kept(runs, stack, client):
     log = client.task_log("ingest_orders", run_id, "ingest_day", map_index=0)
     assert "csv_truncated" in log and held[0].ref in log
     assert "date=2024-03-03" not in storage.latest_batches("raw", "orders")
+
+
+def test_row_policy_holds_bad_rows_back_and_warns(runs, stack, client):
+    """The orders contract says `quarantine_rows` (max 5 % bad) with `on_failure: warn`: a day
+    with two bad orders goes on without them; a day with half of them bad is held back whole.
+    Both validate runs succeed, with a warning naming the batch, the rule and the report."""
+    few, many = date(2024, 3, 4), date(2024, 3, 5)
+    drop_orders(stack.drop_path, few, bad_amounts=2)
+    half = len(orders_day(many)) // 2
+    drop_orders(stack.drop_path, many, bad_amounts=half)
+    since = datetime.now(UTC)
+    run_id = client.trigger("ingest_orders", {"date_from": "2024-03-04", "date_to": "2024-03-05"})
+    assert client.wait_for_run("ingest_orders", run_id, timeout=120)["state"] == "success"
+    run = client.wait_for_new_run("validate_orders", since, timeout=120)
+    assert run["state"] == "success"
+    raw = storage.latest_batches("raw", "orders")
+    validated = storage.latest_batches("validated", "orders")
+
+    # two bad rows: held back with the rule each broke; the rest validated
+    p = f"date={few.isoformat()}"
+    kept = validated[p]
+    assert kept.upstream == [raw[p].ref] and kept.rows == raw[p].rows - 2
+    (held,) = storage.list_batches("quarantine", "orders", p)
+    rows = storage.read_batch(held)
+    assert len(rows) == 2 and (rows["amount"] == -5.0).all()
+    assert [list(r) for r in rows["_failed_rules"]] == [["orders.amount.min"]] * 2
+    assert (storage.read_batch(kept)["amount"] > 0).all()
+
+    # half bad: over max_bad_fraction, the whole day is held back, nothing validated
+    p = f"date={many.isoformat()}"
+    assert p not in validated
+    (whole,) = storage.list_batches("quarantine", "orders", p)
+    assert whole.rows == raw[p].rows and "over max_bad_fraction" in whole.extra["quarantine_reason"]
+
+    logs = {
+        i: client.task_log("validate_orders", run["dag_run_id"], "validate", map_index=i)
+        for i in (0, 1)
+    }
+    warned = next(log for log in logs.values() if whole.ref in log)
+    assert "orders.amount.min" in warned and "on_failure: warn" in warned
+    assert whole.extra["validation_report"] in warned
