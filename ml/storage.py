@@ -340,6 +340,59 @@ def read_batch(manifest: Manifest, settings: Settings | None = None) -> pd.DataF
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+class PartsWriter:
+    """Writes frames one by one as the parts of a batch with `source`'s dataset and partition
+    (its batch id unless `batch_id`); `commit` writes the manifest. The content hash chains the
+    parts' sha256. Nothing is visible before `commit`."""
+
+    def __init__(
+        self,
+        zone: str,
+        source: Manifest,
+        *,
+        batch_id: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.zone, self.source = zone, source
+        self.batch_id = batch_id or source.batch_id
+        self.prefix = (
+            f"{self.settings.bucket(zone)}/{source.dataset}/{source.partition}/{self.batch_id}"
+        )
+        self._fs = filesystem(self.settings)
+        self._digest = hashlib.sha256()
+        self._parts = 0
+
+    def add(self, df: pd.DataFrame) -> None:
+        data = _parquet_bytes(df)
+        self._fs.pipe_file(f"{self.prefix}/part-{self._parts:05d}.parquet", data)
+        self._digest.update(hashlib.sha256(data).digest())
+        self._parts += 1
+
+    def commit(
+        self,
+        *,
+        extra: dict[str, Any] | None = None,
+        files: dict[str, bytes] | None = None,
+        upstream: list[str] | None = None,
+    ) -> Manifest:
+        for name, data in (files or {}).items():
+            self._fs.pipe_file(f"{self.prefix}/{name}", data)
+        source = self.source
+        return commit_parts(
+            self.zone,
+            source.dataset,
+            source.partition,
+            self.batch_id,
+            settings=self.settings,
+            source=source.source,
+            content_hash=self._digest.hexdigest(),
+            contract_hash=source.contract_hash,
+            upstream=upstream if upstream is not None else [source.ref],
+            extra={**source.extra, **(extra or {})},
+        )
+
+
 def write_parts(
     frames: Iterable[pd.DataFrame],
     zone: str,
@@ -351,31 +404,11 @@ def write_parts(
     upstream: list[str] | None = None,
     settings: Settings | None = None,
 ) -> Manifest:
-    """Write frames as the parts of a batch with `source`'s dataset and partition (its batch id
-    unless `batch_id`), then commit it. The content hash chains the parts' sha256."""
-    s = settings or get_settings()
-    fs = filesystem(s)
-    bid = batch_id or source.batch_id
-    prefix = f"{s.bucket(zone)}/{source.dataset}/{source.partition}/{bid}"
-    digest = hashlib.sha256()
-    for i, df in enumerate(frames):
-        data = _parquet_bytes(df)
-        fs.pipe_file(f"{prefix}/part-{i:05d}.parquet", data)
-        digest.update(hashlib.sha256(data).digest())
-    for name, data in (files or {}).items():
-        fs.pipe_file(f"{prefix}/{name}", data)
-    return commit_parts(
-        zone,
-        source.dataset,
-        source.partition,
-        bid,
-        settings=s,
-        source=source.source,
-        content_hash=digest.hexdigest(),
-        contract_hash=source.contract_hash,
-        upstream=upstream if upstream is not None else [source.ref],
-        extra={**source.extra, **(extra or {})},
-    )
+    """Write frames as the parts of a batch (see `PartsWriter`), then commit it."""
+    writer = PartsWriter(zone, source, batch_id=batch_id, settings=settings)
+    for df in frames:
+        writer.add(df)
+    return writer.commit(extra=extra, files=files, upstream=upstream)
 
 
 def read_dask(manifests: list[Manifest], settings: Settings | None = None):

@@ -58,7 +58,6 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -1102,10 +1101,12 @@ def validate_batch(
     if policy.mode == "quarantine_rows" and not row_rules_only:
         reason = "a table-level or column-level rule failed (not only row rules)"
     elif policy.mode == "quarantine_rows":
-        bad = sum(
-            int(row_failures(df, contract).map(bool).sum())
-            for df in storage.read_parts(manifest, s)
-        )
+        # the rules each bad row broke, part by part (small: at most max_bad_fraction of rows)
+        failures = []
+        for df in storage.read_parts(manifest, s):
+            failed = row_failures(df, contract).reset_index(drop=True)
+            failures.append(failed[failed.map(bool).to_numpy(dtype=bool)])
+        bad = sum(len(f) for f in failures)
         fraction = bad / manifest.rows if manifest.rows else 1.0
         if bad == 0:
             reason = "the row rules failed but no row could be singled out"
@@ -1115,7 +1116,7 @@ def validate_batch(
                 f"{policy.max_bad_fraction:g}"
             )
         else:
-            return _split_rows(manifest, contract, salt, report, extra, pii_extra, bad, s)
+            return _split_rows(manifest, contract, salt, report, extra, pii_extra, failures, s)
 
     extra["quarantine_reason"] = reason
     target = storage.copy_batch(
@@ -1167,32 +1168,31 @@ def _split_rows(
     report: ValidationReport,
     extra: dict[str, Any],
     pii_extra: dict[str, Any],
-    bad: int,
+    failures: list[pd.Series],
     s: Settings,
 ) -> ValidationOutcome:
     """Good rows to `validated` (PII applied), bad rows as they were (plus `_failed_rules`) to
-    `quarantine`, part by part; both under the raw batch's id."""
+    `quarantine`, part by part in one more read of the batch; both under the raw batch's id.
+    `failures` holds, per part, the failed rules of its bad rows (index = row position)."""
+    import numpy as np
+
     from ml import storage
 
-    def split(good: bool) -> Iterator[pd.DataFrame]:
-        for df in storage.read_parts(manifest, s):
-            failed = row_failures(df, contract)
-            is_bad = failed.map(bool).to_numpy(dtype=bool)
-            if good:
-                yield apply_pii(df[~is_bad].reset_index(drop=True), contract, salt)
-            else:
-                held = df[is_bad].reset_index(drop=True)
-                held[FAILED_RULES] = failed[is_bad].reset_index(drop=True)
-                yield held
-
-    report_url = extra["validation_report"]
+    bad = sum(len(f) for f in failures)
     good_rows = manifest.rows - bad
     held_ref = storage.ref_in_zone(manifest.ref, "quarantine", s)
     kept_ref = storage.ref_in_zone(manifest.ref, "validated", s)
-    held = storage.write_parts(
-        split(False),
-        "quarantine",
-        manifest,
+    held_writer = storage.PartsWriter("quarantine", manifest, settings=s)
+    kept_writer = storage.PartsWriter("validated", manifest, settings=s)
+    for df, failed in zip(storage.read_parts(manifest, s), failures, strict=True):
+        is_bad = np.zeros(len(df), dtype=bool)
+        is_bad[failed.index.to_numpy()] = True
+        held = df[is_bad].reset_index(drop=True)
+        held[FAILED_RULES] = failed.reset_index(drop=True)
+        held_writer.add(held)
+        kept_writer.add(apply_pii(df[~is_bad].reset_index(drop=True), contract, salt))
+    report_url = extra["validation_report"]
+    held = held_writer.commit(
         extra={
             **extra,
             "quarantine_reason": f"{bad} of {manifest.rows} rows broke row rules",
@@ -1202,14 +1202,9 @@ def _split_rows(
             "max_bad_fraction": contract.policy.max_bad_fraction,
         },
         files={"_report.json": report.to_json().encode()},
-        settings=s,
     )
-    kept = storage.write_parts(
-        split(True),
-        "validated",
-        manifest,
-        extra={**extra, **pii_extra, "quarantined_rows": bad, "quarantine": held_ref},
-        settings=s,
+    kept = kept_writer.commit(
+        extra={**extra, **pii_extra, "quarantined_rows": bad, "quarantine": held_ref}
     )
     log.warning(
         "batch %s: %s of %s rows broke %s (within max_bad_fraction %g): quarantined at %s, "
