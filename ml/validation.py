@@ -365,10 +365,43 @@ class _GXState:
         self.validations: dict[str, Any] = {}  # suite name -> ValidationDefinition
 
     def validation_definition(self, contract: Contract, per_partition: bool = False):
+        """The contract's whole suite as one validation definition (one GX run per frame)."""
         name = _suite_name(contract, per_partition)
+        return self._definition(name, lambda: build_suite(contract, per_partition=per_partition))
+
+    def column_definitions(self, contract: Contract, per_partition: bool = False) -> list:
+        """The contract's suite split by column: `(column or None for table rules, definition)`.
+
+        GX's pandas engine filters the whole batch frame by each expectation's unexpected-value
+        mask (for samples and counts): on a frame of one column that costs one column, not all
+        of them. Same expectations, same results; about half the time on flights-shaped frames.
+        """
+        name = _suite_name(contract, per_partition)
+        key = f"{name}:columns"
+        groups = self.validations.get(key)
+        if groups is None:
+            suite = build_suite(contract, per_partition=per_partition)
+            by_column: dict[str | None, list] = {}
+            for expectation in suite.expectations:
+                by_column.setdefault(expectation.meta.get("column"), []).append(expectation)
+            groups = []
+            for column, expectations in by_column.items():
+                label = column if column is not None else "<table>"
+
+                def make(expectations=expectations, label=label):
+                    return self.gx.ExpectationSuite(
+                        name=f"{name}:{label}",
+                        expectations=expectations,
+                    )
+
+                groups.append((column, self._definition(f"{name}:{label}", make)))
+            self.validations[key] = groups
+        return groups
+
+    def _definition(self, name: str, make_suite):
         vd = self.validations.get(name)
         if vd is None:
-            suite = self.context.suites.add(build_suite(contract, per_partition=per_partition))
+            suite = self.context.suites.add(make_suite())
             vd = self.context.validation_definitions.add(
                 self.gx.ValidationDefinition(name=name, data=self.batch_definition, suite=suite)
             )
@@ -435,22 +468,42 @@ def _dtype_expectation_class(gxe) -> type:
 # --- validating -----------------------------------------------------------------------------
 
 
-def _run_gx(df: pd.DataFrame, contract: Contract, per_partition: bool) -> tuple[dict, str]:
-    """GX results of a frame by rule id, and the GX version."""
+RESULT_FORMAT = {
+    "result_format": "SUMMARY",
+    "partial_unexpected_count": SAMPLE_SIZE,
+    "return_unexpected_index_query": False,
+}
+
+
+def _run_gx(
+    df: pd.DataFrame, contract: Contract, per_partition: bool, by_column: bool = True
+) -> tuple[dict, str]:
+    """GX results of a frame by rule id, and the GX version: the suite run column by column
+    (`_GXState.column_definitions`) on one-column views of the frame; table rules on the
+    frame. A column the frame lacks gets a frame without columns, so its rules fail as such.
+    `by_column=False`: one run of the whole suite on the whole frame (same results, slower)."""
+    results = []
     with _LOCK:
         g = _gx()
-        vd = g.validation_definition(contract, per_partition)
+        if by_column:
+            groups = g.column_definitions(contract, per_partition)
+        else:
+            groups = [(None, g.validation_definition(contract, per_partition))]
         try:
-            result = vd.run(
-                batch_parameters={"dataframe": df},
-                result_format={
-                    "result_format": "SUMMARY",
-                    "partial_unexpected_count": SAMPLE_SIZE,
-                },
-            )
+            for column, vd in groups:
+                if column is None:
+                    frame = df
+                elif column in df.columns:
+                    frame = df[[column]]
+                else:
+                    frame = df.iloc[:, :0]
+                results += vd.run(
+                    batch_parameters={"dataframe": frame}, result_format=RESULT_FORMAT
+                ).results
+                g.release()
         finally:
             g.release()
-    return {r.expectation_config.meta.get("rule"): r for r in result.results}, g.gx.__version__
+    return {r.expectation_config.meta.get("rule"): r for r in results}, g.gx.__version__
 
 
 def validate_frame(
@@ -459,17 +512,20 @@ def validate_frame(
     *,
     batch_ref: str = "",
     partition: str | None = None,
+    by_column: bool = True,
 ) -> ValidationReport:
     """Validate a pandas frame against a contract; never raises for data problems.
 
     `partition` (`date=2013-01-01`) is what freshness is measured against; it defaults to the
     partition in `batch_ref`. Without one, a freshness rule fails ("no partition").
+    `by_column=False` runs the GX suite once on the whole frame, as GX is plainly used (the
+    validation benchmark's reference) instead of column by column (see `_run_gx`).
     """
     contract = _contract(contract)
     specs = rule_specs(contract)
     partition = partition or _partition_of(batch_ref)
     started = time.perf_counter()
-    by_rule, gx_version = _run_gx(df, contract, per_partition=False)
+    by_rule, gx_version = _run_gx(df, contract, per_partition=False, by_column=by_column)
     columns = {str(c) for c in df.columns}
     rules = []
     for spec in specs:

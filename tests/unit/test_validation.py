@@ -413,3 +413,30 @@ def test_pii_drop_and_hash(tmp_path):
     assert list(apply_pii(frame, contract, b"pepper")["name"]) == list(out["name"])  # stable
     assert apply_pii(frame, contract, b"salt").loc[0, "name"] != out.loc[0, "name"]
     assert list(frame.columns) == ["id", "score", "name", "at", "flag"]  # input untouched
+
+
+def test_column_by_column_runs_equal_one_whole_suite_run(flights, day):
+    """`_run_gx` runs the suite per column on one-column views (for speed); every rule's GX
+    result must be what one run of the whole suite on the whole frame gives."""
+    from ml.validation import _run_gx
+
+    bad = day.drop(columns=["tailnum"])
+    bad.loc[[3, 7], "dep_delay"] = 5000.0
+    bad.loc[[1, 2, 9], "origin"] = "XXX"
+    bad.loc[4, "carrier"] = None
+    by_column, _ = _run_gx(bad, flights, per_partition=False)
+    whole, _ = _run_gx(bad, flights, per_partition=False, by_column=False)
+    assert len(whole) == len(by_column) == len(build_suite(flights).expectations)
+    failed = set()
+    for rule, res in whole.items():
+        mine = by_column[rule]
+        assert mine.success == res.success, rule
+        for key in ("unexpected_count", "element_count", "missing_count", "observed_value"):
+            assert mine.result.get(key) == res.result.get(key), (rule, key)
+        assert mine.result.get("partial_unexpected_list") == res.result.get(
+            "partial_unexpected_list"
+        ), rule
+        if not res.success:
+            failed.add(rule)
+    assert {"flights.dep_delay.max", "flights.origin.allowed", "flights.carrier.not_null"} <= failed
+    assert {"flights.tailnum.exists", "flights.tailnum.type"} <= failed
