@@ -23,8 +23,12 @@ def test_every_dag_of_the_chain_succeeded(runs):
     assert set(states) == {
         "ingest_flights",
         "ingest_weather",
+        "ingest_planes",
+        "ingest_airports",
         "validate_flights",
         "validate_weather",
+        "validate_planes",
+        "validate_airports",
         "preprocess_flights",
         "train_flights",
         "batch_score_flights",
