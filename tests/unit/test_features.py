@@ -130,9 +130,10 @@ def test_minimum_frequency_sends_rare_values_to_oov(joined, contract):
     rare = counts[counts < 50].index[0]
     row = joined[joined.dest == rare].head(1)
     assert transform.apply(row)["cat__dest"].iloc[0] == features.OOV
-    assert transform.cardinalities[transform.categorical.index("dest")] == len(
-        transform.vocab["dest"]
-    ) + 1
+    assert (
+        transform.cardinalities[transform.categorical.index("dest")]
+        == len(transform.vocab["dest"]) + 1
+    )
 
 
 def test_unseen_and_missing_values_at_scoring_time(joined, contract):
@@ -195,7 +196,10 @@ def test_lookup_contract_rules_are_checked(tmp_path):
     bad = text.replace("right_keys: [faa]", "right_keys: [faa, name]")
     path = tmp_path / "flights.yaml"
     path.write_text(bad)
-    with pytest.raises(contracts.ContractError, match=r"flights.yaml:\d+: features.lookups\[1\].right_keys: must name 1 key"):
+    with pytest.raises(
+        contracts.ContractError,
+        match=r"flights.yaml:\d+: features.lookups\[1\].right_keys: must name 1 key",
+    ):
         contracts.load_contract(path)
     path.write_text(text.replace("keys: [dest]", "keys: [destination]"))
     with pytest.raises(contracts.ContractError, match=r"\['destination'\] are not columns"):
