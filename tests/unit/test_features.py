@@ -102,7 +102,7 @@ def test_transform_dask_and_pandas_outputs_identical(joined, contract):
     with dask.config.set(scheduler="synchronous"):
         ddf = dd.from_pandas(train, npartitions=5)
         on_dask = features.FeatureTransform.for_contract(contract).fit(ddf)
-        keep = list(features.row_keys(contract)) + [features.TARGET]
+        keep = [*features.row_keys(contract), features.TARGET]
         meta = features.model_frame(ddf._meta, transform, keep)
         got = ddf.map_partitions(features.model_frame, transform, keep, meta=meta).compute()
     want = features.model_frame(train, transform, keep)
@@ -162,7 +162,7 @@ def test_no_test_day_before_a_train_day():
     split = features.split_partitions(shuffled, {"train": 0.6, "validation": 0.2, "test": 0.2})
     assert max(split["train"]) < min(split["validation"])
     assert max(split["validation"]) < min(split["test"])
-    assert sorted(sum(split.values(), [])) == sorted(days)
+    assert sorted(d for part in split.values() for d in part) == sorted(days)
     assert not set(split["train"]) & set(split["test"])
 
 
