@@ -15,7 +15,8 @@ DATE_FROM, DATE_TO = "2013-01-01", "2013-01-07"
 @pytest.fixture(scope="module")
 def runs(stack):
     client = AirflowClient(stack.airflow_api_url)
-    return demo.run_chain(client, "flights", DATE_FROM, DATE_TO, timeout=600)
+    # Four ingest+validate chains (flights, weather, planes, airports) share the executor.
+    return demo.run_chain(client, "flights", DATE_FROM, DATE_TO, timeout=900)
 
 
 def test_every_dag_of_the_chain_succeeded(runs):

