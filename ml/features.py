@@ -3,6 +3,10 @@
 One implementation, `FeatureTransform.apply`, turns joined raw rows into model inputs; it runs on
 Dask partitions during preprocessing and on pandas frames inside the registered model at
 scoring time, so training and scoring see the same features.
+
+Reference tables come in two kinds (contract `features.joins` / `features.lookups`): partitioned
+like the dataset (weather: the same days are joined) or snapshots (planes, airports: the latest
+validated snapshot). `build_features` is the preprocessing stage on the Dask cluster.
 """
 
 from __future__ import annotations
