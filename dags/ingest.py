@@ -5,7 +5,9 @@ One DAG per data contract in `data_contracts/` (`ingest_<dataset>`): the rows of
 **First day** to **Last day** are read from the dataset's source and written to the `raw` zone as
 one immutable batch per day, committed by its manifest. Re-ingesting a day whose source content
 did not change writes nothing. When it ends, the asset `s3://raw/<dataset>` is updated with the
-batch references, which starts `validate_<dataset>`.
+batch references, which starts `validate_<dataset>`. A snapshot reference table (`partition:
+{granularity: snapshot}`, e.g. planes, airports) is ingested whole, once per run, as one batch
+of the partition `snapshot`.
 
 Retries follow the error: a source that could not be reached (network, S3, HTTP 429/5xx) is
 retried with backoff; a day whose file is not there yet is retried like any failure; an
@@ -70,9 +72,9 @@ def build(dataset: str):
     def ingest_dag():
         @task
         def plan_days(params=None) -> list[str]:
-            from ml.ingest import days_between
+            from ml.ingest import plan_partitions
 
-            return days_between(params["date_from"], params["date_to"])
+            return plan_partitions(dataset, params["date_from"], params["date_to"])
 
         @task(
             retries=2,

@@ -2,11 +2,14 @@
 ### Preprocess
 
 One DAG per data contract with a `features` section (`preprocess_<dataset>`), started when the
-dataset and every reference table it joins have new validated batches. On the Dask cluster it
-reads the validated batches of the training window, joins the reference tables, derives the
-features and the target, splits by date (train before validation before test), fits the
-transform on the train split and writes the feature set to the `features` zone. A feature set
-whose inputs, contract, code and params are unchanged is reused, not recomputed.
+dataset and every reference table it joins or looks up have new validated batches. On the Dask
+cluster it reads the validated batches of the training window, joins the reference tables (the
+same day's weather; the latest planes and airports snapshots), derives the features and the
+target (rows without a target value, i.e. cancelled flights, are dropped), splits by date
+(train before validation before test), fits the transform on the train split only and writes
+the splits as zstd parquet plus the transform and a manifest listing every part to the
+`features` zone. The feature version hashes the input batch ids, the contract, the feature code
+version and the params: a feature set that exists already is reused (the task log says so).
 """
 
 from __future__ import annotations
@@ -49,7 +52,11 @@ def build(dataset: str, joins: list[str]):
                 description="Empty: up to the last validated day.",
             ),
             "min_frequency": Param(
-                1, type="integer", minimum=1, title="Minimum count of a category value in train"
+                5,
+                type="integer",
+                minimum=1,
+                title="Minimum count of a category value in train",
+                description="Rarer values share the out-of-vocabulary bucket.",
             ),
         },
     )
@@ -75,4 +82,5 @@ def build(dataset: str, joins: list[str]):
 for _dataset in available_datasets():
     _contract = load_contract(_dataset)
     if _contract.features:
-        build(_dataset, [j["dataset"] for j in _contract.features.get("joins", [])])
+        _refs = _contract.features.get("joins", []) + _contract.features.get("lookups", [])
+        build(_dataset, [r["dataset"] for r in _refs])

@@ -13,6 +13,7 @@ owner: team@example.org           # required
 description: ...
 source: {kind: nycflights13, ...} # a mapping with `kind`; its other keys belong to ml.sources
 partition: {column: date, granularity: day}   # granularity: hour | day | month
+  # or {granularity: snapshot}: a reference table ingested whole, one batch per snapshot
 columns:                          # required; a column is a type name or a mapping
   dep_delay: {type: float, nullable: true, min: -120, max: 1500}
   # type: int | float | string | timestamp | bool; nullable (default true); min / max
@@ -29,7 +30,11 @@ failure_policy: quarantine_batch  # or a mapping:
   # {mode: quarantine_batch | quarantine_rows, max_bad_fraction: 0..1 (rows mode, required),
   #  on_failure: fail | warn (default fail)}
 features: {row_keys: [...], joins: [{dataset, keys, columns}], numeric: [...],
-           categorical: [...], derived: [...]}
+           lookups: [{dataset, keys, columns, right_keys, prefix}], categorical: [...],
+           derived: [...]}
+  # joins: a reference table partitioned like this dataset (same partition joined);
+  # lookups: a snapshot reference table (its latest validated snapshot joined); right_keys
+  # name its key columns when they differ, prefix renames the joined columns.
 target: {name, source_column, threshold, missing, task}
 split: {by, fractions: {train, validation, test}}
 model: {name, metric, margin, params}
@@ -68,15 +73,25 @@ TOP_KEYS = {
 }
 REQUIRED_KEYS = {"dataset", "owner", "columns"}
 PARTITION_KEYS = {"column", "granularity"}
-GRANULARITIES = {"hour", "day", "month"}
+GRANULARITIES = {"hour", "day", "month", "snapshot"}
+SNAPSHOT = "snapshot"  # the granularity, and the partition name, of a snapshot table
 TABLE_KEYS = {"row_count", "unique", "freshness"}
 PII_ACTIONS = {"drop", "hash"}
 FAILURE_MODES = {"quarantine_batch", "quarantine_rows"}
 FAILURE_KEYS = {"mode", "max_bad_fraction", "on_failure"}
 ON_FAILURE = {"fail", "warn"}
 FAILURE_POLICIES = {"quarantine_batch"}  # the string forms
-FEATURE_KEYS = {"row_keys", "joins", "numeric", "categorical", "derived", "description"}
+FEATURE_KEYS = {
+    "row_keys",
+    "joins",
+    "lookups",
+    "numeric",
+    "categorical",
+    "derived",
+    "description",
+}
 JOIN_KEYS = {"dataset", "keys", "columns"}
+LOOKUP_KEYS = JOIN_KEYS | {"right_keys", "prefix"}
 TARGET_KEYS = {"name", "source_column", "threshold", "missing", "task", "description"}
 SPLIT_KEYS = {"by", "fractions", "description"}
 MODEL_KEYS = {"name", "metric", "margin", "params", "description"}
@@ -144,6 +159,11 @@ class Contract:
     @property
     def partition(self) -> dict[str, Any]:
         return self.raw.get("partition") or {}
+
+    @property
+    def is_snapshot(self) -> bool:
+        """A reference table ingested whole (`partition: {granularity: snapshot}`)."""
+        return self.partition.get("granularity") == SNAPSHOT
 
     @property
     def source(self) -> dict[str, Any]:
@@ -307,7 +327,7 @@ def load_contract(name_or_path: str | Path) -> Contract:
             check.fail(("source",), "must be a mapping with a `kind`")
     if "partition" in raw:
         part = check.mapping(("partition",), raw["partition"], PARTITION_KEYS)
-        if not isinstance(part.get("column"), str):
+        if part.get("granularity") != SNAPSHOT and not isinstance(part.get("column"), str):
             check.fail(("partition", "column"), "must be a column name")
         if part.get("granularity", "day") not in GRANULARITIES:
             check.fail(
@@ -511,6 +531,28 @@ def _features(check: _Checker, spec: Any, columns: dict[str, Column], pii: dict[
             check.fail((*where, "dataset"), f"must be a dataset name, got {_show(join['dataset'])}")
         check.names((*where, "keys"), join["keys"], usable, what)
         joined |= set(check.names((*where, "columns"), join["columns"], None, ""))
+    lookups = spec.get("lookups", [])
+    if not isinstance(lookups, list):
+        check.fail(("features", "lookups"), f"must be a list of lookups, got {_show(lookups)}")
+    for i, lookup in enumerate(lookups):
+        where = ("features", "lookups", i)
+        check.mapping(where, lookup, LOOKUP_KEYS)
+        for key in sorted(JOIN_KEYS - set(lookup)):
+            check.fail(where, f"missing key {key!r}")
+        if not isinstance(lookup["dataset"], str):
+            check.fail(
+                (*where, "dataset"), f"must be a dataset name, got {_show(lookup['dataset'])}"
+            )
+        keys = check.names((*where, "keys"), lookup["keys"], usable, what)
+        right = check.names((*where, "right_keys"), lookup.get("right_keys", keys), None, "")
+        if len(right) != len(keys):
+            check.fail((*where, "right_keys"), f"must name {len(keys)} key(s), like `keys`")
+        prefix = lookup.get("prefix", "")
+        if not isinstance(prefix, str):
+            check.fail((*where, "prefix"), f"must be a string, got {_show(prefix)}")
+        joined |= {
+            prefix + c for c in check.names((*where, "columns"), lookup["columns"], None, "")
+        }
     derived = set(check.names(("features", "derived"), spec.get("derived", []), None, ""))
     for kind in ("numeric", "categorical"):
         if kind in spec:

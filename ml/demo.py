@@ -1,6 +1,6 @@
 """The demo: the local stack up, then the whole chain on real 2013 flights, driven through Airflow.
 
-It only triggers the two ingest DAGs over the REST API; every later DAG is started by the assets
+It only triggers the ingest DAGs (the dataset and its reference tables) over the REST API; every later DAG is started by the assets
 the one before it updates. It follows the runs to the end and summarises what they produced.
 """
 
@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from ml import contracts, registry, storage
+from ml import contracts, features, registry, storage
 from ml.airflow_api import AirflowClient
 from ml.ingest import days_between
 from ml.settings import Settings, get_settings
@@ -38,7 +38,7 @@ def run_chain(
     Returns the final state of one run per DAG, keyed by DAG id.
     """
     contract = contracts.load_contract(dataset)
-    references = [j["dataset"] for j in contract.features.get("joins", [])]
+    references = features.reference_datasets(contract)  # joins and lookups (planes, airports)
     ids = chain_dag_ids(dataset)
     ref_ids = {name: chain_dag_ids(name) for name in references}
     all_ids = [*ids.values()] + [d for r in ref_ids.values() for d in (r["ingest"], r["validate"])]
@@ -86,10 +86,12 @@ def summarize(
 
     def rows(zone: str, name: str) -> int:
         return sum(
-            m.rows for p, m in storage.latest_batches(zone, name, settings).items() if p in in_range
+            m.rows
+            for p, m in storage.latest_batches(zone, name, settings).items()
+            if p in in_range or p == contracts.SNAPSHOT
         )
 
-    names = [dataset] + [j["dataset"] for j in contract.features.get("joins", [])]
+    names = [dataset, *features.reference_datasets(contract)]
     summary: dict[str, Any] = {
         "ok": bool(runs) and all(r["state"] == "success" for r in runs.values()),
         "dates": f"{date_from} .. {date_to}",

@@ -3,6 +3,10 @@
 One implementation, `FeatureTransform.apply`, turns joined raw rows into model inputs; it runs on
 Dask partitions during preprocessing and on pandas frames inside the registered model at
 scoring time, so training and scoring see the same features.
+
+Reference tables come in two kinds (contract `features.joins` / `features.lookups`): partitioned
+like the dataset (weather: the same days are joined) or snapshots (planes, airports: the latest
+validated snapshot). `build_features` is the preprocessing stage on the Dask cluster.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from ml import contracts, storage
@@ -25,11 +30,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when the feature code changes what it produces: it is part of every feature version.
-FEATURE_CODE_VERSION = "1"
+FEATURE_CODE_VERSION = "2"
 SPLITS = ("train", "validation", "test")
 EVAL_SNAPSHOT = "eval"  # the joined raw rows of the test split, for champion/challenger scoring
 TARGET = "target"
 OOV = 0  # categorical code of missing and out-of-vocabulary values
+DEFAULT_MIN_FREQUENCY = 5  # a category value seen fewer times in train goes to the OOV bucket
+# Rows per partition of the feature parquet (and of the Dask frames behind it): daily batches
+# are grouped up to about this many rows, so tasks and files are neither tiny nor huge.
+TARGET_ROWS_PER_PARTITION = 500_000
+# A reference table up to this many rows is read into one pandas frame and broadcast to every
+# partition of the join; a larger one stays a Dask frame and Dask shuffles both sides.
+BROADCAST_MAX_ROWS = 2_000_000
+TARGET_MISSING = ("drop",)  # what `target.missing` may say
 
 
 def _calendar(df: pd.DataFrame) -> pd.Series:
@@ -44,12 +57,35 @@ def _day_of_year_angle(df: pd.DataFrame):
     return 2 * np.pi * _calendar(df).dt.dayofyear.to_numpy() / 365.25
 
 
+def _minute_of_day_angle(df: pd.DataFrame):
+    import numpy as np
+
+    hhmm = df["sched_dep_time"].to_numpy(dtype="float64")
+    return 2 * np.pi * ((hhmm // 100) * 60 + hhmm % 100) / 1440.0
+
+
 def _dep_hour(df):
     return (df["sched_dep_time"] // 100).astype("float64")
 
 
+def _dep_time_sin(df):
+    import numpy as np
+
+    return np.sin(_minute_of_day_angle(df))
+
+
+def _dep_time_cos(df):
+    import numpy as np
+
+    return np.cos(_minute_of_day_angle(df))
+
+
 def _weekday(df):
     return _calendar(df).dt.weekday.astype("int64").astype(str)
+
+
+def _month_of_year(df):
+    return df["month"].astype("int64").astype(str)
 
 
 def _doy_sin(df):
@@ -64,12 +100,29 @@ def _doy_cos(df):
     return np.cos(_day_of_year_angle(df))
 
 
+def _route(df):
+    return df["origin"].astype("string") + "-" + df["dest"].astype("string")
+
+
+def _plane_age(df):
+    import pandas as pd
+
+    # Years since the plane was built; missing when the tail number or its year is unknown.
+    built = pd.to_numeric(df["plane_year"], errors="coerce").astype("float64")
+    return df["year"].astype("float64") - built
+
+
 # name -> (function of the joined raw frame, kind, the raw columns it reads)
 DERIVED: dict[str, tuple[Any, str, tuple[str, ...]]] = {
     "dep_hour": (_dep_hour, "numeric", ("sched_dep_time",)),
+    "dep_time_sin": (_dep_time_sin, "numeric", ("sched_dep_time",)),
+    "dep_time_cos": (_dep_time_cos, "numeric", ("sched_dep_time",)),
     "weekday": (_weekday, "categorical", ("year", "month", "day")),
+    "month_of_year": (_month_of_year, "categorical", ("month",)),
     "day_of_year_sin": (_doy_sin, "numeric", ("year", "month", "day")),
     "day_of_year_cos": (_doy_cos, "numeric", ("year", "month", "day")),
+    "route": (_route, "categorical", ("origin", "dest")),
+    "plane_age": (_plane_age, "numeric", ("year", "plane_year")),
 }
 
 
@@ -84,7 +137,9 @@ def feature_columns(contract: Contract) -> tuple[list[str], list[str]]:
                 f"{contract.path}: features.derived: unknown derived feature {name!r}; "
                 f"known: {sorted(DERIVED)}"
             )
-        (numeric if DERIVED[name][1] == "numeric" else categorical).append(name)
+        kind = numeric if DERIVED[name][1] == "numeric" else categorical
+        if name not in kind:
+            kind.append(name)
     return numeric, categorical
 
 
@@ -107,22 +162,115 @@ def add_derived(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
 
 
 def add_target(df: pd.DataFrame, target: dict) -> pd.DataFrame:
-    """The binary target; rows whose source value is missing get NA (the caller decides)."""
+    """The binary target; rows whose source value is missing get NA (the caller decides).
+
+    For flights the missing source value is a cancelled flight (no `dep_delay`): see
+    `target.missing` in the contract; `build_features` drops those rows from every split.
+    """
     out = df.copy()
     source = df[target["source_column"]]
     out[TARGET] = (source > target["threshold"]).astype("float32").where(source.notna())
     return out
 
 
-def join_references(left, references: dict[str, pd.DataFrame], contract: Contract):
-    """Left-join the contract's reference tables (pandas frames, broadcast) onto `left`.
+@dataclass(frozen=True)
+class Reference:
+    """One reference table joined to a dataset: a `joins` entry (partitioned like the dataset:
+    the same partitions are joined) or a `lookups` entry (a snapshot table, joined whole)."""
 
-    `left` is a pandas or a Dask frame; the small reference tables are plain pandas frames.
+    dataset: str
+    keys: tuple[str, ...]
+    right_keys: tuple[str, ...]
+    columns: tuple[str, ...]
+    prefix: str = ""
+    snapshot: bool = False
+
+    @property
+    def joined_columns(self) -> list[str]:
+        return [self.prefix + c for c in self.columns]
+
+    def prepare(self, table):
+        """The reference's key and value columns, renamed as they appear after the join,
+        integers as float64 (a left join's misses make them float anyway: one dtype always)."""
+        frame = table[list(self.right_keys) + list(self.columns)]
+        frame = frame.rename(
+            columns={
+                **dict(zip(self.right_keys, self.keys, strict=True)),
+                **{c: self.prefix + c for c in self.columns},
+            }
+        )
+        ints = [c for c in self.joined_columns if str(frame[c].dtype).lower().startswith("int")]
+        if ints:
+            frame = frame.astype(dict.fromkeys(ints, "float64"))
+        return frame.drop_duplicates(subset=list(self.keys), keep="last")
+
+
+def references_of(contract: Contract) -> list[Reference]:
+    """The contract's `features.joins` and `features.lookups`, in join order."""
+    out = []
+    for kind in ("joins", "lookups"):
+        for spec in contract.features.get(kind, []):
+            keys = tuple(spec["keys"])
+            out.append(
+                Reference(
+                    dataset=spec["dataset"],
+                    keys=keys,
+                    right_keys=tuple(spec.get("right_keys", keys)),
+                    columns=tuple(spec["columns"]),
+                    prefix=spec.get("prefix", ""),
+                    snapshot=kind == "lookups",
+                )
+            )
+    return out
+
+
+def reference_datasets(contract: Contract) -> list[str]:
+    """Every dataset the contract's features join (joins first, then lookups)."""
+    return [r.dataset for r in references_of(contract)]
+
+
+def snapshot_manifest(dataset: str, settings=None) -> storage.Manifest:
+    """The latest validated snapshot of a lookup table; a clear error when there is none."""
+    manifest = storage.latest_batches("validated", dataset, settings).get(contracts.SNAPSHOT)
+    if manifest is None:
+        raise storage.BatchNotFoundError(
+            f"no validated snapshot of the reference table {dataset!r} "
+            f"(validated/{dataset}/{contracts.SNAPSHOT}/): run ingest_{dataset} first"
+        )
+    return manifest
+
+
+@lru_cache(maxsize=16)
+def _snapshot_rows(ref: str) -> pd.DataFrame:
+    return storage.read_batch(storage.read_manifest(ref))
+
+
+def load_lookups(contract: Contract, settings=None) -> dict[str, pd.DataFrame]:
+    """The latest validated snapshot of each lookup table of the contract (pandas frames)."""
+    out = {}
+    for ref in references_of(contract):
+        if ref.snapshot:
+            out[ref.dataset] = _snapshot_rows(snapshot_manifest(ref.dataset, settings).ref)
+    return out
+
+
+def join_references(left, references: dict[str, Any], contract: Contract):
+    """Left-join the contract's reference tables onto `left` (a pandas or a Dask frame).
+
+    A reference given as a pandas frame is broadcast to every partition of a Dask `left`; one
+    given as a Dask frame is joined by a Dask shuffle. A lookup table (`features.lookups`) that
+    is not in `references` is read from its latest validated snapshot; a missing partitioned
+    reference (`features.joins`) is an error.
     """
-    for join in contract.features.get("joins", []):
-        on, columns = list(join["keys"]), list(join["columns"])
-        ref = references[join["dataset"]][on + columns].drop_duplicates(subset=on, keep="last")
-        left = left.merge(ref, on=on, how="left")
+    specs = references_of(contract)
+    if any(r.snapshot and r.dataset not in references for r in specs):
+        references = {**load_lookups(contract), **references}
+    for ref in specs:
+        if ref.dataset not in references:
+            raise KeyError(
+                f"join {contract.dataset} -> {ref.dataset}: no {ref.dataset} rows were given"
+            )
+        left = left.merge(ref.prepare(references[ref.dataset]), on=list(ref.keys), how="left")
     return left
 
 
@@ -136,11 +284,13 @@ class FeatureTransform:
     means: dict[str, float] = field(default_factory=dict)
     stds: dict[str, float] = field(default_factory=dict)
     vocab: dict[str, list[str]] = field(default_factory=dict)
-    min_frequency: int = 1
+    min_frequency: int = DEFAULT_MIN_FREQUENCY
     code_version: str = FEATURE_CODE_VERSION
 
     @classmethod
-    def for_contract(cls, contract: Contract, min_frequency: int = 1) -> FeatureTransform:
+    def for_contract(
+        cls, contract: Contract, min_frequency: int = DEFAULT_MIN_FREQUENCY
+    ) -> FeatureTransform:
         numeric, categorical = feature_columns(contract)
         return cls(
             numeric=numeric,
@@ -186,6 +336,12 @@ class FeatureTransform:
         """Joined raw rows -> model inputs: `num__*` float32 and `cat__*` int64 columns."""
         import pandas as pd
 
+        missing = [c for c in self.input_columns if c not in df.columns]
+        if missing:
+            raise KeyError(
+                f"feature transform: the rows lack input column(s) {missing}; it reads "
+                f"{self.input_columns} (joined raw rows: see features.join_references)"
+            )
         frame = add_derived(df, self.derived)
         out = {}
         for c in self.numeric:
@@ -262,21 +418,61 @@ def _in_window(partition: str, date_from: str | None, date_to: str | None) -> bo
     )
 
 
-def build_features(
-    dataset: str,
-    date_from: str | None = None,
-    date_to: str | None = None,
-    min_frequency: int = 1,
-) -> dict:
-    """Validated batches in a date window -> train/validation/test features + fitted transform.
+def group_parts(
+    manifests: list[storage.Manifest], target_rows: int = TARGET_ROWS_PER_PARTITION
+) -> list[list[str]]:
+    """The manifests' part URLs in order, grouped into runs of about `target_rows` rows (one
+    Dask partition each): row counts come from the manifests, nothing is read."""
+    groups: list[list[str]] = []
+    rows = 0
+    for m in manifests:
+        per_part = m.rows / max(len(m.parts), 1)
+        for url in m.part_urls:
+            if not groups or (rows + per_part > target_rows and rows > 0):
+                groups.append([])
+                rows = 0
+            groups[-1].append(url)
+            rows += per_part
+    return groups
 
-    Runs on the Dask cluster. Returns the feature set's reference; when a feature set of the
-    same version exists it is reused, not recomputed.
-    """
-    from ml.cluster import dask_client
 
-    s = get_settings()
-    contract = contracts.load_contract(dataset)
+def _read_group(urls: list[str], options: dict) -> pd.DataFrame:
+    import io
+
+    import pandas as pd
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**options)
+    paths = [u.removeprefix("s3://") for u in urls]
+    blobs = fs.cat(paths, on_error="raise")  # fetched concurrently: small daily parts add up
+    frames = [pd.read_parquet(io.BytesIO(blobs[p])) for p in paths]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def read_grouped(manifests: list[storage.Manifest], settings=None, target_rows=None):
+    """Committed batches as a lazy Dask frame of partitions of about `target_rows` rows."""
+    import dask.dataframe as dd
+
+    s = settings or get_settings()
+    groups = group_parts(manifests, target_rows or TARGET_ROWS_PER_PARTITION)
+    if not groups:
+        raise storage.BatchNotFoundError("no committed parts to read")
+    options = s.s3_storage_options()
+    meta = _read_group(groups[0][:1], options).iloc[:0]
+    return dd.from_map(
+        _read_group,
+        groups,
+        options=options,
+        meta=meta,
+        label="read-batches",
+        enforce_metadata=False,
+    )
+
+
+def _feature_inputs(
+    dataset: str, contract: Contract, date_from: str | None, date_to: str | None
+) -> tuple[dict[str, storage.Manifest], dict[str, list[storage.Manifest]]]:
+    """The validated batches of the window, and each reference table's batches to join."""
     batches = {
         p: m
         for p, m in storage.latest_batches("validated", dataset).items()
@@ -284,17 +480,72 @@ def build_features(
     }
     if not batches:
         raise storage.BatchNotFoundError(
-            f"no validated {dataset} batches between {date_from or 'the start'} and {date_to or 'the end'}"
+            f"no validated {dataset} batches between {date_from or 'the start'} and "
+            f"{date_to or 'the end'}"
         )
-    reference_batches = {}
-    for join in contract.features.get("joins", []):
-        latest = storage.latest_batches("validated", join["dataset"])
+    references: dict[str, list[storage.Manifest]] = {}
+    for ref in references_of(contract):
+        if ref.snapshot:
+            references[ref.dataset] = [snapshot_manifest(ref.dataset)]
+            continue
+        latest = storage.latest_batches("validated", ref.dataset)
         missing = sorted(set(batches) - set(latest))
         if missing:
             raise storage.BatchNotFoundError(
-                f"join {dataset} -> {join['dataset']}: no validated {join['dataset']} batch for {missing}"
+                f"join {dataset} -> {ref.dataset}: no validated {ref.dataset} batch for {missing}"
             )
-        reference_batches[join["dataset"]] = [latest[p] for p in sorted(batches)]
+        references[ref.dataset] = [latest[p] for p in sorted(batches)]
+    return batches, references
+
+
+def _check_target(contract: Contract) -> dict:
+    target = contract.target
+    for key in ("source_column", "threshold"):
+        if key not in target:
+            raise contracts.ContractError(f"{contract.path}: target.{key} is required for features")
+    if target.get("missing", "drop") not in TARGET_MISSING:
+        raise contracts.ContractError(
+            f"{contract.path}: target.missing: {target['missing']!r} is not one of "
+            f"{list(TARGET_MISSING)} (rows without a target value are dropped from the splits)"
+        )
+    return target
+
+
+def _list_parts(fs, prefix: str) -> list[dict]:
+    """The parquet parts under a prefix with their row counts (from the footers), in order."""
+    import pyarrow.parquet as pq
+
+    fs.invalidate_cache(prefix)
+    parts = []
+    for path in sorted(p for p in fs.ls(prefix, detail=False) if p.endswith(".parquet")):
+        with fs.open(path, "rb") as fh:
+            rows = pq.ParquetFile(fh).metadata.num_rows
+        parts.append({"path": f"s3://{path}", "rows": int(rows)})
+    return parts
+
+
+def build_features(
+    dataset: str,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    min_frequency: int = DEFAULT_MIN_FREQUENCY,
+) -> dict:
+    """Validated batches in a date window -> train/validation/test features + fitted transform.
+
+    Runs on the Dask cluster: no process holds the dataset. Daily batches are read in groups of
+    about `TARGET_ROWS_PER_PARTITION` rows, reference tables are broadcast (or shuffled when
+    large), the transform is fitted on the train split in one pass, and the splits and the eval
+    snapshot are written in a second pass (zstd parquet). Returns the feature manifest plus
+    `reused`; when a feature set of the same version exists it is reused, not recomputed.
+    """
+    import dask
+
+    from ml.cluster import dask_client
+
+    s = get_settings()
+    contract = contracts.load_contract(dataset)
+    target = _check_target(contract)
+    batches, reference_batches = _feature_inputs(dataset, contract, date_from, date_to)
     inputs = [m.ref for m in batches.values()] + [
         m.ref for ms in reference_batches.values() for m in ms
     ]
@@ -303,50 +554,50 @@ def build_features(
     fs = storage.filesystem(s)
     base = f"{s.bucket('features')}/{dataset}/{version}"
     manifest_path = f"{base}/{storage.MANIFEST}"
+    fs.invalidate_cache(base)
     if fs.exists(manifest_path):
         log.info(
-            "feature set %s already exists for these inputs: reusing it, nothing recomputed",
+            "feature set %s already exists for these inputs, contract, code and params: "
+            "reusing it, nothing recomputed",
             version,
         )
         return {**json.loads(fs.cat_file(manifest_path)), "reused": True}
+    log.info("feature set %s: computing from %s input batches", version, len(inputs))
+    if fs.exists(base):
+        fs.rm(base, recursive=True)  # an unfinished earlier attempt: garbage, never data
 
     splits = split_partitions(list(batches), contract.split.get("fractions", {}))
     options = s.s3_storage_options()
     numeric, categorical = feature_columns(contract)
     keys = row_keys(contract)
     with dask_client(s):
-        # Reference tables are small: read once, broadcast to every partition of the join.
-        references = {
-            name: storage.read_dask(ms, s).compute() for name, ms in reference_batches.items()
-        }
+        references = {}
+        for name, ms in reference_batches.items():
+            frame = read_grouped(ms, s)
+            if sum(m.rows for m in ms) <= BROADCAST_MAX_ROWS:
+                frame = frame.compute()  # small: one copy, broadcast to every partition
+            references[name] = frame
 
         def joined(partitions: list[str]):
-            frame = storage.read_dask([batches[p] for p in partitions], s)
-            frame = join_references(frame, references, contract).map_partitions(
-                add_target, contract.target
-            )
-            return frame.dropna(subset=[TARGET])
+            frame = read_grouped([batches[p] for p in sorted(partitions)], s)
+            frame = join_references(frame, references, contract)
+            frame = frame.map_partitions(add_target, target)
+            return frame.dropna(subset=[TARGET])  # cancelled flights: see target.missing
 
         frames = {name: joined(parts) for name, parts in splits.items()}
         transform = FeatureTransform.for_contract(contract, min_frequency=min_frequency).fit(
             frames["train"]
         )
-        rows = {}
+        kept = [*keys, TARGET]
+        writes = []
         for name, frame in frames.items():
-            out = frame.map_partitions(model_frame, transform, [*keys, TARGET])
-            out.to_parquet(
-                f"s3://{base}/{name}/",
-                storage_options=options,
-                compression="zstd",
-                write_index=False,
-            )
-            rows[name] = int(out.shape[0].compute())
-        frames["test"].to_parquet(
-            f"s3://{base}/{EVAL_SNAPSHOT}/",
-            storage_options=options,
-            compression="zstd",
-            write_index=False,
-        )
+            meta = model_frame(frame._meta, transform, kept)
+            out = frame.map_partitions(model_frame, transform, kept, meta=meta)
+            writes.append(_to_parquet(out, f"s3://{base}/{name}/", options))
+        writes.append(_to_parquet(frames["test"], f"s3://{base}/{EVAL_SNAPSHOT}/", options))
+        dask.compute(*writes)
+    parts = {name: _list_parts(fs, f"{base}/{name}") for name in (*SPLITS, EVAL_SNAPSHOT)}
+    rows = {name: sum(p["rows"] for p in parts[name]) for name in SPLITS}
     fs.pipe_file(f"{base}/transform.json", transform.to_json().encode())
     manifest = {
         "dataset": dataset,
@@ -358,15 +609,28 @@ def build_features(
         "inputs": inputs,
         "splits": splits,
         "rows": rows,
+        "parts": parts,
         "eval_snapshot": f"s3://{base}/{EVAL_SNAPSHOT}",
         "transform": f"s3://{base}/transform.json",
         "keys": keys,
         "numeric": numeric,
         "categorical": categorical,
+        "target": {**target, "column": TARGET},
     }
     fs.pipe_file(manifest_path, json.dumps(manifest, indent=2).encode())  # written last: the commit
-    log.info("feature set %s: %s", version, rows)
+    log.info("feature set %s written: rows %s", version, rows)
     return {**manifest, "reused": False}
+
+
+def _to_parquet(frame, url: str, options: dict):
+    return frame.to_parquet(
+        url,
+        storage_options=options,
+        compression="zstd",
+        write_index=False,
+        write_metadata_file=False,
+        compute=False,
+    )
 
 
 def read_feature_manifest(ref: str) -> dict:
@@ -379,13 +643,31 @@ def load_transform(feature_manifest: dict) -> FeatureTransform:
     )
 
 
+def split_parts(feature_manifest: dict, split: str) -> list[dict]:
+    """The parquet parts of one split (or the eval snapshot): `[{"path", "rows"}]`, in order,
+    for reading shard by shard. Empty parts are left out."""
+    parts = feature_manifest.get("parts", {}).get(split)
+    if parts is None:
+        raise KeyError(
+            f"feature set {feature_manifest.get('ref')}: no split {split!r} in its manifest "
+            f"(splits: {sorted(feature_manifest.get('parts', {}))})"
+        )
+    return [p for p in parts if p["rows"]]
+
+
 def read_split(feature_manifest: dict, split: str) -> pd.DataFrame:
-    """One split of a feature set (or the eval snapshot) as a pandas frame."""
+    """One split of a feature set (or the eval snapshot) as a pandas frame (small sets only;
+    stream `split_parts` for large ones)."""
     import pandas as pd
 
-    url = (
-        feature_manifest["eval_snapshot"]
-        if split == EVAL_SNAPSHOT
-        else f"{feature_manifest['ref']}/{split}/"
-    )
-    return pd.read_parquet(url, storage_options=get_settings().s3_storage_options())
+    options = get_settings().s3_storage_options()
+    if "parts" not in feature_manifest:  # a feature set written before parts were listed
+        url = (
+            feature_manifest["eval_snapshot"]
+            if split == EVAL_SNAPSHOT
+            else f"{feature_manifest['ref']}/{split}/"
+        )
+        return pd.read_parquet(url, storage_options=options)
+    parts = split_parts(feature_manifest, split) or feature_manifest["parts"][split][:1]
+    frames = [pd.read_parquet(p["path"], storage_options=options) for p in parts]
+    return pd.concat(frames, ignore_index=True)

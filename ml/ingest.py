@@ -33,6 +33,13 @@ def days_between(date_from: str, date_to: str | None = None, max_days: int = 366
     return [(first + timedelta(days=i)).isoformat() for i in range(span)]
 
 
+def plan_partitions(dataset: str, date_from: str, date_to: str | None = None) -> list[str]:
+    """The days an ingest run reads: every day of the range, or for a snapshot reference table
+    (`partition: {granularity: snapshot}`) one day, the last, whose whole table is taken."""
+    days = days_between(date_from, date_to)
+    return days[-1:] if contracts.load_contract(dataset).is_snapshot else days
+
+
 def ingest_partition(dataset: str, day: date | str) -> dict:
     """Ingest `day` of `dataset` into `raw`; return the batch reference and row count.
 
@@ -44,12 +51,17 @@ def ingest_partition(dataset: str, day: date | str) -> dict:
     `quarantine_unreadable`) and `sources.UnreadableInput` is raised naming the source, the rule
     broken and the quarantine path; nothing reaches `raw`. A day with nothing delivered raises
     `sources.SourceNotFound` and quarantines nothing.
+
+    A snapshot reference table (planes, airports) is read whole into the partition `snapshot`;
+    `day` only fills in a file source's date pattern.
     """
     day = date.fromisoformat(day) if isinstance(day, str) else day
     contract = contracts.load_contract(dataset)
-    partition = partition_name(day)
+    partition = contracts.SNAPSHOT if contract.is_snapshot else partition_name(day)
     try:
-        df, source = sources.read_source(contract.source, day, contract.columns)
+        df, source = sources.read_source(
+            contract.source, day, contract.columns, whole_table=contract.is_snapshot
+        )
     except sources.UnreadableInput as exc:
         ref = quarantine_unreadable(dataset, partition, exc, contract_hash=contract.hash)
         raise sources.UnreadableInput(

