@@ -71,6 +71,8 @@ class CheckpointStore:
 
         self.prefix = prefix.removeprefix("s3://").rstrip("/")
         self.fs = fs or storage.filesystem()
+        if "file" in self.fs.protocol:  # a local folder (tests): S3 needs no folders
+            self.fs.makedirs(self.prefix, exist_ok=True)
 
     @classmethod
     def for_task(cls, dataset: str, key: str) -> CheckpointStore:
