@@ -90,7 +90,7 @@ def test_nan_in_the_input_stops_training_with_a_clear_error(data):
     frame, val, transform = data
     bad = frame.copy()
     bad.loc[10, "num__x0"] = np.nan
-    with pytest.raises(TrainingDivergedError, match="epoch 0.*NaN/inf"):
+    with pytest.raises(TrainingDivergedError, match=r"epoch 0.*NaN/inf"):
         fit((bad, val, transform))
 
 
@@ -176,7 +176,7 @@ def test_pyfunc_takes_raw_rows_and_agrees_with_the_network(data, tmp_path):
         predict_proba,
     )
 
-    frame, val, transform = data
+    _, val, transform = data
     network, _ = fit(data, epochs=1)
     (tmp_path / "t.json").write_text(transform.to_json())
     (tmp_path / "c.json").write_text(
@@ -209,12 +209,12 @@ def test_pyfunc_takes_raw_rows_and_agrees_with_the_network(data, tmp_path):
 def test_compact_variant_is_smaller_and_close(data):
     from ml.compress import compact_variant, prune_magnitude
 
-    frame, val, transform = data
+    _, val, transform = data
     network, _ = fit(data, hidden=128)
     pruned = prune_magnitude(network, 0.5)
     zeros = float((pruned.mlp[0].weight == 0).float().mean())
     assert 0.45 < zeros < 0.55
-    compact, report = compact_variant(
+    _, report = compact_variant(
         network, frame_tensors(val, transform), frame_tensors(val, transform), 0.3, tolerance=0.02
     )
     assert report["size_bytes_compact"] < 0.6 * report["size_bytes_full"]
