@@ -204,22 +204,10 @@ def fit_network(
 
     val_num, val_cat, val_y = validation
     for epoch in range(start, hp.epochs):
-        model.train()
         started = time.perf_counter()
-        total = torch.zeros((), device=device)
-        seen = 0
-        for numeric, categorical, target in batches.epoch(epoch):
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(
-                device_type=device.split(":")[0], dtype=amp, enabled=amp is not None
-            ):
-                logits = model(numeric, categorical)
-            loss = loss_fn(logits.float(), target)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += loss.detach() * len(target)
-            seen += len(target)
+        total, seen = run_epoch(
+            model, batches.epoch(epoch), optimizer, loss_fn, scaler, amp, device
+        )
         train_loss = float(total) / max(seen, 1)  # one device sync per epoch
         if not math.isfinite(train_loss):
             raise TrainingDivergedError(
@@ -276,6 +264,26 @@ def fit_network(
         network.load_state_dict(best)
     _shift_bias(network, -offset)
     return network, history
+
+
+def run_epoch(model, batches, optimizer, loss_fn, scaler, amp, device: str):
+    """One pass of optimizer steps; returns (summed loss as a device tensor, samples seen)."""
+    import torch
+
+    model.train()
+    total = torch.zeros((), device=device)
+    seen = 0
+    for numeric, categorical, target in batches:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.split(":")[0], dtype=amp, enabled=amp is not None):
+            logits = model(numeric, categorical)
+        loss = loss_fn(logits.float(), target)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total += loss.detach() * len(target)
+        seen += len(target)
+    return total, seen
 
 
 class _shifted:
@@ -414,6 +422,9 @@ def train(
                 {**asdict(hp), "device": pick_device(), "feature_ref": manifest["ref"]}
             )
         mlflow.set_tag("checkpoint", store.url)
+        attempt = len(client.get_metric_history(run_id, "attempt_start_epoch"))
+        start = (store.latest() or {"epoch": -1})["epoch"] + 1
+        mlflow.log_metric("attempt_start_epoch", start, step=attempt)
         if hp.nproc_per_node > 1:
             from ml.distributed import launch
 
