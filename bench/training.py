@@ -58,23 +58,29 @@ def _setup(transform, hp, device):
     return network, optimizer, loss_fn, scaler, amp
 
 
-def _time_epochs(make_batches, transform, hp, device, repeat: int) -> list[float]:
-    """Seconds per epoch (after one warm-up epoch) of `run_epoch` over `make_batches(epoch)`."""
-    import torch
+class _Trainer:
+    """One model + optimizer; `epoch(batches)` times one pass of `run_epoch` in seconds."""
 
-    from ml.train import run_epoch
+    def __init__(self, transform, hp, device: str) -> None:
+        self.device = device
+        self.parts = _setup(transform, hp, device)
 
-    network, optimizer, loss_fn, scaler, amp = _setup(transform, hp, device)
-    times = []
-    for epoch in range(repeat + 1):
-        if device.startswith("cuda"):
+    def epoch(self, batches, limit: int | None = None) -> float:
+        import itertools
+
+        import torch
+
+        from ml.train import run_epoch
+
+        network, optimizer, loss_fn, scaler, amp = self.parts
+        if limit is not None:
+            batches = itertools.islice(batches, limit)
+        if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         started = time.perf_counter()
-        total, _ = run_epoch(network, make_batches(epoch), optimizer, loss_fn, scaler, amp, device)
-        float(total)  # sync
-        if epoch:
-            times.append(time.perf_counter() - started)
-    return times
+        total, _ = run_epoch(network, batches, optimizer, loss_fn, scaler, amp, self.device)
+        float(total)  # waits for the device
+        return time.perf_counter() - started
 
 
 def _resident(tensors, batch_size: int, device: str):
@@ -151,23 +157,28 @@ def throughput(rows: int, repeat: int, shards: int) -> int:
         streaming = split_batches(
             tmp, transform, batch_size=hp.batch_size, device=device, in_memory=False
         )
+        pipelines = {
+            "reference: tensors in device memory": resident,
+            "ours: shards loaded once (auto at this size)": in_memory.epoch,
+            "ours: streaming shard by shard": streaming.epoch,
+        }
+        trainers = {name: _Trainer(transform, hp, device) for name in pipelines}
+        for name, make in pipelines.items():
+            trainers[name].epoch(make(0), limit=5)  # warm-up, not timed
         # Interleaved, so a load change on a shared machine hits all three alike.
-        for _ in range(repeat):
-            for name, make in (
-                ("reference: tensors in device memory", resident),
-                ("ours: shards loaded once (auto at this size)", in_memory.epoch),
-                ("ours: streaming shard by shard", streaming.epoch),
-            ):
-                results.setdefault(name, []).extend(
-                    _time_epochs(make, transform, hp, device, repeat=1)
-                )
+        for epoch in range(1, repeat + 1):
+            for name, make in pipelines.items():
+                results.setdefault(name, []).append(trainers[name].epoch(make(epoch)))
         if device.startswith("cuda"):
-            fp32 = TrainParams(precision="fp32")
-            results["reference, fp32 (no autocast)"] = _time_epochs(
-                resident, transform, fp32, device, repeat
-            )
+            fp32 = _Trainer(transform, TrainParams(precision="fp32"), device)
+            fp32.epoch(resident(0), limit=5)
+            ref_name = "reference, fp32 (no autocast)"
+            results[ref_name] = [fp32.epoch(resident(e)) for e in range(1, repeat + 1)]
             with _GpuSampler() as gpu:
-                _time_epochs(in_memory.epoch, transform, hp, device, repeat)
+                for e in range(1, repeat + 1):
+                    trainers["ours: shards loaded once (auto at this size)"].epoch(
+                        in_memory.epoch(e)
+                    )
             print(f"GPU utilization during our epochs: {gpu.mean}")
     rates = {name: rows / statistics.median(t) for name, t in results.items()}
     ref = rates["reference: tensors in device memory"]
@@ -284,7 +295,7 @@ def report(params: dict) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.training", description=__doc__)
-    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--report", action="store_true", help="network vs baseline, real data")
