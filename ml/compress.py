@@ -5,7 +5,8 @@
 (dynamic quantization: weights int8, activations quantized on the fly; CPU scoring), then
 measures size, CPU scoring latency and test-metric deltas against the full model. The variant
 is registered as a version tagged `variant=int8` with those figures, and gets the alias
-`challenger_compact` only when its ROC AUC loss is within the tolerance the Params set.
+`challenger_compact` only when it is smaller and its ROC AUC loss is within the tolerance the
+Params set (`compress_tolerance`).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def compact_variant(network, validation, test, prune_amount: float, tolerance: f
         "test_roc_auc_full": full["roc_auc"],
     }
     report["within_tolerance"] = float(-report["delta_test_roc_auc"] <= tolerance)
+    report["smaller"] = float(report["size_bytes_compact"] < report["size_bytes_full"])
     return compact, report
 
 
@@ -168,7 +170,7 @@ def compress(
         {},
         extra_tags=tags,
     )
-    if report["within_tolerance"]:
+    if report["within_tolerance"] and report["smaller"]:
         client.set_registered_model_alias(name, COMPACT_ALIAS, compact_version)
     log.info(
         "compact variant of %s v%s: v%s, %s",
