@@ -36,11 +36,35 @@ def build(dataset: str, model_name: str, metric: str):
                 title="Feature set (s3://features/...)",
                 description="Empty: the one that started this run.",
             ),
-            "epochs": Param(8, type="integer", minimum=1, maximum=500, title="Epochs"),
-            "batch_size": Param(1024, type="integer", minimum=16, title="Batch size"),
-            "learning_rate": Param(0.002, type="number", exclusiveMinimum=0, title="Learning rate"),
-            "hidden": Param(64, type="integer", minimum=4, title="Hidden units"),
+            "epochs": Param(12, type="integer", minimum=1, maximum=500, title="Epochs"),
+            "batch_size": Param(2048, type="integer", minimum=16, title="Batch size"),
+            "learning_rate": Param(0.003, type="number", exclusiveMinimum=0, title="Learning rate"),
+            "weight_decay": Param(1e-5, type="number", minimum=0, title="AdamW weight decay"),
+            "hidden": Param(256, type="integer", minimum=4, title="Hidden units per layer"),
+            "layers": Param(3, type="integer", minimum=1, maximum=8, title="Hidden layers"),
+            "emb_dim": Param(16, type="integer", minimum=1, title="Max embedding width"),
+            "dropout": Param(0.1, type="number", minimum=0, maximum=0.9, title="Dropout"),
+            "patience": Param(3, type="integer", minimum=1, title="Early-stopping patience"),
             "seed": Param(42, type="integer", title="Random seed"),
+            "precision": Param(
+                "auto",
+                enum=["auto", "fp32", "bf16", "fp16"],
+                title="Precision (auto: bf16/fp16 on CUDA, fp32 on CPU)",
+            ),
+            "pos_weight": Param(True, type="boolean", title="Weight positives (class imbalance)"),
+            "memory_budget_mb": Param(
+                2048, type="integer", minimum=1, title="Above this, stream shards"
+            ),
+            "nproc_per_node": Param(
+                1, type="integer", minimum=1, title="Training processes (GPUs) via torchrun"
+            ),
+            "compress": Param(False, type="boolean", title="Also make an int8 compact variant"),
+            "prune_amount": Param(
+                0.3, type="number", minimum=0, maximum=0.95, title="Magnitude pruning share"
+            ),
+            "compress_tolerance": Param(
+                0.005, type="number", minimum=0, title="Max ROC AUC loss of the compact variant"
+            ),
             "min_improvement": Param(
                 0.0, type="number", minimum=0, title=f"Required {metric} gain over the champion"
             ),
@@ -63,11 +87,34 @@ def build(dataset: str, model_name: str, metric: str):
                 )
             return refs[-1]
 
-        @task
-        def train_model(feature_ref: str, params=None) -> dict:
+        @task(retries=2, retry_delay=pendulum.duration(seconds=30))
+        def baseline(feature_ref: str, params=None, ti=None) -> dict:
+            from ml.baseline import train_baseline
+
+            return train_baseline(feature_ref, params, task_instance=_task_key_parts(ti))
+
+        # GPU work: the `gpu` pool has one slot per GPU, the `gpu` queue is served by the GPU
+        # worker. A retry resumes from the last checkpoint in the same MLflow run.
+        @task(pool="gpu", queue="gpu", retries=2, retry_delay=pendulum.duration(seconds=30))
+        def train_model(feature_ref: str, baseline_result: dict, params=None, ti=None) -> dict:
             from ml.train import train
 
-            return train(feature_ref, params)
+            return train(
+                feature_ref,
+                params,
+                task_instance=_task_key_parts(ti),
+                baseline=baseline_result,
+            )
+
+        @task(retries=1)
+        def compress(result: dict, params=None) -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            if not params["compress"]:
+                raise AirflowSkipException("compression is off (param 'compress')")
+            from ml.compress import compress as make_compact
+
+            return make_compact(result, params)
 
         @task(outlets=[champion])
         def promote(result: dict, params=None, outlet_events=None) -> dict:
@@ -92,9 +139,22 @@ def build(dataset: str, model_name: str, metric: str):
             }
             return decision
 
-        promote(train_model(feature_set()))
+        ref = feature_set()
+        trained = train_model(ref, baseline(ref))
+        compress(trained)
+        promote(trained)
 
     return train_dag()
+
+
+def _task_key_parts(ti) -> dict:
+    """What identifies a task instance across its attempts (ml/ derives the run key from it)."""
+    return {
+        "dag_id": ti.dag_id,
+        "run_id": ti.run_id,
+        "task_id": ti.task_id,
+        "map_index": ti.map_index if ti.map_index is not None else -1,
+    }
 
 
 for _dataset in available_datasets():

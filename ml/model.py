@@ -29,25 +29,34 @@ def build_network(
     hidden: int = 64,
     emb_dim: int = 8,
     dropout: float = 0.1,
+    layers: int = 2,
 ):
-    """Embeddings for categoricals, concatenated with numerics, into an MLP with one logit."""
+    """Embeddings for categoricals, concatenated with numerics, into an MLP with one logit.
+
+    Embedding width is `min(emb_dim, cardinality)`; `layers` hidden layers of `hidden` units,
+    each Linear -> BatchNorm -> ReLU -> Dropout.
+    """
     import torch
     from torch import nn
+
+    if layers < 1 or hidden < 1:
+        raise ValueError(f"network: layers and hidden must be >= 1, got {layers} and {hidden}")
 
     class TabularNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.embeddings = nn.ModuleList(nn.Embedding(n, min(emb_dim, n)) for n in cardinalities)
             width = n_numeric + sum(min(emb_dim, n) for n in cardinalities)
-            self.mlp = nn.Sequential(
-                nn.Linear(width, hidden),
-                nn.ReLU(),
-                nn.Dropout(dropout),
-                nn.Linear(hidden, hidden),
-                nn.ReLU(),
-                nn.Dropout(dropout),
-                nn.Linear(hidden, 1),
-            )
+            blocks: list[nn.Module] = []
+            for _ in range(layers):
+                blocks += [
+                    nn.Linear(width, hidden),
+                    nn.BatchNorm1d(hidden),
+                    nn.ReLU(),
+                    nn.Dropout(dropout),
+                ]
+                width = hidden
+            self.mlp = nn.Sequential(*blocks, nn.Linear(width, 1))
 
         def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
             parts = [numeric] + [emb(categorical[:, i]) for i, emb in enumerate(self.embeddings)]
@@ -56,34 +65,42 @@ def build_network(
     return TabularNet()
 
 
+def network_from_config(transform: FeatureTransform, config: dict):
+    """The network for a transform and the `network` section of a model config."""
+    return build_network(len(transform.numeric), transform.cardinalities, **config)
+
+
 def tensors(frame: pd.DataFrame, transform: FeatureTransform) -> tuple[torch.Tensor, torch.Tensor]:
     """Column slices of a model-input frame (`num__*`, `cat__*`) as two tensors, no per-row work."""
-    import numpy as np
-    import torch
+    from ml.loader import frame_tensors
 
-    numeric = frame[[f"num__{c}" for c in transform.numeric]].to_numpy(dtype=np.float32, copy=True)
-    categorical = frame[[f"cat__{c}" for c in transform.categorical]].to_numpy(
-        dtype=np.int64, copy=True
-    )
-    return torch.from_numpy(numeric), torch.from_numpy(categorical)
+    numeric, categorical, _ = frame_tensors(frame, transform, target=False)
+    return numeric, categorical
 
 
 def predict_proba(
     network, frame: pd.DataFrame, transform: FeatureTransform, batch_size: int = 65536
 ):
     """Probabilities for a model-input frame, in batches, on the CPU."""
+    numeric, categorical = tensors(frame, transform)
+    return predict_tensors(network, numeric, categorical, batch_size)
+
+
+def predict_tensors(network, numeric, categorical, batch_size: int = 65536):
+    """Probabilities (float32 numpy) for input tensors, in batches, on the network's device."""
     import numpy as np
     import torch
 
     network.eval()
-    numeric, categorical = tensors(frame, transform)
+    device = next(network.parameters()).device
     out = []
     with torch.inference_mode():
-        for start in range(0, len(frame), batch_size):
+        for start in range(0, len(numeric), batch_size):
             logits = network(
-                numeric[start : start + batch_size], categorical[start : start + batch_size]
+                numeric[start : start + batch_size].to(device),
+                categorical[start : start + batch_size].to(device),
             )
-            out.append(torch.sigmoid(logits).numpy())
+            out.append(torch.sigmoid(logits.float()).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
@@ -99,11 +116,17 @@ class DelayModel(mlflow.pyfunc.PythonModel):
             self.transform = FeatureTransform.from_json(fh.read())
         with open(context.artifacts[CONFIG_ARTIFACT]) as fh:
             self.config = json.load(fh)
-        self.network = build_network(
-            len(self.transform.numeric), self.transform.cardinalities, **self.config["network"]
-        )
+        self.network = network_from_config(self.transform, self.config["network"])
+        if self.config.get("quantized"):
+            # A dynamic-int8 network: rebuild the same quantized modules, then load its weights.
+            from ml.compress import quantize_dynamic
+
+            self.network = quantize_dynamic(self.network)
+        # Our own artifact; a quantized state dict holds packed params that weights_only rejects.
         state = torch.load(
-            context.artifacts[WEIGHTS_ARTIFACT], map_location="cpu", weights_only=True
+            context.artifacts[WEIGHTS_ARTIFACT],
+            map_location="cpu",
+            weights_only=not self.config.get("quantized"),
         )
         self.network.load_state_dict(state)
         self.network.eval()

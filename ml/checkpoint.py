@@ -1,0 +1,136 @@
+"""Training checkpoints in object storage, committed atomically, so a retry resumes.
+
+A checkpoint is one object `epoch-<n>.pt` (model, optimizer, grad scaler, early-stopping state,
+history and RNG states). It becomes the checkpoint only when the pointer `LATEST.json` (epoch,
+key, sha256) is written after it: an S3 PUT replaces an object whole, so a reader sees the old
+pointer or the new one, never a half-written checkpoint. A crash between the two leaves an
+orphan object that the next save overwrites or prunes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import random
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+POINTER = "LATEST.json"
+KEEP = 2  # checkpoints kept: the committed one and the one before it
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def task_key(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+    """A stable key for one Airflow task instance: the same on every attempt (retry)."""
+    raw = json.dumps([dag_id, run_id, task_id, int(map_index)])
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def rng_state() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
+    random.setstate(_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+class CheckpointStore:
+    """Checkpoints of one training task instance under `<bucket>/<prefix>` (S3, no scheme)."""
+
+    def __init__(self, prefix: str, fs=None) -> None:
+        from ml import storage
+
+        self.prefix = prefix.removeprefix("s3://").rstrip("/")
+        self.fs = fs or storage.filesystem()
+        if "file" in self.fs.protocol:  # a local folder (tests): S3 needs no folders
+            self.fs.makedirs(self.prefix, exist_ok=True)
+
+    @classmethod
+    def for_task(cls, dataset: str, key: str) -> CheckpointStore:
+        from ml.settings import get_settings
+
+        return cls(f"{get_settings().bucket('mlflow')}/checkpoints/{dataset}/{key}")
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.prefix}"
+
+    def latest(self) -> dict | None:
+        """The committed pointer, or None when no checkpoint was committed yet."""
+        path = f"{self.prefix}/{POINTER}"
+        try:
+            return json.loads(self.fs.cat_file(path))
+        except FileNotFoundError:
+            return None
+
+    def save(self, epoch: int, state: dict[str, Any]) -> str:
+        import torch
+
+        buf = io.BytesIO()
+        torch.save({**state, "epoch": epoch}, buf)
+        data = buf.getvalue()
+        key = f"epoch-{epoch:06d}.pt"
+        self.fs.pipe_file(f"{self.prefix}/{key}", data)
+        pointer = {"epoch": epoch, "key": key, "sha256": hashlib.sha256(data).hexdigest()}
+        self.fs.pipe_file(f"{self.prefix}/{POINTER}", json.dumps(pointer).encode())  # commit
+        self._prune(keep={key})
+        log.info("checkpoint epoch %s -> %s/%s (%s bytes)", epoch, self.url, key, len(data))
+        return key
+
+    def load(self) -> dict[str, Any] | None:
+        """The committed checkpoint (checksum verified), or None when there is none."""
+        import torch
+
+        pointer = self.latest()
+        if pointer is None:
+            return None
+        path = f"{self.prefix}/{pointer['key']}"
+        try:
+            data = self.fs.cat_file(path)
+        except FileNotFoundError:
+            raise CheckpointError(
+                f"checkpoint {self.url}: {POINTER} names {pointer['key']}, which is missing"
+            ) from None
+        if hashlib.sha256(data).hexdigest() != pointer["sha256"]:
+            raise CheckpointError(f"checkpoint s3://{path}: checksum differs from {POINTER}")
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+    def _prune(self, keep: set[str]) -> None:
+        try:
+            keys = sorted(p.rsplit("/", 1)[-1] for p in self.fs.ls(self.prefix, detail=False))
+        except FileNotFoundError:
+            return
+        blobs = [k for k in keys if k.startswith("epoch-") and k.endswith(".pt")]
+        for old in blobs[:-KEEP]:
+            if old not in keep:
+                self.fs.rm_file(f"{self.prefix}/{old}")
+        self.fs.invalidate_cache(self.prefix)
