@@ -276,13 +276,14 @@ def plan_run(
     *,
     alias_moved: bool = False,
     max_days: int | None = None,
+    model_name: str | None = None,
 ) -> dict[str, Any]:
     """A scoring run's plan: the champion resolved once, and the partitions to score.
 
     A given day is scored as asked; an alias move scores the newest validated day; the daily
     run scores the days whose newest validated batch the champion has not scored yet.
     """
-    model_name = contracts.load_contract(dataset).model_name
+    model_name = model_name or contracts.load_contract(dataset).model_name
     try:
         champion = resolve_champion(dataset, model_name)  # the one alias read of the run
     except LookupError:
