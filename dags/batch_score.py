@@ -82,7 +82,12 @@ def build(dataset: str, model_name: str):
 
         @task(outlets=[predictions], retries=2, retry_delay=pendulum.duration(seconds=15))
         def score(run_plan: dict, params=None, outlet_events=None) -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
             from ml.score import run_scoring
+
+            if not run_plan["partitions"]:
+                raise AirflowSkipException("nothing to score: no new validated day, or no champion")
 
             result = run_scoring(dataset, run_plan, params["threshold"], params["drift_threshold"])
             outlet_events[predictions].extra = {
