@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
     with s3_server(), tempfile.TemporaryDirectory() as state:
         port = free_port()
+        mlflow_log = open(Path(state) / "mlflow.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "mlflow"),
@@ -197,13 +198,13 @@ def main(argv: list[str] | None = None) -> int:
                 "--artifacts-destination",
                 "s3://mlflow/bench",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=mlflow_log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         tracking_uri = f"http://127.0.0.1:{port}"
         try:
-            wait_http(f"{tracking_uri}/health", proc, "MLflow server", timeout=120)
+            wait_http(f"{tracking_uri}/health", proc, "MLflow server", timeout=300)
             with environment({"MLFLOW_TRACKING_URI": tracking_uri}):
                 import mlflow
 
@@ -212,8 +213,12 @@ def main(argv: list[str] | None = None) -> int:
                 model_uri = f"models:/{MODEL_NAME}/{version}"
                 one = measure(1, args, model_uri, tracking_uri)
                 two = measure(2, args, model_uri, tracking_uri)
+        except RuntimeError:
+            print((Path(state) / "mlflow.log").read_text()[-3000:], file=sys.stderr)
+            raise
         finally:
             stop_process_group(proc)
+            mlflow_log.close()
     print(
         format_table(
             ["workers", "side", "rows/s", "median s", "model loads per worker"],
