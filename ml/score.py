@@ -78,18 +78,23 @@ def resolve_champion(dataset: str, model_name: str | None = None) -> dict[str, s
     return {"model_name": model_name, "version": version}
 
 
-def scored_by(dataset: str, version: str) -> set[str]:
-    """Validated batch refs that committed predictions of `version` were made from."""
+def scored_by(dataset: str, model_name: str, version: str) -> set[str]:
+    """Validated batch refs that committed predictions of this model version were made from."""
     done: set[str] = set()
     for m in storage.list_batches("predictions", dataset):
-        if str(m.extra.get("model_version")) == str(version):
+        extra = m.extra
+        if extra.get("model_name") == model_name and str(extra.get("model_version")) == version:
             done.update(m.upstream)
     return done
 
 
-def pending_partitions(dataset: str, version: str, limit: int | None = None) -> list[str]:
-    """Partitions whose newest validated batch `version` has not scored yet (newest `limit`)."""
-    done = scored_by(dataset, version)
+def pending_partitions(
+    dataset: str, version: str, limit: int | None = None, model_name: str | None = None
+) -> list[str]:
+    """Partitions whose newest validated batch this model version has not scored yet (the
+    newest `limit` of them)."""
+    model_name = model_name or contracts.load_contract(dataset).model_name
+    done = scored_by(dataset, model_name, str(version))
     pending = sorted(
         p for p, m in storage.latest_batches("validated", dataset).items() if m.ref not in done
     )
@@ -296,7 +301,7 @@ def plan_run(
     elif alias_moved:
         partitions = [newest_partition(dataset)]
     else:
-        partitions = pending_partitions(dataset, champion["version"], max_days)
+        partitions = pending_partitions(dataset, champion["version"], max_days, model_name)
     log.info(
         "scoring plan for %s: %s v%s over %s",
         dataset,

@@ -52,7 +52,8 @@ def test_a_run_scores_every_partition_with_the_one_version_it_resolved(champion,
         day_rows = storage.latest_batches("validated", "flights")[manifest.partition].rows
         assert len(rows) == manifest.rows == day_rows
     # The daily run has nothing left to do for v1 on these days.
-    assert not set(scored["plan"]["partitions"]) & set(score.pending_partitions("flights", v1))
+    pending = score.pending_partitions("flights", v1, model_name=NAME)
+    assert not set(scored["plan"]["partitions"]) & set(pending)
 
 
 def test_the_model_is_loaded_once_per_worker(champion, scored, dask_cluster):
