@@ -790,7 +790,12 @@ def ensure_promotion_pool(settings: Settings) -> None:
     from ml.airflow_api import AirflowAPIError, AirflowClient
 
     client = AirflowClient(settings.airflow_api_url)
-    pool = {"name": "promotion", "slots": 1, "description": "Alias moves, one at a time"}
+    pool = {
+        "name": "promotion",
+        "slots": 1,
+        "description": "Alias moves, one at a time",
+        "include_deferred": False,
+    }
     try:
         client.request("POST", "/pools", json=pool)
     except AirflowAPIError as exc:
