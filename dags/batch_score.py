@@ -1,17 +1,26 @@
 """
 ### Batch score
 
-One DAG per model (`batch_score_<dataset>`), started when `champion` moves. The alias is resolved
-to one version at the start of the run; every partition of the day is scored with that version
-on the Dask cluster (the model is loaded once per worker), and the predictions (keys,
-probability, label, model version) are committed to the `predictions` zone under
-`<dataset>/date=<day>/model=<version>/`. Re-scoring a day with the same version replaces it.
+One DAG per model (`batch_score_<dataset>`), started two ways:
+
+* when `champion` moves (asset `mlflow://models/<model>/champion`, raised by a promotion or a
+  rollback): one run scores the newest validated day (or **Day to score**) with the new champion;
+* daily at 06:00 UTC: the validated days the current champion has not scored yet (newest
+  **Days at most**), read from the predictions manifests.
+
+The first task resolves the alias to one version; every partition of the run is scored with that
+version on the Dask cluster (the model is loaded once per worker) and the predictions (keys,
+probability, label, model version) are checked against their contract and committed under
+`predictions/<dataset>/date=<day>/model=<version>/`. Re-scoring a day with the same version
+replaces it. Each scored day gets a drift report (PSI per feature against the model's training
+data, JSON and SVG chart in `reports`); with **Retrain on drift**, drift over the threshold
+starts `preprocess_<dataset>` (new features, then training and promotion).
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from ml.contracts import available_datasets, load_contract
 
@@ -22,9 +31,12 @@ def build(dataset: str, model_name: str):
 
     @dag(
         dag_id=f"batch_score_{dataset}",
-        schedule=[champion],
+        schedule=AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=champion
+        ),
         start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
         catchup=False,
+        max_active_runs=1,
         doc_md=__doc__,
         tags=["score", dataset],
         params={
@@ -33,7 +45,11 @@ def build(dataset: str, model_name: str):
                 type=["null", "string"],
                 format="date",
                 title="Day to score",
-                description="Empty: the newest validated day.",
+                description="Empty: the newest validated day (alias move) or every day not "
+                "yet scored by the champion (daily run).",
+            ),
+            "max_days": Param(
+                31, type="integer", minimum=1, title="Days at most (daily run: the newest ones)"
             ),
             "threshold": Param(
                 0.5,
@@ -42,18 +58,60 @@ def build(dataset: str, model_name: str):
                 maximum=1,
                 title="Probability threshold of a positive label",
             ),
+            "drift_threshold": Param(
+                0.2, type="number", minimum=0, title="PSI over which a feature has drifted"
+            ),
+            "retrain_on_drift": Param(
+                False, type="boolean", title="Retrain on drift (starts preprocess_<dataset>)"
+            ),
         },
     )
     def batch_score_dag():
-        @task(outlets=[predictions], retries=2, retry_delay=pendulum.duration(seconds=15))
-        def score_day(params=None, outlet_events=None) -> dict:
-            from ml.score import score
+        @task
+        def plan(params=None, triggering_asset_events=None) -> dict:
+            """Resolve `champion` to one version and pick the days this run scores."""
+            from ml.score import plan_run
 
-            result = score(dataset, params["score_date"], params["threshold"])
-            outlet_events[predictions].extra = result
+            return plan_run(
+                dataset,
+                params["score_date"],
+                alias_moved=bool(triggering_asset_events),
+                max_days=params["max_days"],
+            )
+
+        @task(outlets=[predictions], retries=2, retry_delay=pendulum.duration(seconds=15))
+        def score(run_plan: dict, params=None, outlet_events=None) -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from ml.score import run_scoring
+
+            if not run_plan["partitions"]:
+                raise AirflowSkipException("nothing to score: no new validated day, or no champion")
+
+            result = run_scoring(dataset, run_plan, params["threshold"], params["drift_threshold"])
+            outlet_events[predictions].extra = {
+                k: result[k] for k in ("model_version", "refs", "drifted")
+            }
             return result
 
-        score_day()
+        @task.short_circuit
+        def drifted(result: dict, params=None) -> bool:
+            return bool(params["retrain_on_drift"] and result["drifted"])
+
+        @task
+        def retrain() -> None:
+            """Start preprocess_<dataset> (new features -> train -> promote)."""
+            # Imported here: the operator module costs over a second, too much for parsing.
+            from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+            from airflow.sdk import get_current_context
+
+            trigger = TriggerDagRunOperator(
+                task_id="retrain_trigger", trigger_dag_id=f"preprocess_{dataset}"
+            )
+            trigger.execute(get_current_context())  # raises the "trigger a run" signal
+
+        scored = score(plan())
+        drifted(scored) >> retrain()
 
     return batch_score_dag()
 

@@ -1,13 +1,12 @@
 """
-### Train and promote
+### Train
 
 One DAG per data contract with a model (`train_<dataset>`), started by a new feature set in
 `s3://features/<dataset>`. It trains the PyTorch model (CUDA when the worker has a GPU, CPU
 otherwise), logs params, per-epoch metrics and the model to MLflow, and registers a new model
-version (alias `challenger`). Then the challenger and the current champion are scored on the
-same frozen evaluation snapshot; `champion` moves only when the challenger wins by the set
-margin. The decision is tagged on the version and appended to the audit log in `reports`. A
-promotion updates the asset `mlflow://models/<model>/champion`, which starts batch scoring.
+version (alias `challenger`). The new version updates the asset
+`mlflow://models/<model>/challenger` (extra: model name, version, run id, feature version, eval
+snapshot), which starts `promote_<dataset>`: champion/challenger evaluation lives there.
 """
 
 from __future__ import annotations
@@ -20,7 +19,9 @@ from ml.contracts import available_datasets, load_contract
 
 def build(dataset: str, model_name: str, metric: str):
     features = Asset(uri=f"s3://features/{dataset}", name=f"features.{dataset}")
-    champion = Asset(uri=f"mlflow://models/{model_name}/champion", name=f"champion.{model_name}")
+    challenger = Asset(
+        uri=f"mlflow://models/{model_name}/challenger", name=f"challenger.{model_name}"
+    )
 
     @dag(
         dag_id=f"train_{dataset}",
@@ -65,9 +66,6 @@ def build(dataset: str, model_name: str, metric: str):
             "compress_tolerance": Param(
                 0.005, type="number", minimum=0, title="Max ROC AUC loss of the compact variant"
             ),
-            "min_improvement": Param(
-                0.0, type="number", minimum=0, title=f"Required {metric} gain over the champion"
-            ),
         },
     )
     def train_dag():
@@ -95,16 +93,32 @@ def build(dataset: str, model_name: str, metric: str):
 
         # GPU work: the `gpu` pool has one slot per GPU, the `gpu` queue is served by the GPU
         # worker. A retry resumes from the last checkpoint in the same MLflow run.
-        @task(pool="gpu", queue="gpu", retries=2, retry_delay=pendulum.duration(seconds=30))
-        def train_model(feature_ref: str, baseline_result: dict, params=None, ti=None) -> dict:
+        @task(
+            pool="gpu",
+            queue="gpu",
+            retries=2,
+            retry_delay=pendulum.duration(seconds=30),
+            outlets=[challenger],
+        )
+        def train_model(
+            feature_ref: str, baseline_result: dict, params=None, ti=None, outlet_events=None
+        ) -> dict:
             from ml.train import train
 
-            return train(
+            result = train(
                 feature_ref,
                 params,
                 task_instance=_task_key_parts(ti),
                 baseline=baseline_result,
             )
+            outlet_events[challenger].extra = {  # starts promote_<dataset>
+                "model_name": result["model_name"],
+                "version": result["model_version"],
+                "run_id": result["run_id"],
+                "feature_version": result["feature_version"],
+                "eval_snapshot": result["eval_snapshot"],
+            }
+            return result
 
         @task(retries=1)
         def compress(result: dict, params=None) -> dict:
@@ -116,33 +130,8 @@ def build(dataset: str, model_name: str, metric: str):
 
             return make_compact(result, params)
 
-        @task(outlets=[champion])
-        def promote(result: dict, params=None, outlet_events=None) -> dict:
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            from ml.registry import promote
-
-            decision = promote(
-                result["model_name"],
-                result["model_version"],
-                result["eval_snapshot"],
-                metric,
-                params["min_improvement"],
-            )
-            if not decision["promoted"]:
-                raise AirflowSkipException(
-                    f"not promoted: {decision['reason']} (audit: {decision['audit_record']})"
-                )
-            outlet_events[champion].extra = {
-                "model_name": model_name,
-                "version": decision["version"],
-            }
-            return decision
-
         ref = feature_set()
-        trained = train_model(ref, baseline(ref))
-        compress(trained)
-        promote(trained)
+        compress(train_model(ref, baseline(ref)))
 
     return train_dag()
 

@@ -1,4 +1,4 @@
-"""`mlpipe`: the command line of the pipeline (local stack, demo, contracts, quarantine)."""
+"""`mlpipe`: the command line of the pipeline (stack, demo, contracts, quarantine, models, lineage)."""
 
 from __future__ import annotations
 
@@ -130,6 +130,102 @@ def _cmd_quarantine(args: argparse.Namespace) -> int:
     raise AssertionError(args.action)
 
 
+def _format_record(r: dict) -> str:
+    what = {"promote": "PROMOTED", "refuse": "refused", "rollback": "ROLLBACK"}.get(
+        r["action"], r["action"]
+    )
+    forced = " (forced)" if r.get("forced") else ""
+    head = (
+        f"{r['at']}  {what}{forced}  v{r['version']}  champion "
+        f"{r.get('previous_champion') or '-'} -> {r.get('champion_after') or '-'}  by {r.get('by')}"
+    )
+    lines = [head, f"    reason: {r['reason']}"]
+    if r.get("eval_snapshot_hash"):
+        lines.append(
+            f"    snapshot: {r['eval_snapshot']} ({r['eval_rows']} rows, "
+            f"sha256 {r['eval_snapshot_hash'][:16]})"
+        )
+    return "\n".join(lines)
+
+
+def _champion_event(model_name: str, record: dict) -> str:
+    """Tell Airflow that `champion` moved (its consumers, batch scoring, start once)."""
+    from ml.airflow_api import AirflowClient
+    from ml.settings import get_settings
+
+    uri = f"mlflow://models/{model_name}/champion"
+    AirflowClient(get_settings().airflow_api_url).create_asset_event(
+        uri,
+        {
+            "model_name": model_name,
+            "version": record["version"],
+            "action": record["action"],
+            "audit_record": record["audit_record"],
+        },
+    )
+    return uri
+
+
+def _cmd_model(args: argparse.Namespace) -> int:
+    from ml import registry
+
+    try:
+        if args.action == "history":
+            records = registry.history(args.name)
+            if args.json:
+                print(json.dumps(records, indent=2, default=str))
+                return 0
+            if not records:
+                print(f"no promotion recorded for {args.name}")
+            for r in records:
+                print(_format_record(r))
+            aliases = {
+                a: registry.alias_version(args.name, a)
+                for a in (registry.CHAMPION, registry.PREVIOUS, registry.CHALLENGER)
+            }
+            print("aliases: " + ", ".join(f"{a}={v or '-'}" for a, v in aliases.items()))
+            return 0
+        if args.action == "rollback":
+            record = registry.rollback(args.name, by=args.by or "", reason=args.reason)
+            print(
+                f"rolled {args.name} back: champion {record['previous_champion']} -> "
+                f"{record['champion_after']} (previous is now {record['previous_after'] or '-'})"
+            )
+            print(f"audit: {record['audit_record']}")
+            if args.no_trigger:
+                return 0
+            try:
+                uri = _champion_event(args.name, record)
+            except Exception as exc:  # the rollback stands; say how to score by hand
+                print(
+                    f"ERROR could not raise the champion asset event in Airflow ({exc}); "
+                    "trigger batch_score_<dataset> by hand",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"asset event raised on {uri}: batch scoring starts")
+            return 0
+    except registry.RegistryError as exc:
+        print(f"ERROR {exc}", file=sys.stderr)
+        return 1
+    raise AssertionError(args.action)
+
+
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    from ml import lineage, storage
+
+    try:
+        tree = lineage.downstream(args.ref) if args.raw else lineage.upstream(args.ref)
+    except (lineage.LineageError, storage.BatchNotFoundError, ValueError) as exc:
+        print(f"ERROR {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(tree, indent=2, default=str))
+    else:
+        print(lineage.format_downstream(tree) if args.raw else lineage.format_upstream(tree))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpipe", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -172,6 +268,30 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "release":
             p.add_argument("--contract", help="contract file (default: the dataset's)")
     p_q.set_defaults(func=_cmd_quarantine)
+
+    p_model = sub.add_parser("model", help="registered models: promotion history, rollback")
+    m_sub = p_model.add_subparsers(dest="action", required=True)
+    p_hist = m_sub.add_parser("history", help="the promotion audit log of a model, oldest first")
+    p_hist.add_argument("name", help="registered model name (e.g. flights_delay)")
+    p_hist.add_argument("--json", action="store_true")
+    p_rb = m_sub.add_parser(
+        "rollback", help="move 'champion' back to 'previous' (audited; scoring starts again)"
+    )
+    p_rb.add_argument("name")
+    p_rb.add_argument("--by", help="who decides (default: the current user)")
+    p_rb.add_argument("--reason", default="", help="why")
+    p_rb.add_argument(
+        "--no-trigger", action="store_true", help="do not raise the champion asset event"
+    )
+    p_model.set_defaults(func=_cmd_model)
+
+    p_lin = sub.add_parser(
+        "lineage", help="a predictions batch back to its sources, or a raw batch forward"
+    )
+    p_lin.add_argument("ref", help="s3://predictions/... (or, with --raw, s3://raw/...)")
+    p_lin.add_argument("--raw", action="store_true", help="list everything downstream of it")
+    p_lin.add_argument("--json", action="store_true")
+    p_lin.set_defaults(func=_cmd_lineage)
     return parser
 
 

@@ -22,8 +22,23 @@ log = logging.getLogger(__name__)
 def chain_dag_ids(dataset: str) -> dict[str, str]:
     return {
         stage: f"{stage}_{dataset}"
-        for stage in ("ingest", "validate", "preprocess", "train", "batch_score")
+        for stage in ("ingest", "validate", "preprocess", "train", "promote", "batch_score")
     }
+
+
+def wait_for_asset_run(client: AirflowClient, dag_id: str, since: datetime, timeout: float) -> dict:
+    """The first run of `dag_id` started by an asset event after `since`, once it ended.
+
+    A DAG that also has a time schedule (batch scoring) may have scheduled runs besides."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = [r for r in client.runs_since(dag_id, since) if r["run_type"] == "asset_triggered"]
+        if runs:
+            left = max(deadline - time.monotonic(), 1.0)
+            return client.wait_for_run(dag_id, runs[0]["dag_run_id"], left)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no asset-triggered run of {dag_id} within {timeout:.0f}s")
+        time.sleep(2)
 
 
 def run_chain(
@@ -56,18 +71,19 @@ def run_chain(
         runs[dag_id] = client.wait_for_run(dag_id, run_id, left())
     for d in [*ref_ids.values(), ids]:
         runs[d["validate"]] = client.wait_for_new_run(d["validate"], since, left())
-    for stage in ("preprocess", "train"):
+    for stage in ("preprocess", "train", "promote"):
         runs[ids[stage]] = client.wait_for_new_run(ids[stage], since, left())
         if runs[ids[stage]]["state"] != "success":
             return runs
-    train_run = runs[ids["train"]]
+    promote_run = runs[ids["promote"]]
     promote = next(
         t
-        for t in client.task_instances(ids["train"], train_run["dag_run_id"])
+        for t in client.task_instances(ids["promote"], promote_run["dag_run_id"])
         if t["task_id"] == "promote"
     )
     if promote["state"] == "success":
-        runs[ids["batch_score"]] = client.wait_for_new_run(ids["batch_score"], since, left())
+        # The alias moved: its asset event starts exactly one scoring run.
+        runs[ids["batch_score"]] = wait_for_asset_run(client, ids["batch_score"], since, left())
     else:
         # The challenger did not beat the champion: no alias moved, so nothing started scoring.
         # Score the day with the champion that stays.

@@ -780,10 +780,30 @@ def up(
                 return not unhealthy
 
             _wait_healthy(s, procs, airflow_ready, deadline, lambda: unhealthy[0])
+            ensure_promotion_pool(s)
             urls["Airflow"] = s.airflow_api_url
 
     log.info("stack is up in %.1f s", time.monotonic() - started_at)
     return urls
+
+
+def ensure_promotion_pool(settings: Settings) -> None:
+    """The one-slot Airflow pool `promotion`: alias moves (promote_<dataset>) never interleave."""
+    from ml.airflow_api import AirflowAPIError, AirflowClient
+
+    client = AirflowClient(settings.airflow_api_url)
+    pool = {
+        "name": "promotion",
+        "slots": 1,
+        "description": "Alias moves, one at a time",
+        "include_deferred": False,
+    }
+    try:
+        client.request("POST", "/pools", json=pool)
+    except AirflowAPIError as exc:
+        if "-> 409" not in str(exc):
+            raise
+        client.request("PATCH", "/pools/promotion", json=pool)
 
 
 def _start_migrate(settings: Settings) -> tuple[subprocess.Popen, float]:

@@ -23,6 +23,8 @@ airflow db migrate
 # never share a device. Tasks without a GPU to go to still run there (CPU fallback).
 log "pools"
 airflow pools set gpu "${AIRFLOW_GPU_POOL_SLOTS:-1}" "Training tasks (one slot per GPU of the gpu worker)"
+# Promotions move model aliases: one at a time, so two never read the same champion.
+airflow pools set promotion 1 "Alias moves, one at a time"
 
 # SimpleAuthManager keeps its users' passwords in a JSON file; write ours so the admin password
 # is the one from compose.env instead of a generated one printed into the api-server log.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from ml import demo, registry, storage
+from ml import cli, demo, lineage, registry, storage
 from ml.airflow_api import AirflowClient
 
 pytestmark = pytest.mark.e2e
@@ -13,10 +15,19 @@ DATE_FROM, DATE_TO = "2013-01-01", "2013-01-07"
 
 
 @pytest.fixture(scope="module")
-def runs(stack):
+def since():
+    return datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
+def runs(stack, since):
     client = AirflowClient(stack.airflow_api_url)
     # Four ingest+validate chains (flights, weather, planes, airports) share the executor.
     return demo.run_chain(client, "flights", DATE_FROM, DATE_TO, timeout=900)
+
+
+def asset_runs(client: AirflowClient, dag_id: str, since: datetime) -> list[dict]:
+    return [r for r in client.runs_since(dag_id, since) if r["run_type"] == "asset_triggered"]
 
 
 def test_every_dag_of_the_chain_succeeded(runs):
@@ -32,6 +43,7 @@ def test_every_dag_of_the_chain_succeeded(runs):
         "validate_airports",
         "preprocess_flights",
         "train_flights",
+        "promote_flights",
         "batch_score_flights",
     }
     assert set(states.values()) == {"success"}, states
@@ -40,6 +52,7 @@ def test_every_dag_of_the_chain_succeeded(runs):
         "validate_flights",
         "preprocess_flights",
         "train_flights",
+        "promote_flights",
         "batch_score_flights",
     ):
         assert runs[dag_id]["run_type"] == "asset_triggered", (dag_id, runs[dag_id]["run_type"])
@@ -73,3 +86,73 @@ def test_features_model_and_predictions(runs, stack):
     rows = storage.read_batch(batch)
     assert len(rows) == storage.latest_batches("validated", "flights")["date=2013-01-07"].rows
     assert (rows["model_version"] == version).all()
+
+
+def test_promotion_audit_and_lineage_of_the_chain(runs, stack):
+    log = registry.history("flights_delay")
+    assert [r["action"] for r in log] == ["promote"]
+    assert log[0]["reason"] == "no champion yet" and log[0]["eval_snapshot_hash"]
+    batch = storage.list_batches("predictions", "flights")[0]
+    up = lineage.upstream(batch.ref)
+    assert up["model"]["version"] == log[0]["version"]
+    raws = [r["ref"] for b in up["scored_batches"] for r in b["raw"]]
+    assert any(r.startswith("s3://raw/flights/date=2013-01-07/") for r in raws)
+    down = lineage.downstream(next(r for r in raws if "/flights/" in r))
+    assert batch.ref in [p["ref"] for p in down["predictions"]]
+
+
+def test_alias_moves_score_exactly_once_and_rollback_scores_again(runs, stack, since):
+    client = AirflowClient(stack.airflow_api_url)
+    # The chain's promotion started exactly one scoring run.
+    assert len(asset_runs(client, "batch_score_flights", since)) == 1
+    first = registry.alias_version("flights_delay", registry.CHAMPION)
+    # A person force-promotes another version (same weights) through the promote DAG's Params.
+    mlflow_client = registry.client()
+    copy = mlflow_client.copy_model_version(f"models:/flights_delay/{first}", "flights_delay")
+    for key, value in mlflow_client.get_model_version("flights_delay", first).tags.items():
+        if not key.startswith("promotion."):
+            mlflow_client.set_model_version_tag("flights_delay", copy.version, key, value)
+    second = str(copy.version)
+    run_id = client.trigger(
+        "promote_flights", {"model_version": second, "force": True, "requested_by": "e2e"}
+    )
+    assert client.wait_for_run("promote_flights", run_id, 300)["state"] == "success"
+    assert registry.alias_version("flights_delay", registry.CHAMPION) == second
+    record = registry.history("flights_delay")[-1]
+    assert record["forced"] and record["by"] == "e2e"
+    scoring = _nth_asset_run(client, since, 2)
+    assert scoring["state"] == "success"
+
+    # Rollback: one command moves champion back and raises the asset event: scoring again.
+    assert cli.main(["model", "rollback", "flights_delay", "--by", "e2e"]) == 0
+    assert registry.alias_version("flights_delay", registry.CHAMPION) == first
+    assert _nth_asset_run(client, since, 3)["state"] == "success"
+    assert [r["action"] for r in registry.history("flights_delay")] == [
+        "promote",
+        "promote",
+        "rollback",
+    ]
+    storage.filesystem().invalidate_cache()  # this process listed the day before v2 scored it
+    versions = {
+        m.extra["model_version"]
+        for m in storage.list_batches("predictions", "flights")
+        if m.partition == "date=2013-01-07"
+    }
+    assert versions == {first, second}  # each alias move scored the day once, by its version
+
+
+def _nth_asset_run(client: AirflowClient, since: datetime, n: int, timeout: float = 300):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = asset_runs(client, "batch_score_flights", since)
+        if len(found) >= n:
+            return client.wait_for_run(
+                "batch_score_flights",
+                found[n - 1]["dag_run_id"],
+                max(deadline - time.monotonic(), 1),
+            )
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(found)} asset-triggered scoring runs, wanted {n}")
+        time.sleep(2)

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from ml import features, ingest, registry, score, storage, train, validation
+from ml.evaluate import DecisionRule
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +65,10 @@ def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
     # A barely trained challenger must not take the title; the reason is recorded.
     worse = train.train(fs["ref"], {"epochs": 1, "learning_rate": 1e-7, "seed": 7})
     second = registry.promote(
-        worse["model_name"], worse["model_version"], worse["eval_snapshot"], min_improvement=0.01
+        worse["model_name"],
+        worse["model_version"],
+        worse["eval_snapshot"],
+        DecisionRule(min_improvement=0.01),
     )
     assert not second["promoted"]
     assert registry.alias_version(good["model_name"], registry.CHALLENGER) == worse["model_version"]
