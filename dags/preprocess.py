@@ -2,7 +2,9 @@
 ### Preprocess
 
 One DAG per data contract with a `features` section (`preprocess_<dataset>`), started when the
-dataset and every reference table it joins or looks up have new validated batches. On the Dask
+dataset and every table it joins by date (`features.joins`: weather) have new validated
+batches. Lookup tables (`features.lookups`: planes, airports) are snapshots read at run time,
+the latest validated one each; a new snapshot is used by the next run (or trigger one). On the Dask
 cluster it reads the validated batches of the training window, joins the reference tables (the
 same day's weather; the latest planes and airports snapshots), derives the features and the
 target (rows without a target value, i.e. cancelled flights, are dropped), splits by date
@@ -82,5 +84,4 @@ def build(dataset: str, joins: list[str]):
 for _dataset in available_datasets():
     _contract = load_contract(_dataset)
     if _contract.features:
-        _refs = _contract.features.get("joins", []) + _contract.features.get("lookups", [])
-        build(_dataset, [r["dataset"] for r in _refs])
+        build(_dataset, [r["dataset"] for r in _contract.features.get("joins", [])])

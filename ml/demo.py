@@ -63,14 +63,21 @@ def run_chain(
     def left() -> float:
         return max(deadline - time.monotonic(), 1.0)
 
-    since = datetime.now(UTC)
     conf = {"date_from": date_from, "date_to": date_to}
     runs: dict[str, dict] = {}
-    triggered = {d["ingest"]: client.trigger(d["ingest"], conf) for d in [*ref_ids.values(), ids]}
-    for dag_id, run_id in triggered.items():
-        runs[dag_id] = client.wait_for_run(dag_id, run_id, left())
-    for d in [*ref_ids.values(), ids]:
-        runs[d["validate"]] = client.wait_for_new_run(d["validate"], since, left())
+    # Lookup snapshots first: preprocessing reads the latest validated one when it starts.
+    snapshots = {r.dataset for r in features.references_of(contract) if r.snapshot}
+    for group in (
+        [d for name, d in ref_ids.items() if name in snapshots],
+        [d for name, d in ref_ids.items() if name not in snapshots] + [ids],
+    ):
+        since_group = datetime.now(UTC)
+        triggered = {d["ingest"]: client.trigger(d["ingest"], conf) for d in group}
+        for dag_id, run_id in triggered.items():
+            runs[dag_id] = client.wait_for_run(dag_id, run_id, left())
+        for d in group:
+            runs[d["validate"]] = client.wait_for_new_run(d["validate"], since_group, left())
+    since = since_group
     for stage in ("preprocess", "train", "promote"):
         runs[ids[stage]] = client.wait_for_new_run(ids[stage], since, left())
         if runs[ids[stage]]["state"] != "success":
