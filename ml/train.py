@@ -479,7 +479,7 @@ def _finish(client, run_id, network, history, manifest, contract, transform, hp,
             mlflow.log_artifact(str(path), artifact_path="figures")
         (Path(tmp) / "history.json").write_text(json.dumps(history, indent=2))
         mlflow.log_artifact(str(Path(tmp) / "history.json"))
-    info = log_pyfunc(network, transform, hp.network_config(), manifest)
+    info = log_pyfunc(network, transform, hp.network_config(), input_example(manifest, transform))
     version = register(client, run_id, info.model_uri, contract, manifest, metrics)
     mlflow.set_tag(VERSION_TAG, version)
     log.info(
@@ -498,16 +498,22 @@ def _finish(client, run_id, network, history, manifest, contract, transform, hp,
     ).to_dict()
 
 
-def log_pyfunc(network, transform, network_config: dict, manifest: dict, extra_config=None):
-    """Log the network + fitted transform as a pyfunc taking raw rows (signature, example)."""
+def input_example(manifest: dict, transform) -> pd.DataFrame:
+    """A few raw rows of the feature set's eval snapshot, as the model takes them."""
+    eval_rows = features.read_split(manifest, features.EVAL_SNAPSHOT)
+    return eval_rows[transform.input_columns].head(5)
+
+
+def log_pyfunc(network, transform, network_config: dict, example, extra_config=None):
+    """Log the network + fitted transform as a pyfunc taking raw rows, with a signature and
+    `example` (raw rows: `input_example`) as its input example."""
     import mlflow
     import torch
     from mlflow.models import infer_signature
 
     from ml.model import CONFIG_ARTIFACT, TRANSFORM_ARTIFACT, WEIGHTS_ARTIFACT, DelayModel
 
-    eval_rows = features.read_split(manifest, features.EVAL_SNAPSHOT)
-    example = eval_rows[transform.input_columns].head(5)
+    example = example[transform.input_columns].head(5)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "transform.json").write_text(transform.to_json())

@@ -362,14 +362,15 @@ def test_fresh_local_s3_starts_a_fresh_local_mlflow_store(settings: Settings) ->
         stack.up(settings, services=["s3", "mlflow"])
         import mlflow
 
-        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-        mlflow.MlflowClient().create_registered_model("kept-while-s3-lives")
+        # A client of this server only: mlflow.set_tracking_uri would outlive the test.
+        client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+        client.create_registered_model("kept-while-s3-lives")
         stack.down(settings, services=["mlflow"])
         stack.up(settings, services=["s3", "mlflow"])  # S3 kept running: the store is kept
-        assert mlflow.MlflowClient().get_registered_model("kept-while-s3-lives")
+        assert client.get_registered_model("kept-while-s3-lives")
         stack.down(settings)
         assert store.exists()
         stack.up(settings, services=["s3", "mlflow"])  # S3 starts empty: so does the store
-        assert [m.name for m in mlflow.MlflowClient().search_registered_models()] == []
+        assert [m.name for m in client.search_registered_models()] == []
     finally:
         stack.down(settings)

