@@ -220,6 +220,53 @@ def s3_server(log_path: str | Path | None = None) -> Iterator[str]:
         log.close()
 
 
+@contextmanager
+def mlflow_server(
+    state: str | Path, artifacts: str = "s3://mlflow/artifacts", timeout: float = 120
+) -> Iterator[str]:
+    """A real MLflow tracking server process (SQLite in `state`, artifacts proxied to
+    `artifacts` on the S3 endpoint of the environment) on a free loopback port.
+
+    Inside the block `MLFLOW_TRACKING_URI` points at it; on a start-up failure its log tail is
+    in the error. The job runner (huey consumers) is off, as in the local stack.
+    """
+    state = Path(state)
+    port = free_port()
+    log_path = state / "mlflow.log"
+    log = open(log_path, "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{state}/mlflow.db",
+            "--artifacts-destination",
+            artifacts,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_http(f"{uri}/health", proc, "MLflow server", timeout=timeout)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{log_path.read_text()[-3000:]}") from exc
+        with environment({"MLFLOW_TRACKING_URI": uri}):
+            yield uri
+    finally:
+        stop_process_group(proc)
+        log.close()
+
+
 # --- peak memory of worker processes -----------------------------------------------------------
 
 

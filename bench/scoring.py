@@ -17,21 +17,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 from bench._common import (
-    environment,
     format_table,
-    free_port,
+    mlflow_server,
     print_result,
     quiet_dask,
     s3_server,
-    stop_process_group,
     time_runs,
-    wait_http,
 )
 
 GOAL = 0.7
@@ -176,45 +171,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet_dask()
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-    with s3_server(), tempfile.TemporaryDirectory() as state:
-        port = free_port()
-        mlflow_log = open(Path(state) / "mlflow.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                f"sqlite:///{state}/mlflow.db",
-                "--artifacts-destination",
-                "s3://mlflow/bench",
-            ],
-            stdout=mlflow_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        tracking_uri = f"http://127.0.0.1:{port}"
-        try:
-            wait_http(f"{tracking_uri}/health", proc, "MLflow server", timeout=300)
-            with environment({"MLFLOW_TRACKING_URI": tracking_uri}):
-                import mlflow
+    with (
+        s3_server(),
+        tempfile.TemporaryDirectory() as state,
+        mlflow_server(state, "s3://mlflow/bench", timeout=300) as tracking_uri,
+    ):
+        import mlflow
 
-                mlflow.set_tracking_uri(tracking_uri)
-                version = register_model(joined_partition(20_000, args.seed, 99))
-                model_uri = f"models:/{MODEL_NAME}/{version}"
-                one = measure(1, args, model_uri, tracking_uri)
-                two = measure(2, args, model_uri, tracking_uri)
-        except RuntimeError:
-            print((Path(state) / "mlflow.log").read_text()[-3000:], file=sys.stderr)
-            raise
-        finally:
-            stop_process_group(proc)
-            mlflow_log.close()
+        mlflow.set_tracking_uri(tracking_uri)
+        version = register_model(joined_partition(20_000, args.seed, 99))
+        model_uri = f"models:/{MODEL_NAME}/{version}"
+        one = measure(1, args, model_uri, tracking_uri)
+        two = measure(2, args, model_uri, tracking_uri)
     print(
         format_table(
             ["workers", "side", "rows/s", "median s", "model loads per worker"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench._common import mlflow_server as mlflow_server_process
 from bench._common import stop_process_group, wait_http
 from tests.conftest import free_port, pipeline_environment
 
@@ -74,35 +74,5 @@ def dask_cluster(s3_server) -> Iterator[str]:
 @pytest.fixture(scope="package")
 def mlflow_server(s3_server, tmp_path_factory) -> Iterator[str]:
     """A real MLflow tracking server: SQLite backend, artifacts proxied to the `mlflow` bucket."""
-    port = free_port()
-    state = tmp_path_factory.mktemp("mlflow")
-    log = open(state / "mlflow.log", "wb")  # noqa: SIM115
-    bindir = Path(sys.executable).parent
-    proc = subprocess.Popen(
-        [
-            str(bindir / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{state}/mlflow.db",
-            "--artifacts-destination",
-            "s3://mlflow/artifacts",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ},
-    )
-    uri = f"http://127.0.0.1:{port}"
-    wait_http(f"{uri}/health", proc, "MLflow server", timeout=120)
-    try:
-        with pipeline_environment({"MLFLOW_TRACKING_URI": uri}):
-            yield uri
-    finally:
-        _stop(proc)
-        log.close()
+    with mlflow_server_process(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
