@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when the feature code changes what it produces: it is part of every feature version.
-FEATURE_CODE_VERSION = "2"
+FEATURE_CODE_VERSION = "3"
 SPLITS = ("train", "validation", "test")
 EVAL_SNAPSHOT = "eval"  # the joined raw rows of the test split, for champion/challenger scoring
 TARGET = "target"
@@ -42,6 +42,8 @@ TARGET_ROWS_PER_PARTITION = 500_000
 # A reference table up to this many rows is read into one pandas frame and broadcast to every
 # partition of the join; a larger one stays a Dask frame and Dask shuffles both sides.
 BROADCAST_MAX_ROWS = 2_000_000
+# Parts per read task of a broadcast reference (weather has one small part per day).
+REFERENCE_PARTS = 32
 TARGET_MISSING = ("drop",)  # what `target.missing` may say
 
 
@@ -198,10 +200,19 @@ def add_target(df: pd.DataFrame, target: dict) -> pd.DataFrame:
     For flights the missing source value is a cancelled flight (no `dep_delay`): see
     `target.missing` in the contract; `build_features` drops those rows from every split.
     """
-    out = df.copy()
     source = df[target["source_column"]]
-    out[TARGET] = (source > target["threshold"]).astype("float32").where(source.notna())
-    return out
+    # `assign` copies no column (copy-on-write): a full `copy()` here was a whole-frame copy.
+    return df.assign(
+        **{TARGET: (source > target["threshold"]).astype("float32").where(source.notna())}
+    )
+
+
+def with_target(df: pd.DataFrame, target: dict) -> pd.DataFrame:
+    """The rows that have a target value, with the target added (`target.missing: drop`).
+
+    One row filter before anything else: the joins then work on the kept rows only.
+    """
+    return add_target(df[df[target["source_column"]].notna()], target)
 
 
 @dataclass(frozen=True)
@@ -301,8 +312,67 @@ def join_references(left, references: dict[str, Any], contract: Contract):
             raise KeyError(
                 f"join {contract.dataset} -> {ref.dataset}: no {ref.dataset} rows were given"
             )
-        left = left.merge(ref.prepare(references[ref.dataset]), on=list(ref.keys), how="left")
-    return left
+    names = list(left.columns)
+    for ref in specs:
+        clash = [c for c in ref.joined_columns if c in names]
+        if clash:
+            raise contracts.ContractError(
+                f"{contract.path}: join {contract.dataset} -> {ref.dataset}: column(s) {clash} "
+                f"are already in the rows; give the join a `prefix`"
+            )
+        names += ref.joined_columns
+    # Consecutive broadcast references are joined in one pass per partition; a Dask reference
+    # (too large to broadcast) is joined by a Dask merge, which shuffles both sides.
+    batch: list[tuple[Reference, Any]] = []
+    for ref in specs:
+        right = references[ref.dataset]
+        if hasattr(right, "dask"):
+            left = _join_broadcast(left, batch)
+            batch = []
+            left = left.merge(ref.prepare(right), on=list(ref.keys), how="left")
+        else:
+            batch.append((ref, ref.prepare(right)))
+    return _join_broadcast(left, batch)
+
+
+def _join_broadcast(left, prepared: list[tuple[Reference, pd.DataFrame]]):
+    """Left-join prepared pandas references onto a pandas or (partition-wise) a Dask frame."""
+    if not prepared:
+        return left
+    if hasattr(left, "dask"):
+        from dask import delayed
+
+        meta = _left_join(left._meta, prepared)
+        # One delayed object: the tables travel once per worker, not once per partition.
+        tables = delayed(prepared, traverse=False)
+        return left.map_partitions(_left_join, tables, meta=meta, enforce_metadata=False)
+    return _left_join(left, prepared)
+
+
+def _left_join(left: pd.DataFrame, prepared: list[tuple[Reference, pd.DataFrame]]) -> pd.DataFrame:
+    """Each reference's value columns for the rows of `left` (a many-to-one left join: the
+    references are unique on their keys, so every row of `left` stays once, in order).
+
+    Only the key columns go through `merge` (to find the matching row of the reference); the
+    value columns are then taken by position, so the wide left frame is never copied.
+    """
+    import numpy as np
+    import pandas as pd
+
+    added = {}
+    for ref, right in prepared:
+        keys = list(ref.keys)
+        position = pd.Series(np.arange(len(right), dtype="int64"), name="__position__")
+        found = left[keys].merge(
+            pd.concat([right[keys].reset_index(drop=True), position], axis=1),
+            on=keys,
+            how="left",
+        )["__position__"]
+        where = found.fillna(-1).to_numpy(dtype="int64")
+        for c in ref.joined_columns:
+            values = right[c].array.take(where, allow_fill=True)
+            added[c] = pd.Series(values, index=left.index, name=c)
+    return left.assign(**added)
 
 
 @dataclass
@@ -344,24 +414,49 @@ class FeatureTransform:
         return [len(self.vocab[c]) + 1 for c in self.categorical]
 
     def fit(self, train) -> FeatureTransform:
-        """Fit on the train split (a Dask or pandas frame of joined raw rows)."""
-        import dask
+        """Fit on the train split (a Dask or pandas frame of joined raw rows).
 
-        frame = (
-            train.map_partitions(add_derived, self.derived)
-            if hasattr(train, "dask")
-            else add_derived(train, self.derived)
-        )
-        stats = [frame[self.numeric].mean(), frame[self.numeric].std()]
-        counts = [frame[c].astype("string").value_counts() for c in self.categorical]
-        means, stds, *counts = dask.compute(*stats, *counts)
-        self.means = {c: _finite(means[c], 0.0) for c in self.numeric}
-        self.stds = {c: _finite(stds[c], 1.0) or 1.0 for c in self.numeric}
+        One pass: each partition gives its counts, means and squared deviations (numeric) and
+        its value counts (categorical); they are combined exactly (Chan et al.'s pairwise
+        update), so a Dask fit equals the pandas fit up to float summation order.
+        """
+        if hasattr(train, "dask"):
+            import dask
+
+            parts = dask.compute(*[dask.delayed(self._stats)(p) for p in train.to_delayed()])
+        else:
+            parts = [self._stats(train)]
+        total = _combine_stats(parts)
+        self.means, self.stds = {}, {}
+        for c in self.numeric:
+            n, mean, m2 = total["numeric"][c]
+            self.means[c] = _finite(mean if n else float("nan"), 0.0)
+            self.stds[c] = _finite((m2 / (n - 1)) ** 0.5 if n > 1 else float("nan"), 1.0) or 1.0
         self.vocab = {
-            c: sorted(str(v) for v, n in vc.items() if n >= self.min_frequency)
-            for c, vc in zip(self.categorical, counts, strict=True)
+            c: sorted(
+                str(v) for v, n in total["counts"].get(c, {}).items() if n >= self.min_frequency
+            )
+            for c in self.categorical
         }
         return self
+
+    def _stats(self, df: pd.DataFrame) -> dict:
+        """One partition's statistics for `fit`: (count, mean, sum of squared deviations) of
+        each numeric column and the value counts of each categorical one (missing left out)."""
+        import numpy as np
+
+        derived = derived_columns(df, self.derived)
+        numeric = {}
+        for c in self.numeric:
+            values = _as_float(derived[c] if c in derived else df[c])
+            values = values[~np.isnan(values)]
+            mean = float(values.mean()) if len(values) else 0.0
+            numeric[c] = (len(values), mean, float(((values - mean) ** 2).sum()))
+        counts = {}
+        for c in self.categorical:
+            values = derived[c] if c in derived else df[c]
+            counts[c] = values.astype("string").value_counts().to_dict()
+        return {"numeric": numeric, "counts": counts}
 
     def apply(self, df: pd.DataFrame) -> pd.DataFrame:
         """Joined raw rows -> model inputs: `num__*` float32 and `cat__*` int64 columns."""
@@ -384,13 +479,7 @@ class FeatureTransform:
 
         out = {}
         for c in self.numeric:
-            values = column(c)
-            if isinstance(values, np.ndarray):
-                values = values.astype("float64")
-            else:
-                if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-                    values = pd.to_numeric(values, errors="coerce")
-                values = values.to_numpy(dtype="float64", na_value=np.nan)
+            values = _as_float(column(c))
             filled = np.where(np.isnan(values), self.means[c], values)
             out[f"num__{c}"] = ((filled - self.means[c]) / self.stds[c]).astype("float32")
         vocab = self._vocab_arrays()
@@ -421,6 +510,39 @@ class FeatureTransform:
     @classmethod
     def from_json(cls, text: str) -> FeatureTransform:
         return cls(**json.loads(text))
+
+
+def _as_float(values) -> Any:
+    """A numeric input column as a float64 numpy array (NaN for missing and non-numbers)."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(values, np.ndarray):
+        return values.astype("float64")
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        values = pd.to_numeric(values, errors="coerce")
+    return values.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _combine_stats(parts: list[dict]) -> dict:
+    """The fit statistics of the union of partitions (numeric: Chan et al.'s parallel update)."""
+    numeric: dict[str, tuple[int, float, float]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for part in parts:
+        for c, (nb, mb, m2b) in part["numeric"].items():
+            na, ma, m2a = numeric.get(c, (0, 0.0, 0.0))
+            n = na + nb
+            if not nb:
+                continue
+            delta = mb - ma
+            numeric[c] = (n, ma + delta * nb / n, m2a + m2b + delta * delta * na * nb / n)
+        for c, vc in part["counts"].items():
+            into = counts.setdefault(c, {})
+            for value, n in vc.items():
+                into[value] = into.get(value, 0) + int(n)
+    for c in parts[0]["numeric"] if parts else ():
+        numeric.setdefault(c, (0, 0.0, 0.0))
+    return {"numeric": numeric, "counts": counts}
 
 
 def _finite(value: Any, default: float) -> float:
@@ -480,16 +602,23 @@ def _in_window(partition: str, date_from: str | None, date_to: str | None) -> bo
 
 
 def group_parts(
-    manifests: list[storage.Manifest], target_rows: int = TARGET_ROWS_PER_PARTITION
+    manifests: list[storage.Manifest],
+    target_rows: int = TARGET_ROWS_PER_PARTITION,
+    max_parts: int | None = None,
 ) -> list[list[str]]:
-    """The manifests' part URLs in order, grouped into runs of about `target_rows` rows (one
-    Dask partition each): row counts come from the manifests, nothing is read."""
+    """The manifests' part URLs in order, grouped into runs of about `target_rows` rows (and at
+    most `max_parts` parts): one Dask partition each. Row counts come from the manifests,
+    nothing is read."""
     groups: list[list[str]] = []
     rows = 0
     for m in manifests:
         per_part = m.rows / max(len(m.parts), 1)
         for url in m.part_urls:
-            if not groups or (rows + per_part > target_rows and rows > 0):
+            if (
+                not groups
+                or (rows + per_part > target_rows and rows > 0)
+                or len(groups[-1]) == max_parts
+            ):
                 groups.append([])
                 rows = 0
             groups[-1].append(url)
@@ -510,12 +639,15 @@ def _read_group(urls: list[str], options: dict) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def read_grouped(manifests: list[storage.Manifest], settings=None, target_rows=None):
-    """Committed batches as a lazy Dask frame of partitions of about `target_rows` rows."""
+def read_grouped(
+    manifests: list[storage.Manifest], settings=None, target_rows=None, max_parts=None
+):
+    """Committed batches as a lazy Dask frame of partitions of about `target_rows` rows (and at
+    most `max_parts` parts)."""
     import dask.dataframe as dd
 
     s = settings or get_settings()
-    groups = group_parts(manifests, target_rows or TARGET_ROWS_PER_PARTITION)
+    groups = group_parts(manifests, target_rows or TARGET_ROWS_PER_PARTITION, max_parts)
     if not groups:
         raise storage.BatchNotFoundError("no committed parts to read")
     options = s.s3_storage_options()
@@ -572,19 +704,6 @@ def _check_target(contract: Contract) -> dict:
     return target
 
 
-def _list_parts(fs, prefix: str) -> list[dict]:
-    """The parquet parts under a prefix with their row counts (from the footers), in order."""
-    import pyarrow.parquet as pq
-
-    fs.invalidate_cache(prefix)
-    parts = []
-    for path in sorted(p for p in fs.ls(prefix, detail=False) if p.endswith(".parquet")):
-        with fs.open(path, "rb") as fh:
-            rows = pq.ParquetFile(fh).metadata.num_rows
-        parts.append({"path": f"s3://{path}", "rows": int(rows)})
-    return parts
-
-
 def build_features(
     dataset: str,
     date_from: str | None = None,
@@ -594,10 +713,12 @@ def build_features(
     """Validated batches in a date window -> train/validation/test features + fitted transform.
 
     Runs on the Dask cluster: no process holds the dataset. Daily batches are read in groups of
-    about `TARGET_ROWS_PER_PARTITION` rows, reference tables are broadcast (or shuffled when
-    large), the transform is fitted on the train split in one pass, and the splits and the eval
-    snapshot are written in a second pass (zstd parquet). Returns the feature manifest plus
-    `reused`; when a feature set of the same version exists it is reused, not recomputed.
+    about `TARGET_ROWS_PER_PARTITION` rows, rows without a target are dropped, reference tables
+    are broadcast (or shuffled when large). The train split is read and joined once and kept on
+    the workers (pruned to the columns the features need) while the transform is fitted on it;
+    then the splits and the eval snapshot are written (zstd parquet). Returns the feature
+    manifest plus `reused`; when a feature set of the same version exists it is reused, not
+    recomputed.
     """
     import dask
 
@@ -631,33 +752,42 @@ def build_features(
     options = s.s3_storage_options()
     numeric, categorical = feature_columns(contract)
     keys = row_keys(contract)
+    transform = FeatureTransform.for_contract(contract, min_frequency=min_frequency)
+    kept = [*keys, TARGET]
     with dask_client(s):
         references = {}
         for name, ms in reference_batches.items():
-            frame = read_grouped(ms, s)
             if sum(m.rows for m in ms) <= BROADCAST_MAX_ROWS:
-                frame = frame.compute()  # small: one copy, broadcast to every partition
-            references[name] = frame
+                # Small: one pandas copy, broadcast to every partition. Read in groups of a
+                # few parts so that every worker fetches some (daily parts are tiny).
+                references[name] = read_grouped(ms, s, max_parts=REFERENCE_PARTS).compute()
+            else:
+                references[name] = read_grouped(ms, s)
 
         def joined(partitions: list[str]):
             frame = read_grouped([batches[p] for p in sorted(partitions)], s)
-            frame = join_references(frame, references, contract)
-            frame = frame.map_partitions(add_target, target)
-            return frame.dropna(subset=[TARGET])  # cancelled flights: see target.missing
+            # Cancelled flights have no target: dropped first (see target.missing).
+            frame = frame.map_partitions(with_target, target)
+            return join_references(frame, references, contract)
 
         frames = {name: joined(parts) for name, parts in splits.items()}
-        transform = FeatureTransform.for_contract(contract, min_frequency=min_frequency).fit(
-            frames["train"]
-        )
-        kept = [*keys, TARGET]
-        writes = []
-        for name, frame in frames.items():
+        # The train split is read and joined once, for the fit and for the write: its rows,
+        # pruned to the columns the features need, stay on the workers in between (Dask spills
+        # them to the workers' disks past their memory target).
+        needed = list(dict.fromkeys(kept + transform.input_columns))
+        train = frames.pop("train")[needed].persist()
+        transform.fit(train)
+        writes = {}
+        for name, frame in {"train": train, **frames}.items():
             meta = model_frame(frame._meta, transform, kept)
             out = frame.map_partitions(model_frame, transform, kept, meta=meta)
-            writes.append(_to_parquet(out, f"s3://{base}/{name}/", options))
-        writes.append(_to_parquet(frames["test"], f"s3://{base}/{EVAL_SNAPSHOT}/", options))
-        dask.compute(*writes)
-    parts = {name: _list_parts(fs, f"{base}/{name}") for name in (*SPLITS, EVAL_SNAPSHOT)}
+            writes[name] = _write_parts(out, f"s3://{base}/{name}", options)
+        writes[EVAL_SNAPSHOT] = _write_parts(
+            frames["test"], f"s3://{base}/{EVAL_SNAPSHOT}", options
+        )
+        written = dict(zip(writes, dask.compute(*writes.values()), strict=True))
+        del train, frames
+    parts = {name: written[name].to_dict("records") for name in (*SPLITS, EVAL_SNAPSHOT)}
     rows = {name: sum(p["rows"] for p in parts[name]) for name in SPLITS}
     fs.pipe_file(f"{base}/transform.json", transform.to_json().encode())
     manifest = {
@@ -683,15 +813,21 @@ def build_features(
     return {**manifest, "reused": False}
 
 
-def _to_parquet(frame, url: str, options: dict):
-    return frame.to_parquet(
-        url,
-        storage_options=options,
-        compression="zstd",
-        write_index=False,
-        write_metadata_file=False,
-        compute=False,
-    )
+def _write_parts(frame, url: str, options: dict):
+    """A lazy write of each partition as `url/part-<i>.parquet` (zstd, in partition order; empty
+    partitions too, so every split has a schema); computes to a frame of `path`, `rows`."""
+    import pandas as pd
+
+    meta = pd.DataFrame({"path": pd.Series(dtype="str"), "rows": pd.Series(dtype="int64")})
+    return frame.map_partitions(_write_part, url, options, meta=meta, enforce_metadata=False)
+
+
+def _write_part(df: pd.DataFrame, url: str, options: dict, partition_info=None):
+    import pandas as pd
+
+    path = f"{url}/part-{partition_info['number']:05d}.parquet"
+    df.to_parquet(path, storage_options=options, compression="zstd", index=False)
+    return pd.DataFrame({"path": [path], "rows": [len(df)]})
 
 
 def read_feature_manifest(ref: str) -> dict:

@@ -62,6 +62,7 @@ def test_feature_set_layout_no_leakage_and_reuse(validated, dask_cluster, caplog
         assert len(frames[split]) == manifest["rows"][split]
     # No leakage: every test day after every validation day after every train day.
     day = {k: pd.to_datetime(f[["year", "month", "day"]]) for k, f in frames.items()}
+    assert all(d.is_monotonic_increasing for d in day.values())  # parts listed in time order
     assert day["train"].max() < day["validation"].min()
     assert day["validation"].max() < day["test"].min()
     # Cancelled flights (no dep_delay) are in no split: rows = validated rows - cancelled.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import date
 
 import numpy as np
@@ -189,6 +190,49 @@ def test_parts_are_grouped_by_rows_from_manifests():
     assert [u for g in groups for u in g] == [u for m in ms for u in m.part_urls]
     big = features.group_parts([manifest("2013-01-01", 5000, parts=2)], target_rows=1000)
     assert [len(g) for g in big] == [1, 1]  # a part over the target is a partition of its own
+    # Tiny daily parts (weather) are also capped by count, so every worker reads some.
+    capped = features.group_parts(ms, target_rows=10**6, max_parts=2)
+    assert [len(g) for g in capped] == [2, 2, 2, 1]
+
+
+def test_a_joined_column_that_is_already_there_is_refused(tables, contract):
+    refs = {k: v for k, v in tables.items() if k != "flights"}
+    rows = tables["flights"].assign(plane_seats=1.0)
+    with pytest.raises(contracts.ContractError, match=r"flights -> planes: .*\['plane_seats'\]"):
+        features.join_references(rows, refs, contract)
+
+
+def test_rows_without_a_target_are_dropped_before_the_joins(tables, contract):
+    flights = tables["flights"].reset_index(drop=True)
+    kept = features.with_target(flights, contract.target)
+    assert len(kept) == flights.dep_delay.notna().sum() < len(flights)  # cancelled flights
+    assert kept[features.TARGET].notna().all()
+    want = features.add_target(flights, contract.target).dropna(subset=[features.TARGET])
+    pd.testing.assert_frame_equal(kept, want)
+
+
+def test_dask_fit_with_uneven_partitions_equals_the_pandas_fit(joined, contract):
+    """Partitions of very different sizes, an empty one and one where a column is all missing:
+    the partition statistics combine to the one-frame fit."""
+    import dask
+    import dask.dataframe as dd
+
+    rows = joined.copy()
+    rows.loc[: len(rows) // 10, "plane_seats"] = np.nan
+    want = features.FeatureTransform.for_contract(contract).fit(rows)
+    cuts = [0, 1, 1, len(rows) // 10, len(rows) // 2, len(rows)]
+    parts = [rows.iloc[a:b] for a, b in itertools.pairwise(cuts)]
+    assert len(parts[1]) == 0 and parts[2]["plane_seats"].isna().all()
+    with dask.config.set(scheduler="synchronous"):
+        ddf = dd.from_delayed([dask.delayed(p) for p in parts], meta=rows.iloc[:0])
+        got = features.FeatureTransform.for_contract(contract).fit(ddf)
+    assert got.vocab == want.vocab
+    for c in want.numeric:
+        assert got.means[c] == pytest.approx(want.means[c], rel=1e-12)
+        assert got.stds[c] == pytest.approx(want.stds[c], rel=1e-12)
+    # And the statistics are pandas' own (sample standard deviation, missing values skipped).
+    assert want.means["plane_seats"] == pytest.approx(rows["plane_seats"].mean(), rel=1e-12)
+    assert want.stds["plane_seats"] == pytest.approx(rows["plane_seats"].std(), rel=1e-12)
 
 
 def test_lookup_contract_rules_are_checked(tmp_path):
