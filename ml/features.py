@@ -371,6 +371,8 @@ def _left_join(left: pd.DataFrame, prepared: list[tuple[Reference, pd.DataFrame]
             on=keys,
             how="left",
         )["__position__"]
+        if len(found) != len(left):  # `prepare` keeps one row per key: cannot happen
+            raise AssertionError(f"join -> {ref.dataset}: {len(found)} rows for {len(left)}")
         where = found.fillna(-1).to_numpy(dtype="int64")
         for c in ref.joined_columns:
             values = right[c].array.take(where, allow_fill=True)
