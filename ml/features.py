@@ -16,7 +16,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import date
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from ml import contracts, storage
@@ -535,10 +535,10 @@ def _combine_stats(parts: list[dict]) -> dict:
     counts: dict[str, dict[str, int]] = {}
     for part in parts:
         for c, (nb, mb, m2b) in part["numeric"].items():
-            na, ma, m2a = numeric.get(c, (0, 0.0, 0.0))
-            n = na + nb
             if not nb:
                 continue
+            na, ma, m2a = numeric.get(c, (0, 0.0, 0.0))
+            n = na + nb
             delta = mb - ma
             numeric[c] = (n, ma + delta * nb / n, m2a + m2b + delta * delta * na * nb / n)
         for c, vc in part["counts"].items():
@@ -674,13 +674,8 @@ def _feature_inputs(
     dataset: str, contract: Contract, date_from: str | None, date_to: str | None
 ) -> tuple[dict[str, storage.Manifest], dict[str, list[storage.Manifest]]]:
     """The validated batches of the window, and each reference table's batches to join."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    # The datasets' batches are listed concurrently (each listing is hundreds of small reads).
-    names = list(dict.fromkeys([dataset, *reference_datasets(contract)]))
-    with ThreadPoolExecutor(len(names)) as pool:
-        latest = pool.map(partial(storage.latest_batches, "validated"), names)
-        listed = dict(zip(names, latest, strict=True))
+    names = dict.fromkeys([dataset, *reference_datasets(contract)])
+    listed = {name: storage.latest_batches("validated", name) for name in names}  # once each
     batches = {p: m for p, m in listed[dataset].items() if _in_window(p, date_from, date_to)}
     if not batches:
         raise storage.BatchNotFoundError(
