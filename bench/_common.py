@@ -333,6 +333,36 @@ def dask_worker_pids(client) -> dict[str, int]:
     return dict(client.run(os.getpid))
 
 
+@contextmanager
+def local_cluster(workers: int, memory_limit: str, *, stack_config: bool = True):
+    """A client on `workers` local worker processes of one thread each, configured as the stack
+    starts its workers (`ml.cluster.WORKER_DASK_CONFIG`) unless `stack_config` is false."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from ml.cluster import WORKER_DASK_CONFIG
+
+    with (
+        dask.config.set(dict(WORKER_DASK_CONFIG) if stack_config else {}),
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=memory_limit,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def worker_sampler(client) -> MemorySampler:
+    """A `MemorySampler` of the client's workers, labelled `worker-0`, `worker-1`, ... in the
+    order of their addresses."""
+    pids = dask_worker_pids(client)
+    return MemorySampler({f"worker-{i}": pids[a] for i, a in enumerate(sorted(pids))})
+
+
 def available_memory() -> int:
     import psutil
 

@@ -26,14 +26,15 @@ from typing import Any
 
 from bench._common import (
     MemorySampler,
-    dask_worker_pids,
     environment,
     format_table,
     human_bytes,
+    local_cluster,
     print_result,
     quiet_dask,
     s3_server,
     time_runs,
+    worker_sampler,
 )
 
 GOAL = 1.5
@@ -149,20 +150,11 @@ def run_reference() -> dict:
 
 def measure(args, rows: int) -> dict:
     """One size: a fresh S3 server and cluster, inputs written, ours and the reference timed."""
-    from distributed import Client, LocalCluster
-
     out: dict[str, Any] = {"rows": rows}
     with s3_server() as endpoint:
         with (
-            LocalCluster(
-                n_workers=args.workers,
-                threads_per_worker=1,
-                processes=True,
-                memory_limit=args.memory_limit,
-                dashboard_address=":0",
-            ) as cluster,
-            Client(cluster) as client,
-            environment({"DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}),
+            local_cluster(args.workers, args.memory_limit) as client,
+            environment({"DASK_SCHEDULER_ADDRESS": client.scheduler.address}),
         ):
             started = time.perf_counter()
             out["written"] = write_inputs(client, rows, args.seed)
@@ -172,9 +164,7 @@ def measure(args, rows: int) -> dict:
                 flush=True,
             )
             client.run(_release_memory)
-            pids = dask_worker_pids(client)
-            labels = {addr: f"worker-{i}" for i, addr in enumerate(sorted(pids))}
-            sampler = MemorySampler({labels[a]: pid for a, pid in pids.items()})
+            sampler = worker_sampler(client)
             with sampler.phase("ours"):
                 out["ours"] = time_runs(run_ours, args.repeat, before=clear_features)
             out["peaks"] = sampler.peaks["ours"]

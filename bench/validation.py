@@ -25,13 +25,14 @@ from typing import Any
 from bench._common import (
     MemorySampler,
     available_memory,
-    dask_worker_pids,
     format_table,
     human_bytes,
+    local_cluster,
     print_result,
     quiet_dask,
     s3_server,
     time_runs,
+    worker_sampler,
 )
 
 GOAL = 1.6
@@ -184,35 +185,19 @@ def main(argv: list[str] | None = None) -> int:
 def run_ours(
     args, urls: list[str], q_urls: list[str], warm_urls: list[str], rows: int, quarter: int
 ) -> dict:
-    import dask
-    from distributed import Client, LocalCluster
-
     out: dict[str, Any] = {}
-    from ml.cluster import WORKER_DASK_CONFIG
-
     # the workers as the stack starts them (ml.cluster), unless asked for Dask's default
-    config = {} if args.dask_malloc_trim else dict(WORKER_DASK_CONFIG)
-    with (
-        dask.config.set(config),
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=1,
-            processes=True,
-            memory_limit=args.memory_limit,
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        pids = dask_worker_pids(client)
-        labels = {addr: f"worker-{i}" for i, addr in enumerate(sorted(pids))}
-        sampler = MemorySampler({labels[a]: pid for a, pid in pids.items()})
+    with local_cluster(
+        args.workers, args.memory_limit, stack_config=not args.dask_malloc_trim
+    ) as client:
+        sampler = worker_sampler(client)
         idle = sampler.sample()
         started = time.perf_counter()
         validate_ours(warm_urls)  # warm-up: GX imported and the suite built in each worker
         out["warmup_s"] = time.perf_counter() - started
         out["idle_rss"] = idle
         out["warm_rss"] = sampler.sample()
-        print(f"Dask: {len(pids)} workers, warm-up {out['warmup_s']:.1f} s", flush=True)
+        print(f"Dask: {len(sampler.pids)} workers, warm-up {out['warmup_s']:.1f} s", flush=True)
         with sampler.phase("quarter"):
             out["quarter"] = time_runs(lambda: validate_ours(q_urls), args.repeat)
         print(f"ours at {quarter:,} rows: {out['quarter'].times}", flush=True)
@@ -223,7 +208,7 @@ def run_ours(
         out["read"] = time_runs(lambda: read_only_ours(urls), 1)
         out["suite"] = time_runs(lambda: partition_suite_ours(urls), 1)
         out["peaks"] = sampler.peaks
-        out["labels"] = sorted(labels.values())
+        out["labels"] = sorted(sampler.pids)
     return out
 
 

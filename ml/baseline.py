@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from ml import features
-from ml.settings import get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -92,34 +91,14 @@ def train_baseline(
 
     With `task_instance`, a retry finds the run of an earlier attempt: a finished one is reused.
     """
-    import uuid
-
     import mlflow
 
-    from ml import contracts
-    from ml.checkpoint import task_key
-    from ml.train import TASK_KEY_TAG, binary_metrics, find_or_create_run
+    from ml.train import TASK_KEY_TAG, binary_metrics, open_task_run
 
-    s = get_settings()
     hp = BaselineParams.from_dict(params)
-    manifest = features.read_feature_manifest(feature_ref)
-    contract = contracts.load_contract(manifest["dataset"])
-    transform = features.load_transform(manifest)
-    key = task_key(**task_instance) if task_instance else f"adhoc-{uuid.uuid4().hex[:16]}"
-    mlflow.set_tracking_uri(s.mlflow_tracking_uri)
-    experiment = mlflow.set_experiment(contract.dataset)
-    client = mlflow.MlflowClient()
-    run_id = find_or_create_run(
-        client,
-        experiment.experiment_id,
-        key,
-        f"baseline-{manifest['feature_version']}",
-        {
-            "feature_version": manifest["feature_version"],
-            "contract_hash": contract.hash,
-            "role": "baseline",
-        },
-    )
+    task = open_task_run(feature_ref, task_instance, "baseline", "baseline")
+    manifest, transform = task.manifest, task.transform
+    key, client, run_id = task.key, task.client, task.run_id
     run = client.get_run(run_id)
     if run.info.status == "FINISHED" and "test_roc_auc" in run.data.metrics:
         log.info("baseline run %s of task key %s already finished: reusing it", run_id, key)

@@ -356,6 +356,49 @@ def find_or_create_run(client, experiment_id: str, key: str, run_name: str, tags
     return run.info.run_id
 
 
+@dataclass
+class TaskRun:
+    """A training task's feature set and its MLflow run (found again by a retry of the task)."""
+
+    manifest: dict
+    contract: Any
+    transform: features.FeatureTransform
+    key: str
+    client: Any
+    run_id: str
+
+
+def open_task_run(
+    feature_ref: str, task_instance: dict | None, role: str, name: str, tags: dict | None = None
+) -> TaskRun:
+    """Read the feature set, then find or create the `role` run (named `<name>-<version>`) of
+    this task instance in the dataset's MLflow experiment: the set-up of `train` and of
+    `ml.baseline.train_baseline`."""
+    import uuid
+
+    import mlflow
+
+    from ml import contracts
+    from ml.checkpoint import task_key
+
+    manifest = features.read_feature_manifest(feature_ref)
+    contract = contracts.load_contract(manifest["dataset"])
+    transform = features.load_transform(manifest)
+    key = task_key(**task_instance) if task_instance else f"adhoc-{uuid.uuid4().hex[:16]}"
+    mlflow.set_tracking_uri(get_settings().mlflow_tracking_uri)
+    experiment = mlflow.set_experiment(contract.dataset)
+    client = mlflow.MlflowClient()
+    version = manifest["feature_version"]
+    run_id = find_or_create_run(
+        client,
+        experiment.experiment_id,
+        key,
+        f"{name}-{version}",
+        {"feature_version": version, "contract_hash": contract.hash, **(tags or {}), "role": role},
+    )
+    return TaskRun(manifest, contract, transform, key, client, run_id)
+
+
 def log_epoch(client, run_id: str, row: dict, logged_steps: set[int]) -> None:
     """One epoch's metrics in one `log_batch` call; a step logged before is not logged again."""
     from mlflow.entities import Metric
@@ -386,31 +429,16 @@ def train(
     registers at most one version. `baseline` (the result of `ml.baseline.train_baseline`)
     records the network's test ROC AUC minus the baseline's.
     """
-    import uuid
-
     import mlflow
 
-    from ml import contracts
-    from ml.checkpoint import CheckpointStore, task_key
+    from ml.checkpoint import CheckpointStore
 
-    s = get_settings()
     hp = TrainParams.from_dict(params)
-    manifest = features.read_feature_manifest(feature_ref)
-    contract = contracts.load_contract(manifest["dataset"])
-    transform = features.load_transform(manifest)
-    key = task_key(**task_instance) if task_instance else f"adhoc-{uuid.uuid4().hex[:16]}"
-    mlflow.set_tracking_uri(s.mlflow_tracking_uri)
-    experiment = mlflow.set_experiment(contract.dataset)
-    client = mlflow.MlflowClient()
-    tags = {
-        "feature_version": manifest["feature_version"],
-        "contract_hash": contract.hash,
-        "code_version": CODE_VERSION,
-        "role": "network",
-    }
-    run_id = find_or_create_run(
-        client, experiment.experiment_id, key, f"train-{manifest['feature_version']}", tags
+    task = open_task_run(
+        feature_ref, task_instance, "network", "train", {"code_version": CODE_VERSION}
     )
+    manifest, contract, transform = task.manifest, task.contract, task.transform
+    key, client, run_id = task.key, task.client, task.run_id
     done = client.get_run(run_id).data.tags.get(VERSION_TAG)
     if done:
         log.info("task key %s already registered version %s: nothing to do", key, done)
