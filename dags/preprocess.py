@@ -65,7 +65,7 @@ def build(dataset: str, joins: list[str]):
     def preprocess_dag():
         @task(outlets=[features], retries=2, retry_delay=pendulum.duration(seconds=15))
         def build_features(params=None, outlet_events=None) -> dict:
-            from ml.features import build_features
+            from ml.features.build import build_features
 
             result = build_features(
                 dataset, params["date_from"], params["date_to"], params["min_frequency"]

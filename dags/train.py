@@ -87,7 +87,7 @@ def build(dataset: str, model_name: str, metric: str):
 
         @task(retries=2, retry_delay=pendulum.duration(seconds=30))
         def baseline(feature_ref: str, params=None, ti=None) -> dict:
-            from ml.baseline import train_baseline
+            from ml.training.baseline import train_baseline
 
             return train_baseline(feature_ref, params, task_instance=_task_key_parts(ti))
 
@@ -103,7 +103,7 @@ def build(dataset: str, model_name: str, metric: str):
         def train_model(
             feature_ref: str, baseline_result: dict, params=None, ti=None, outlet_events=None
         ) -> dict:
-            from ml.train import train
+            from ml.training.train import train
 
             result = train(
                 feature_ref,
@@ -126,7 +126,7 @@ def build(dataset: str, model_name: str, metric: str):
 
             if not params["compress"]:
                 raise AirflowSkipException("compression is off (param 'compress')")
-            from ml.compress import compress as make_compact
+            from ml.training.compress import compress as make_compact
 
             return make_compact(result, params)
 

@@ -9,7 +9,7 @@ import sys
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
-    from ml import stack
+    from ml.dev import stack
 
     if args.action == "up":
         urls = stack.up()
@@ -29,7 +29,7 @@ def _cmd_stack(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ml import demo
+    from ml.dev import demo
 
     summary = demo.run(date_from=args.date_from, date_to=args.date_to, timeout=args.timeout)
     if args.json:
@@ -150,7 +150,7 @@ def _format_record(r: dict) -> str:
 
 def _champion_event(model_name: str, record: dict) -> str:
     """Tell Airflow that `champion` moved (its consumers, batch scoring, start once)."""
-    from ml.airflow_api import AirflowClient
+    from ml.dev.airflow_api import AirflowClient
     from ml.settings import get_settings
 
     uri = f"mlflow://models/{model_name}/champion"

@@ -52,6 +52,8 @@ from typing import Any
 
 import yaml
 
+from ml.errors import ContractError
+
 CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "data_contracts"
 
 COLUMN_TYPES = {"int", "float", "string", "timestamp", "bool"}
@@ -95,10 +97,6 @@ LOOKUP_KEYS = JOIN_KEYS | {"right_keys", "prefix"}
 TARGET_KEYS = {"name", "source_column", "threshold", "missing", "task", "description"}
 SPLIT_KEYS = {"by", "fractions", "description"}
 MODEL_KEYS = {"name", "metric", "margin", "params", "description"}
-
-
-class ContractError(ValueError):
-    """A contract file that breaks the contract format; the message names file, line and key."""
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,14 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
-from ml import features, storage
+from ml import storage
+from ml.features import sets
 from ml.settings import get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ml.features import FeatureTransform
+    from ml.features.transform import FeatureTransform
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,9 @@ def reference_profile(dataset: str, model_name: str, version: str) -> dict[str, 
     fv = mv.tags.get("feature_version")
     if not fv:
         raise LookupError(f"{model_name} version {version} has no feature_version tag")
-    manifest = features.read_feature_manifest(feature_set_ref(dataset, fv))
-    transform = features.load_transform(manifest)
-    train = features.read_split(manifest, "train")
+    manifest = sets.read_feature_manifest(feature_set_ref(dataset, fv))
+    transform = sets.load_transform(manifest)
+    train = sets.read_split(manifest, "train")
     profile: dict[str, Any] = {
         "dataset": dataset,
         "model_name": model_name,

@@ -12,7 +12,9 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ml import features, storage
+from ml import storage
+from ml.errors import RefusedError
+from ml.features.derived import TARGET
 from ml.settings import get_settings
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ DEFAULT_GUARDRAILS = {"log_loss": 0.02, "ece": 0.05}
 CALIBRATION_BINS = 10
 
 
-class EvaluationError(ValueError):
+class EvaluationError(RefusedError):
     """A snapshot or a rule that cannot be evaluated (names the input and the rule)."""
 
 
@@ -85,7 +87,7 @@ def metrics(y_true, proba) -> dict[str, float]:
     """ROC AUC, accuracy, log loss, Brier score and expected calibration error."""
     import numpy as np
 
-    from ml.train import binary_metrics
+    from ml.training.train import binary_metrics
 
     y = np.asarray(y_true).astype(int)
     p = np.clip(np.asarray(proba, dtype="float64"), 1e-7, 1 - 1e-7)
@@ -109,9 +111,9 @@ def load_snapshot(uri: str) -> tuple[pd.DataFrame, str]:
         rows = pd.read_parquet(uri, storage_options=get_settings().s3_storage_options())
     except FileNotFoundError:
         raise EvaluationError(f"evaluation snapshot {uri}: not found") from None
-    if features.TARGET not in rows.columns or rows.empty:
+    if TARGET not in rows.columns or rows.empty:
         raise EvaluationError(
-            f"evaluation snapshot {uri}: needs labelled rows (a {features.TARGET!r} column), "
+            f"evaluation snapshot {uri}: needs labelled rows (a {TARGET!r} column), "
             f"got {len(rows)} rows with columns {list(rows.columns)[:8]}..."
         )
     return rows, storage.content_hash(rows)
@@ -125,8 +127,8 @@ def evaluate_version(model_name: str, version: str, rows: pd.DataFrame) -> dict[
 
     client()  # sets the tracking URI
     model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
-    proba = model.predict(rows.drop(columns=[features.TARGET]))["probability"]
-    return metrics(rows[features.TARGET], proba)
+    proba = model.predict(rows.drop(columns=[TARGET]))["probability"]
+    return metrics(rows[TARGET], proba)
 
 
 def _worse_by(metric: str, challenger: float, champion: float) -> float:

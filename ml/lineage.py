@@ -13,14 +13,16 @@ import json
 import logging
 from typing import Any
 
-from ml import contracts, features, registry, storage
+from ml import contracts, registry, storage
 from ml.drift import feature_set_ref
+from ml.errors import NotFoundError
+from ml.features import sets
 from ml.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 
-class LineageError(LookupError):
+class LineageError(NotFoundError):
     """A reference that lineage cannot follow (names it and what was expected)."""
 
 
@@ -64,7 +66,7 @@ def upstream(predictions_ref: str) -> dict[str, Any]:
     mv = client.get_model_version(model_name, version)
     run = client.get_run(mv.run_id)
     fv = mv.tags.get("feature_version") or pred.extra.get("feature_version")
-    fm = features.read_feature_manifest(feature_set_ref(pred.dataset, fv))
+    fm = sets.read_feature_manifest(feature_set_ref(pred.dataset, fv))
     return {
         "predictions": {
             "ref": pred.ref,

@@ -31,6 +31,7 @@ from typing import Any
 
 from ml import storage
 from ml.contracts import Contract, available_datasets, load_contract
+from ml.errors import BadInputError
 from ml.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ RELEASED = "_released.json"
 DROPPED = "_dropped.json"
 
 
-class QuarantineError(ValueError):
+class QuarantineError(BadInputError):
     """An action that does not apply to this batch (not quarantined, already released...)."""
 
 

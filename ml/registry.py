@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ml import storage
+from ml.errors import RefusedError
 from ml.evaluate import DecisionRule, decide, evaluate_version, load_snapshot
 from ml.settings import get_settings
 
@@ -36,7 +37,7 @@ LOCK_NAME = "_lock.json"
 LOCK_STALE_AFTER_S = 900.0  # a holder that died leaves its lock; after this it is broken
 
 
-class RegistryError(RuntimeError):
+class RegistryError(RefusedError):
     """A registry operation that cannot be done (names the model, version and why)."""
 
 
@@ -298,13 +299,13 @@ def rollback(model_name: str, by: str = "", reason: str = "") -> dict[str, Any]:
 
 def _eval_snapshot_of(dataset: str, model_name: str, version: str) -> str:
     """The evaluation snapshot of the feature set a version was trained on (from its tags)."""
-    from ml import features
     from ml.drift import feature_set_ref
+    from ml.features import sets
 
     fv = client().get_model_version(model_name, version).tags.get("feature_version")
     if not fv:
         raise RegistryError(f"{model_name} version {version} has no feature_version tag")
-    return features.read_feature_manifest(feature_set_ref(dataset, fv))["eval_snapshot"]
+    return sets.read_feature_manifest(feature_set_ref(dataset, fv))["eval_snapshot"]
 
 
 def promote_challenger(

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ml import contracts, drift, features, registry, storage
+from ml import contracts, drift, registry, storage
+from ml.features import joins, sets
+from ml.features.derived import row_keys
 from ml.settings import get_settings
 
 if TYPE_CHECKING:
@@ -150,7 +152,7 @@ def score_partitions(
         version = resolve_champion(dataset, model_name)["version"]
     version = str(version)
     profile = drift.reference_profile(dataset, model_name, version)
-    transform = features.load_transform(features.read_feature_manifest(profile["feature_set"]))
+    transform = sets.load_transform(sets.read_feature_manifest(profile["feature_set"]))
     results = []
     with dask_client():
         for partition in partitions:
@@ -194,7 +196,7 @@ def _score_one(
         reference_manifests[join["dataset"]] = ref
         upstream.append(ref.ref)
     model_uri = registry.champion_uri(model_name, version)
-    keys = features.row_keys(contract)
+    keys = row_keys(contract)
     batch_id = f"model={version}"
     options = s.s3_storage_options()
     fs = storage.filesystem(s)
@@ -207,7 +209,7 @@ def _score_one(
         fs.rm(prefix, recursive=True)
     rows = storage.read_dask([batch], s)
     references = {name: storage.read_batch(m, s) for name, m in reference_manifests.items()}
-    joined = features.join_references(rows, references, contract)
+    joined = joins.join_references(rows, references, contract)
     meta = joined._meta[keys].copy()
     meta["probability"] = pd.Series(dtype="float64")
     meta["label"] = pd.Series(dtype="bool")

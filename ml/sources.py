@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ml.errors import BadInputError, ConfigurationError, NotFoundError, TransientError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -78,19 +80,19 @@ TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
 _RESERVED_NAMES = {"_manifest.json", "_reason.json", "_report.json"}
 
 
-class SourceError(ValueError):
+class SourceError(ConfigurationError):
     """A source that cannot deliver what was asked; the message names source and rule."""
 
 
-class SourceNotFound(SourceError):
+class SourceNotFound(NotFoundError):
     """Nothing was delivered for the day (yet): no file, object or URL. Nothing is quarantined."""
 
 
-class TransientSourceError(SourceError):
+class TransientSourceError(TransientError):
     """The source could not be reached or answered with a temporary error: worth a retry."""
 
 
-class UnreadableInput(SourceError):
+class UnreadableInput(BadInputError):
     """Input bytes that cannot be read as the declared format.
 
     `rule` names what was broken (`empty_file`, `not_utf8`, `csv_malformed`, `csv_truncated`,

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ml.errors import NotFoundError
 from ml.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ MANIFEST = "_manifest.json"
 MANIFEST_VERSION = 1
 
 
-class BatchNotFoundError(LookupError):
+class BatchNotFoundError(NotFoundError):
     """No committed batch matches the request."""
 
 

@@ -63,6 +63,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ml.contracts import Contract, load_contract
+from ml.errors import ConfigurationError, ContractViolationError
 from ml.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ DTYPES: dict[str, tuple[str, ...]] = {
 }
 
 
-class ContractViolation(ValueError):
+class ContractViolation(ContractViolationError):
     """A batch broke its data contract; it was quarantined.
 
     The message names the batch, every failed rule id with its unexpected count (or observed
@@ -1021,7 +1022,7 @@ def row_failures(df: pd.DataFrame, contract: Contract) -> pd.Series:
     return pd.Series(names, index=df.index, name=FAILED_RULES, dtype=object)
 
 
-class PIIError(RuntimeError):
+class PIIError(ConfigurationError):
     """A contract hashes PII but no salt is configured."""
 
 

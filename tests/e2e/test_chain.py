@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ml import cli, demo, lineage, registry, storage
-from ml.airflow_api import AirflowClient
+from ml import cli, lineage, registry, storage
+from ml.dev import demo
+from ml.dev.airflow_api import AirflowClient
 
 pytestmark = pytest.mark.e2e
 

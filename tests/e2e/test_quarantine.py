@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ml import sources, storage
-from ml.airflow_api import AirflowClient
+from ml.dev.airflow_api import AirflowClient
 
 pytestmark = pytest.mark.e2e
 

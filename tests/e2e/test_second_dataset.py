@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from ml import storage
-from ml.airflow_api import AirflowClient
+from ml.dev.airflow_api import AirflowClient
 from tests.orders_data import drop_orders, orders_csv, orders_day
 
 pytestmark = pytest.mark.e2e

@@ -4,7 +4,9 @@ has its own aliases and audit log on the shared package-scoped servers)."""
 
 from __future__ import annotations
 
-from ml import features, ingest, registry, storage, train, validation
+from ml import ingest, registry, storage, validation
+from ml.features import build, sets
+from ml.training import train
 
 DAYS = ingest.days_between("2013-01-01", "2013-01-07")
 
@@ -21,7 +23,7 @@ def validated_week() -> None:
 
 def feature_set() -> dict:
     validated_week()
-    return features.build_features("flights")
+    return build.build_features("flights")
 
 
 def trained(feature_ref: str, **params) -> dict:
@@ -29,7 +31,7 @@ def trained(feature_ref: str, **params) -> dict:
     test_pipeline, same servers) is reused, else one is trained."""
     from dataclasses import asdict
 
-    manifest = features.read_feature_manifest(feature_ref)
+    manifest = sets.read_feature_manifest(feature_ref)
     fv = manifest["feature_version"]
     wanted = {k: str(v) for k, v in asdict(train.TrainParams.from_dict(params)).items()}
     client = registry.client()

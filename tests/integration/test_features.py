@@ -8,7 +8,9 @@ import logging
 import pandas as pd
 import pytest
 
-from ml import contracts, features, ingest, storage, validation
+from ml import contracts, ingest, storage, validation
+from ml.features import build, joins, sets
+from ml.features.derived import TARGET
 
 pytestmark = pytest.mark.integration
 
@@ -38,11 +40,11 @@ def test_snapshot_reference_tables_are_ingested_whole(validated):
     assert validated["airports"].rows == 1458
     again = ingest.ingest_partition("planes", "2013-02-01")  # same content: nothing new
     assert again["new"] is False and again["ref"].endswith(f"/{planes.batch_id}")
-    assert features.snapshot_manifest("planes").ref == planes.ref
+    assert joins.snapshot_manifest("planes").ref == planes.ref
 
 
 def test_feature_set_layout_no_leakage_and_reuse(validated, dask_cluster, caplog):
-    built = features.build_features("flights", DATE_FROM, DATE_TO)
+    built = build.build_features("flights", DATE_FROM, DATE_TO)
     assert built["reused"] is False
     assert (
         validated["planes"].ref in built["inputs"] and validated["airports"].ref in built["inputs"]
@@ -50,15 +52,15 @@ def test_feature_set_layout_no_leakage_and_reuse(validated, dask_cluster, caplog
     fs = storage.filesystem()
     base = built["ref"].removeprefix("s3://")
     assert fs.exists(f"{base}/transform.json") and fs.exists(f"{base}/{storage.MANIFEST}")
-    manifest = features.read_feature_manifest(built["ref"])
+    manifest = sets.read_feature_manifest(built["ref"])
     assert manifest["feature_version"] == built["feature_version"]
 
     frames = {}
-    for split in features.SPLITS:
-        parts = features.split_parts(manifest, split)
+    for split in sets.SPLITS:
+        parts = sets.split_parts(manifest, split)
         assert parts and all(p["path"].startswith(f"{built['ref']}/{split}/") for p in parts)
         assert sum(p["rows"] for p in parts) == manifest["rows"][split]
-        frames[split] = features.read_split(manifest, split)
+        frames[split] = sets.read_split(manifest, split)
         assert len(frames[split]) == manifest["rows"][split]
     # No leakage: every test day after every validation day after every train day.
     day = {k: pd.to_datetime(f[["year", "month", "day"]]) for k, f in frames.items()}
@@ -69,9 +71,9 @@ def test_feature_set_layout_no_leakage_and_reuse(validated, dask_cluster, caplog
     raw = pd.concat(storage.read_batch(m) for m in _validated_flights().values())
     assert sum(manifest["rows"].values()) == raw["dep_delay"].notna().sum()
     for f in frames.values():
-        assert f[features.TARGET].isin([0.0, 1.0]).all()
+        assert f[TARGET].isin([0.0, 1.0]).all()
     # The transform was fitted on the train split only: its statistics are the train rows'.
-    transform = features.load_transform(manifest)
+    transform = sets.load_transform(manifest)
     departed = raw[raw["dep_delay"].notna()]
     in_train = departed[
         pd.to_datetime(departed[["year", "month", "day"]])
@@ -80,9 +82,9 @@ def test_feature_set_layout_no_leakage_and_reuse(validated, dask_cluster, caplog
     ]
     assert transform.means["distance"] == pytest.approx(in_train["distance"].mean(), rel=1e-9)
     assert transform.means["distance"] != pytest.approx(departed["distance"].mean(), rel=1e-9)
-    assert len(features.read_split(manifest, features.EVAL_SNAPSHOT)) == manifest["rows"]["test"]
+    assert len(sets.read_split(manifest, sets.EVAL_SNAPSHOT)) == manifest["rows"]["test"]
     # Same rows through the restored transform (the pyfunc path) = the written features.
-    eval_rows = features.read_split(manifest, features.EVAL_SNAPSHOT)
+    eval_rows = sets.read_split(manifest, sets.EVAL_SNAPSHOT)
     applied = transform.apply(eval_rows[transform.input_columns])
     written = frames["test"][applied.columns]
     order = ["carrier", "flight", "origin", "time_hour"]
@@ -99,18 +101,18 @@ def test_feature_set_layout_no_leakage_and_reuse(validated, dask_cluster, caplog
 
     # Cache hit: same inputs, contract, code, params -> reused, and the log says so.
     with caplog.at_level(logging.INFO, logger="ml.features"):
-        again = features.build_features("flights", DATE_FROM, DATE_TO)
+        again = build.build_features("flights", DATE_FROM, DATE_TO)
     assert again["reused"] is True and again["feature_version"] == built["feature_version"]
     assert "reusing it, nothing recomputed" in caplog.text
 
     # Cache miss: a param changes, or one input batch is superseded by a new one.
-    other = features.build_features("flights", DATE_FROM, DATE_TO, min_frequency=1)
+    other = build.build_features("flights", DATE_FROM, DATE_TO, min_frequency=1)
     assert other["reused"] is False and other["feature_version"] != built["feature_version"]
     weather = storage.latest_batches("validated", "weather")[f"date={DAYS[0]}"]
     storage.write_batch(
         storage.read_batch(weather), "validated", "weather", weather.partition, source="test"
     )
-    changed = features.build_features("flights", DATE_FROM, DATE_TO)
+    changed = build.build_features("flights", DATE_FROM, DATE_TO)
     assert changed["reused"] is False
     assert changed["feature_version"] not in (built["feature_version"], other["feature_version"])
     assert changed["rows"] == built["rows"]

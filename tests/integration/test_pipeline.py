@@ -5,8 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ml import features, ingest, registry, score, storage, train, validation
+from ml import ingest, registry, score, storage, validation
 from ml.evaluate import DecisionRule
+from ml.features import build, sets
+from ml.features.derived import TARGET
+from ml.training import train
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +37,7 @@ def test_reingesting_unchanged_days_writes_nothing(validated):
 
 
 def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
-    fs = features.build_features("flights")
+    fs = build.build_features("flights")
     assert fs["reused"] is False
     split = fs["splits"]
     assert (
@@ -44,10 +47,10 @@ def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
         < min(split["test"])
     )
     assert fs["rows"]["train"] > 3000 and fs["rows"]["test"] > 500
-    assert features.build_features("flights")["reused"] is True  # same inputs: nothing recomputed
+    assert build.build_features("flights")["reused"] is True  # same inputs: nothing recomputed
 
-    test_rows = features.read_split(fs, "test")
-    assert test_rows[features.TARGET].isin([0, 1]).all()
+    test_rows = sets.read_split(fs, "test")
+    assert test_rows[TARGET].isin([0, 1]).all()
     assert {f"num__{c}" for c in fs["numeric"]} <= set(test_rows.columns)
 
     good = train.train(fs["ref"], {"epochs": 3})
@@ -100,5 +103,5 @@ def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
     eval_rows = pd.read_parquet(
         good["eval_snapshot"], storage_options=storage.get_settings().s3_storage_options()
     )
-    out = model.predict(eval_rows.drop(columns=[features.TARGET]))
+    out = model.predict(eval_rows.drop(columns=[TARGET]))
     assert len(out) == len(eval_rows) and out["probability"].between(0, 1).all()

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ml import stack
+from ml.dev import stack
 from ml.settings import Settings
 
 pytestmark = pytest.mark.integration

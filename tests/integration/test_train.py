@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from ml import storage
-from ml.loader import synthetic_features
+from ml.training.loader import synthetic_features
 
 pytestmark = pytest.mark.integration
 
@@ -74,14 +74,14 @@ def test_a_killed_training_resumes_in_the_same_run_and_registers_once(
 ):
     import mlflow
 
-    from ml.checkpoint import CheckpointStore, task_key
-    from ml.train import TASK_KEY_TAG, train
+    from ml.training.checkpoint import CheckpointStore, task_key
+    from ml.training.train import TASK_KEY_TAG, train
 
     ref = write_feature_set("fv-resume", contract_file, rows=5000)
     ti = task("manual__resume")
     key = task_key(**ti)
     code = (
-        "import json, sys; from ml.train import train; "
+        "import json, sys; from ml.training.train import train; "
         "train(sys.argv[1], json.loads(sys.argv[2]), task_instance=json.loads(sys.argv[3]))"
     )
     proc = subprocess.Popen(
@@ -147,11 +147,11 @@ def test_a_killed_training_resumes_in_the_same_run_and_registers_once(
     )
 
     # The registered pyfunc takes raw rows and agrees with the network on transformed rows.
-    from ml import features
-    from ml.compress import compress
+    from ml.features import sets
+    from ml.training.compress import compress
 
     loaded = mlflow.pyfunc.load_model(f"models:/trainsynth_delay/{result['model_version']}")
-    raw = features.read_split(features.read_feature_manifest(ref), "eval")
+    raw = sets.read_split(sets.read_feature_manifest(ref), "eval")
     proba = loaded.predict(raw)["probability"].to_numpy()
     assert proba.shape == (len(raw),) and ((proba > 0) & (proba < 1)).all()
     assert result["metrics"]["test_roc_auc"] > 0.7
@@ -177,7 +177,7 @@ def test_a_killed_training_resumes_in_the_same_run_and_registers_once(
 def test_a_nan_loss_fails_the_run_with_a_clear_error(s3_server, mlflow_server, contract_file):
     import mlflow
 
-    from ml.train import TrainingDivergedError, train
+    from ml.training.train import TrainingDivergedError, train
 
     ref = write_feature_set("fv-nan", contract_file, rows=2000, nan_in_train=True)
     with pytest.raises(TrainingDivergedError, match=r"epoch 0.*fv-nan/train"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ml import stack
+from ml.dev import stack
 from ml.settings import Settings
 
 pytestmark = pytest.mark.integration

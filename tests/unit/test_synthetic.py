@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml import synthetic
+from ml.dev import synthetic
 from ml.sources import nycflights13_rows, nycflights13_table
 
 pytestmark = pytest.mark.unit

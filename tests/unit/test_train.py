@@ -13,9 +13,15 @@ import pandas as pd
 import pytest
 import torch
 
-from ml import checkpoint
-from ml.loader import Batches, frame_tensors, list_shards, split_batches, synthetic_features
-from ml.train import TrainingDivergedError, TrainParams, binary_metrics, fit_network
+from ml.training import checkpoint
+from ml.training.loader import (
+    Batches,
+    frame_tensors,
+    list_shards,
+    split_batches,
+    synthetic_features,
+)
+from ml.training.train import TrainingDivergedError, TrainParams, binary_metrics, fit_network
 
 pytestmark = pytest.mark.unit
 
@@ -142,7 +148,7 @@ def test_shards_stream_every_row_once_per_epoch_and_ranks_share_evenly(data, tmp
 
 
 def test_ddp_two_processes_on_cpu_with_gloo(tmp_path):
-    from ml.distributed import torchrun_command
+    from ml.training.distributed import torchrun_command
 
     params = json.dumps({**SMALL, "epochs": 2})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -168,7 +174,7 @@ def test_ddp_two_processes_on_cpu_with_gloo(tmp_path):
 def test_pyfunc_takes_raw_rows_and_agrees_with_the_network(data, tmp_path):
     import mlflow
 
-    from ml.model import (
+    from ml.training.model import (
         CONFIG_ARTIFACT,
         TRANSFORM_ARTIFACT,
         WEIGHTS_ARTIFACT,
@@ -207,7 +213,7 @@ def test_pyfunc_takes_raw_rows_and_agrees_with_the_network(data, tmp_path):
 
 
 def test_compact_variant_is_smaller_and_close(data):
-    from ml.compress import compact_variant, prune_magnitude
+    from ml.training.compress import compact_variant, prune_magnitude
 
     _, val, transform = data
     network, _ = fit(data, hidden=128)
@@ -223,7 +229,7 @@ def test_compact_variant_is_smaller_and_close(data):
 
 
 def test_baseline_trees_on_the_same_features(data):
-    from ml.baseline import BaselineParams, baseline_proba, fit_baseline
+    from ml.training.baseline import BaselineParams, baseline_proba, fit_baseline
 
     frame, val, transform = data
     model = fit_baseline(frame, val, transform, BaselineParams(max_iter=50))

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from ml.contracts import ContractError, load_contract
+from ml.errors import ContractViolationError
 from ml.validation import (
     DTYPES,
     ContractViolation,
@@ -335,7 +336,7 @@ def test_contract_violation_pickles(flights, day):
     report = check(_plant(day, "distance", [0], 9000), flights)
     exc = ContractViolation("batch s3://raw/x broke", ref="s3://raw/x", report=report)
     back = pickle.loads(pickle.dumps(exc))
-    assert isinstance(back, ValueError)
+    assert isinstance(back, ContractViolationError)
     assert str(back) == "batch s3://raw/x broke"
     assert back.failed_rules == ["flights.distance.max"] and back.ref == "s3://raw/x"
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from ml.features import FeatureTransform
+    from ml.features.transform import FeatureTransform
 
 TRANSFORM_ARTIFACT = "transform"
 WEIGHTS_ARTIFACT = "weights"
@@ -72,7 +72,7 @@ def network_from_config(transform: FeatureTransform, config: dict):
 
 def tensors(frame: pd.DataFrame, transform: FeatureTransform) -> tuple[torch.Tensor, torch.Tensor]:
     """Column slices of a model-input frame (`num__*`, `cat__*`) as two tensors, no per-row work."""
-    from ml.loader import frame_tensors
+    from ml.training.loader import frame_tensors
 
     numeric, categorical, _ = frame_tensors(frame, transform, target=False)
     return numeric, categorical
@@ -110,7 +110,7 @@ class DelayModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         import torch
 
-        from ml.features import FeatureTransform
+        from ml.features.transform import FeatureTransform
 
         with open(context.artifacts[TRANSFORM_ARTIFACT]) as fh:
             self.transform = FeatureTransform.from_json(fh.read())
@@ -119,7 +119,7 @@ class DelayModel(mlflow.pyfunc.PythonModel):
         self.network = network_from_config(self.transform, self.config["network"])
         if self.config.get("quantized"):
             # A dynamic-int8 network: rebuild the same quantized modules, then load its weights.
-            from ml.compress import quantize_dynamic
+            from ml.training.compress import quantize_dynamic
 
             self.network = quantize_dynamic(self.network)
         # Our own artifact; a quantized state dict holds packed params that weights_only rejects.

@@ -11,8 +11,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from ml import contracts, features, registry, storage
-from ml.airflow_api import AirflowClient
+from ml import contracts, registry, storage
+from ml.dev.airflow_api import AirflowClient
+from ml.features import joins
 from ml.ingest import days_between
 from ml.settings import Settings, get_settings
 
@@ -53,7 +54,7 @@ def run_chain(
     Returns the final state of one run per DAG, keyed by DAG id.
     """
     contract = contracts.load_contract(dataset)
-    references = features.reference_datasets(contract)  # joins and lookups (planes, airports)
+    references = joins.reference_datasets(contract)  # joins and lookups (planes, airports)
     ids = chain_dag_ids(dataset)
     ref_ids = {name: chain_dag_ids(name) for name in references}
     all_ids = [*ids.values()] + [d for r in ref_ids.values() for d in (r["ingest"], r["validate"])]
@@ -66,7 +67,7 @@ def run_chain(
     conf = {"date_from": date_from, "date_to": date_to}
     runs: dict[str, dict] = {}
     # Lookup snapshots first: preprocessing reads the latest validated one when it starts.
-    snapshots = {r.dataset for r in features.references_of(contract) if r.snapshot}
+    snapshots = {r.dataset for r in joins.references_of(contract) if r.snapshot}
     for group in (
         [d for name, d in ref_ids.items() if name in snapshots],
         [d for name, d in ref_ids.items() if name not in snapshots] + [ids],
@@ -114,7 +115,7 @@ def summarize(
             if p in in_range or p == contracts.SNAPSHOT
         )
 
-    names = [dataset, *features.reference_datasets(contract)]
+    names = [dataset, *joins.reference_datasets(contract)]
     summary: dict[str, Any] = {
         "ok": bool(runs) and all(r["state"] == "success" for r in runs.values()),
         "dates": f"{date_from} .. {date_to}",
@@ -162,7 +163,7 @@ def run(
     dataset: str = "flights",
 ) -> dict:
     """Stack up, run the chain through Airflow, and return the summary."""
-    from ml import stack
+    from ml.dev import stack
 
     s = get_settings()
     started = time.monotonic()

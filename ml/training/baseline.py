@@ -13,7 +13,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from ml import features
+from ml.features import sets
+from ml.features.derived import TARGET
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,7 +49,7 @@ class BaselineParams:
 
 def design(frame: pd.DataFrame, transform) -> pd.DataFrame:
     """The trees' input: `num__*` and `cat__*` columns of a model-input frame."""
-    from ml.loader import categorical_columns, numeric_columns
+    from ml.training.loader import categorical_columns, numeric_columns
 
     return frame[numeric_columns(transform) + categorical_columns(transform)]
 
@@ -73,9 +74,9 @@ def fit_baseline(train: pd.DataFrame, validation: pd.DataFrame, transform, param
     )
     model.fit(
         design(train, transform),
-        train[features.TARGET].to_numpy().astype(int),
+        train[TARGET].to_numpy().astype(int),
         X_val=design(validation, transform),
-        y_val=validation[features.TARGET].to_numpy().astype(int),
+        y_val=validation[TARGET].to_numpy().astype(int),
     )
     return model
 
@@ -93,7 +94,7 @@ def train_baseline(
     """
     import mlflow
 
-    from ml.train import TASK_KEY_TAG, binary_metrics, open_task_run
+    from ml.training.train import TASK_KEY_TAG, binary_metrics, open_task_run
 
     hp = BaselineParams.from_dict(params)
     task = open_task_run(feature_ref, task_instance, "baseline", "baseline")
@@ -104,7 +105,7 @@ def train_baseline(
         log.info("baseline run %s of task key %s already finished: reusing it", run_id, key)
         metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
         return {"run_id": run_id, "metrics": metrics, "task_key": run.data.tags[TASK_KEY_TAG]}
-    splits = {name: features.read_split(manifest, name) for name in features.SPLITS}
+    splits = {name: sets.read_split(manifest, name) for name in sets.SPLITS}
     with mlflow.start_run(run_id=run_id):
         if not run.data.params:
             mlflow.log_params({f"baseline_{k}": v for k, v in asdict(hp).items()})
@@ -112,7 +113,7 @@ def train_baseline(
         model = fit_baseline(splits["train"], splits["validation"], transform, hp)
         fit_s = time.perf_counter() - started
         test = binary_metrics(
-            splits["test"][features.TARGET], baseline_proba(model, splits["test"], transform)
+            splits["test"][TARGET], baseline_proba(model, splits["test"], transform)
         )
         metrics = {f"test_{k}": v for k, v in test.items()}
         mlflow.log_metrics({**metrics, "fit_s": fit_s, "n_iter": float(model.n_iter_)})

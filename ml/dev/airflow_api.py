@@ -13,12 +13,14 @@ from typing import Any
 
 import requests
 
+from ml.errors import MlpipeError
+
 log = logging.getLogger(__name__)
 
 TERMINAL = {"success", "failed"}
 
 
-class AirflowAPIError(RuntimeError):
+class AirflowAPIError(MlpipeError):
     """The API answered with an error; the message carries the method, path and answer."""
 
 

@@ -16,14 +16,16 @@ import logging
 import random
 from typing import Any
 
+from ml.errors import MlpipeError
+
 log = logging.getLogger(__name__)
 
 POINTER = "LATEST.json"
 KEEP = 2  # checkpoints kept: the committed one and the one before it
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(MlpipeError):
+    """A checkpoint that cannot be written or read back (names the key and why)."""
 
 
 def task_key(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:

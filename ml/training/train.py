@@ -17,14 +17,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ml import features
+from ml.errors import RefusedError
+from ml.features import sets
+from ml.features.derived import TARGET
+from ml.features.transform import FeatureTransform
 from ml.settings import get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ml.checkpoint import CheckpointStore
-    from ml.distributed import DistContext
+    from ml.training.checkpoint import CheckpointStore
+    from ml.training.distributed import DistContext
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ VERSION_TAG = "mlpipe_model_version"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(RefusedError):
     """The loss became NaN or infinite: training stops rather than registering garbage."""
 
 
@@ -159,14 +162,14 @@ def fit_network(
 ):
     """Train with early stopping on validation log loss; return (best network on CPU, history).
 
-    `batches` is an `ml.loader.Batches`; `validation` is (numeric, categorical, target) CPU
+    `batches` is an `ml.training.loader.Batches`; `validation` is (numeric, categorical, target) CPU
     tensors. With a `checkpoint` store, every epoch is checkpointed (rank 0) and training resumes
     from the committed checkpoint. `on_epoch(row)` runs on rank 0 after each new epoch.
     """
     import torch
 
-    from ml import checkpoint as ckpt
-    from ml.model import build_network, predict_tensors
+    from ml.training import checkpoint as ckpt
+    from ml.training.model import build_network, predict_tensors
 
     device = device or pick_device()
     is_main = dist is None or dist.is_main
@@ -312,7 +315,7 @@ def _shift_bias(network, delta: float) -> None:
 
 def training_data(manifest: dict, transform, hp: TrainParams, device: str, dist=None):
     """(train Batches, validation tensors) of a feature set."""
-    from ml.loader import frame_tensors, split_batches
+    from ml.training.loader import frame_tensors, split_batches
 
     batches = split_batches(
         f"{manifest['ref']}/train",
@@ -324,7 +327,7 @@ def training_data(manifest: dict, transform, hp: TrainParams, device: str, dist=
         world_size=dist.world_size if dist else 1,
         memory_budget_bytes=hp.memory_budget_mb << 20,
     )
-    validation = frame_tensors(features.read_split(manifest, "validation"), transform)
+    validation = frame_tensors(sets.read_split(manifest, "validation"), transform)
     return batches, validation
 
 
@@ -362,7 +365,7 @@ class TaskRun:
 
     manifest: dict
     contract: Any
-    transform: features.FeatureTransform
+    transform: FeatureTransform
     key: str
     client: Any
     run_id: str
@@ -373,17 +376,17 @@ def open_task_run(
 ) -> TaskRun:
     """Read the feature set, then find or create the `role` run (named `<name>-<version>`) of
     this task instance in the dataset's MLflow experiment: the set-up of `train` and of
-    `ml.baseline.train_baseline`."""
+    `ml.training.baseline.train_baseline`."""
     import uuid
 
     import mlflow
 
     from ml import contracts
-    from ml.checkpoint import task_key
+    from ml.training.checkpoint import task_key
 
-    manifest = features.read_feature_manifest(feature_ref)
+    manifest = sets.read_feature_manifest(feature_ref)
     contract = contracts.load_contract(manifest["dataset"])
-    transform = features.load_transform(manifest)
+    transform = sets.load_transform(manifest)
     key = task_key(**task_instance) if task_instance else f"adhoc-{uuid.uuid4().hex[:16]}"
     mlflow.set_tracking_uri(get_settings().mlflow_tracking_uri)
     experiment = mlflow.set_experiment(contract.dataset)
@@ -426,12 +429,12 @@ def train(
 
     `task_instance` (`dag_id`, `run_id`, `task_id`, `map_index`) makes the call idempotent per
     Airflow task instance: a retry continues the same MLflow run from the last checkpoint and
-    registers at most one version. `baseline` (the result of `ml.baseline.train_baseline`)
+    registers at most one version. `baseline` (the result of `ml.training.baseline.train_baseline`)
     records the network's test ROC AUC minus the baseline's.
     """
     import mlflow
 
-    from ml.checkpoint import CheckpointStore
+    from ml.training.checkpoint import CheckpointStore
 
     hp = TrainParams.from_dict(params)
     task = open_task_run(
@@ -454,7 +457,7 @@ def train(
         start = (store.latest() or {"epoch": -1})["epoch"] + 1
         mlflow.log_metric("attempt_start_epoch", start, step=attempt)
         if hp.nproc_per_node > 1:
-            from ml.distributed import launch
+            from ml.training.distributed import launch
 
             network, history = launch(feature_ref, hp, run_id, store.url)
         else:
@@ -487,12 +490,12 @@ def _fit_here(client, run_id, manifest, transform, hp, store):
 def _finish(client, run_id, network, history, manifest, contract, transform, hp, baseline):
     import mlflow
 
-    from ml import figures
-    from ml.model import predict_proba
+    from ml.training import figures
+    from ml.training.model import predict_proba
 
-    test_frame = features.read_split(manifest, "test")
+    test_frame = sets.read_split(manifest, "test")
     proba = predict_proba(network, test_frame, transform)
-    y_test = test_frame[features.TARGET].to_numpy()
+    y_test = test_frame[TARGET].to_numpy()
     test = binary_metrics(y_test, proba)
     metrics = {f"test_{k}": v for k, v in test.items()}
     if baseline:
@@ -528,7 +531,7 @@ def _finish(client, run_id, network, history, manifest, contract, transform, hp,
 
 def input_example(manifest: dict, transform) -> pd.DataFrame:
     """A few raw rows of the feature set's eval snapshot, as the model takes them."""
-    eval_rows = features.read_split(manifest, features.EVAL_SNAPSHOT)
+    eval_rows = sets.read_split(manifest, sets.EVAL_SNAPSHOT)
     return eval_rows[transform.input_columns].head(5)
 
 
@@ -539,7 +542,7 @@ def log_pyfunc(network, transform, network_config: dict, example, extra_config=N
     import torch
     from mlflow.models import infer_signature
 
-    from ml.model import CONFIG_ARTIFACT, TRANSFORM_ARTIFACT, WEIGHTS_ARTIFACT, DelayModel
+    from ml.training.model import CONFIG_ARTIFACT, TRANSFORM_ARTIFACT, WEIGHTS_ARTIFACT, DelayModel
 
     example = example[transform.input_columns].head(5)
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any
 
-from ml import features
+from ml.features import sets
 from ml.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def cpu_latency_ms(network, numeric, categorical, repeat: int = 5) -> float:
     """Median wall time of scoring the given rows on the CPU, in milliseconds."""
     import statistics
 
-    from ml.model import predict_tensors
+    from ml.training.model import predict_tensors
 
     predict_tensors(network, numeric[:256], categorical[:256])  # warm-up
     times = []
@@ -74,8 +74,8 @@ def cpu_latency_ms(network, numeric, categorical, repeat: int = 5) -> float:
 
 def compact_variant(network, validation, test, prune_amount: float, tolerance: float):
     """(compact network, report): prune if validation log loss allows, then quantize."""
-    from ml.model import predict_tensors
-    from ml.train import binary_metrics
+    from ml.training.model import predict_tensors
+    from ml.training.train import binary_metrics
 
     val_num, val_cat, val_y = validation
     full_val = binary_metrics(val_y.numpy(), predict_tensors(network, val_num, val_cat))
@@ -113,9 +113,9 @@ def compress(
     import torch
 
     from ml import contracts
-    from ml.loader import frame_tensors
-    from ml.model import network_from_config
-    from ml.train import TrainParams, input_example, log_pyfunc, register
+    from ml.training.loader import frame_tensors
+    from ml.training.model import network_from_config
+    from ml.training.train import TrainParams, input_example, log_pyfunc, register
 
     s = get_settings()
     params = params or {}
@@ -133,11 +133,11 @@ def compress(
         v = existing[0]
         log.info("version %s already has the compact variant %s", version, v.version)
         return {"model_name": name, "version": str(v.version), "reused": True, **v.tags}
-    manifest = features.read_feature_manifest(
+    manifest = sets.read_feature_manifest(
         client.get_run(train_result["run_id"]).data.params["feature_ref"]
     )
     contract = contracts.load_contract(manifest["dataset"])
-    transform = features.load_transform(manifest)
+    transform = sets.load_transform(manifest)
     hp = TrainParams.from_dict(params)
     network = network_from_config(transform, hp.network_config())
     weights = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=None)
@@ -146,8 +146,8 @@ def compress(
     )
     network.eval()
     torch.set_num_threads(s.torch_threads)
-    validation = frame_tensors(features.read_split(manifest, "validation"), transform)
-    test = frame_tensors(features.read_split(manifest, "test"), transform)
+    validation = frame_tensors(sets.read_split(manifest, "validation"), transform)
+    test = frame_tensors(sets.read_split(manifest, "test"), transform)
     compact, report = compact_variant(network, validation, test, prune_amount, tolerance)
     with mlflow.start_run(run_id=train_result["run_id"]):
         mlflow.log_metrics({f"compact_{k}": v for k, v in report.items()})

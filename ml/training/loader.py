@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from ml.features import FeatureTransform
+    from ml.features.transform import FeatureTransform
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def synthetic_features(rows: int, seed: int = 0, n_numeric: int = 6, cardinality
     import numpy as np
     import pandas as pd
 
-    from ml.features import FeatureTransform
+    from ml.features.transform import FeatureTransform
 
     rng = np.random.default_rng(seed)
     numeric = [f"x{i}" for i in range(n_numeric)]

@@ -1,9 +1,9 @@
 """Multi-GPU training through `torchrun` (DDP): NCCL on GPUs, gloo on CPU.
 
-`launch` starts `torchrun --nproc_per_node N -m ml.distributed ...` from the training task; each
-worker runs the same `ml.train.fit_network` on its share of every shard; rank 0 logs the epochs
+`launch` starts `torchrun --nproc_per_node N -m ml.training.distributed ...` from the training task; each
+worker runs the same `ml.training.train.fit_network` on its share of every shard; rank 0 logs the epochs
 to the task's MLflow run, writes the checkpoints, and hands the trained weights back.
-`python -m ml.distributed --synthetic ROWS --out DIR` trains on generated data (the CPU test).
+`python -m ml.training.distributed --synthetic ROWS --out DIR` trains on generated data (the CPU test).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def setup() -> DistContext:
 
     missing = [k for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if k not in os.environ]
     if missing:
-        raise RuntimeError(f"ml.distributed: {missing} not set: start it through torchrun")
+        raise RuntimeError(f"ml.training.distributed: {missing} not set: start it through torchrun")
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     ctx = DistContext(
         rank=int(os.environ["RANK"]),
@@ -83,8 +83,8 @@ def launch(feature_ref: str, hp, run_id: str, checkpoint_url: str):
     """Run training under torchrun (one process per GPU); return (network on CPU, history)."""
     import torch
 
-    from ml import features
-    from ml.model import build_network
+    from ml.features import sets
+    from ml.training.model import build_network
 
     out = Path(tempfile.mkdtemp(prefix="mlpipe-ddp-"))
     argv = [
@@ -108,7 +108,7 @@ def launch(feature_ref: str, hp, run_id: str, checkpoint_url: str):
                 f"torchrun training of {feature_ref} failed with exit code {done.returncode} "
                 "(the worker logs are above; a retry resumes from the last checkpoint)"
             )
-        transform = features.load_transform(features.read_feature_manifest(feature_ref))
+        transform = sets.load_transform(sets.read_feature_manifest(feature_ref))
         network = build_network(
             len(transform.numeric), transform.cardinalities, **hp.network_config()
         )
@@ -128,7 +128,7 @@ def torchrun_command(nproc: int) -> list[str]:
         "--nproc_per_node",
         str(nproc),
         "-m",
-        "ml.distributed",
+        "ml.training.distributed",
     ]
 
 
@@ -136,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.distributed as dist
 
-    from ml.train import TrainParams, fit_network
+    from ml.training.train import TrainParams, fit_network
 
-    parser = argparse.ArgumentParser(prog="python -m ml.distributed")
+    parser = argparse.ArgumentParser(prog="python -m ml.training.distributed")
     parser.add_argument("--feature-ref")
     parser.add_argument("--synthetic", type=int, help="train on this many generated rows")
     parser.add_argument("--params", default="{}")
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _synthetic(rows: int, hp, ctx: DistContext, device: str):
-    from ml.loader import Batches, frame_tensors, synthetic_features
+    from ml.training.loader import Batches, frame_tensors, synthetic_features
 
     frame, transform = synthetic_features(rows, seed=hp.seed)
     val_frame, _ = synthetic_features(max(rows // 4, 100), seed=hp.seed + 1)
@@ -208,12 +208,12 @@ def _synthetic(rows: int, hp, ctx: DistContext, device: str):
 def _feature_set(args, hp, ctx: DistContext, device: str):
     import mlflow
 
-    from ml import features
-    from ml.checkpoint import CheckpointStore
-    from ml.train import _logged_steps, log_epoch, training_data
+    from ml.features import sets
+    from ml.training.checkpoint import CheckpointStore
+    from ml.training.train import _logged_steps, log_epoch, training_data
 
-    manifest = features.read_feature_manifest(args.feature_ref)
-    transform = features.load_transform(manifest)
+    manifest = sets.read_feature_manifest(args.feature_ref)
+    transform = sets.load_transform(manifest)
     batches, validation = training_data(manifest, transform, hp, device, dist=ctx)
     store = CheckpointStore(args.checkpoint) if args.checkpoint else None
     on_epoch = None

@@ -38,6 +38,7 @@ import psutil
 
 import ml
 from ml import cluster
+from ml.errors import MlpipeError
 from ml.settings import LOOPBACK_HOSTS, Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ STOP_TIMEOUT = 15.0
 LOG_TAIL_LINES = 40
 
 
-class StackError(RuntimeError):
+class StackError(MlpipeError):
     """A service of the local stack failed to start or to become healthy."""
 
 
@@ -789,7 +790,7 @@ def up(
 
 def ensure_promotion_pool(settings: Settings) -> None:
     """The one-slot Airflow pool `promotion`: alias moves (promote_<dataset>) never interleave."""
-    from ml.airflow_api import AirflowAPIError, AirflowClient
+    from ml.dev.airflow_api import AirflowAPIError, AirflowClient
 
     client = AirflowClient(settings.airflow_api_url)
     pool = {

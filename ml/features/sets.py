@@ -1,0 +1,95 @@
+"""Feature sets: splits by date, the feature version, and reading a committed feature set back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from ml import storage
+from ml.features.transform import FEATURE_CODE_VERSION, FeatureTransform
+from ml.settings import get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml.contracts import Contract
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+EVAL_SNAPSHOT = "eval"  # the joined raw rows of the test split, for champion/challenger scoring
+
+
+def split_partitions(partitions: list[str], fractions: dict[str, float]) -> dict[str, list[str]]:
+    """Split sorted date partitions by time: train strictly before validation before test."""
+    parts = sorted(partitions)
+    if len(parts) < 3:
+        raise ValueError(
+            f"split by date needs at least 3 partitions (train, validation, test); got {len(parts)}: {parts}"
+        )
+    n_test = max(1, round(len(parts) * fractions.get("test", 0.15)))
+    n_val = max(1, round(len(parts) * fractions.get("validation", 0.15)))
+    n_train = len(parts) - n_val - n_test
+    if n_train < 1:
+        n_train, n_val, n_test = 1, 1, len(parts) - 2
+    return {
+        "train": parts[:n_train],
+        "validation": parts[n_train : n_train + n_val],
+        "test": parts[n_train + n_val :],
+    }
+
+
+def feature_version(inputs: list[str], contract: Contract, params: dict) -> str:
+    """Hash of the input batches, the contract, the feature code and the params."""
+    payload = json.dumps(
+        {
+            "inputs": sorted(inputs),
+            "contract": contract.hash,
+            "code": FEATURE_CODE_VERSION,
+            "params": params,
+        },
+        sort_keys=True,
+    )
+    return "fv-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def read_feature_manifest(ref: str) -> dict:
+    return storage.read_json(f"{ref.rstrip('/')}/{storage.MANIFEST}")
+
+
+def load_transform(feature_manifest: dict) -> FeatureTransform:
+    return FeatureTransform.from_json(
+        storage.filesystem().cat_file(feature_manifest["transform"].removeprefix("s3://")).decode()
+    )
+
+
+def split_parts(feature_manifest: dict, split: str) -> list[dict]:
+    """The parquet parts of one split (or the eval snapshot): `[{"path", "rows"}]`, in order,
+    for reading shard by shard. Empty parts are left out."""
+    parts = feature_manifest.get("parts", {}).get(split)
+    if parts is None:
+        raise KeyError(
+            f"feature set {feature_manifest.get('ref')}: no split {split!r} in its manifest "
+            f"(splits: {sorted(feature_manifest.get('parts', {}))})"
+        )
+    return [p for p in parts if p["rows"]]
+
+
+def read_split(feature_manifest: dict, split: str) -> pd.DataFrame:
+    """One split of a feature set (or the eval snapshot) as a pandas frame (small sets only;
+    stream `split_parts` for large ones)."""
+    import pandas as pd
+
+    options = get_settings().s3_storage_options()
+    if "parts" not in feature_manifest:  # a feature set written before parts were listed
+        url = (
+            feature_manifest["eval_snapshot"]
+            if split == EVAL_SNAPSHOT
+            else f"{feature_manifest['ref']}/{split}/"
+        )
+        return pd.read_parquet(url, storage_options=options)
+    parts = split_parts(feature_manifest, split) or feature_manifest["parts"][split][:1]
+    frames = [pd.read_parquet(p["path"], storage_options=options) for p in parts]
+    return pd.concat(frames, ignore_index=True)

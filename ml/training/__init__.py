@@ -1,0 +1,1 @@
+"""Training: the network, the fit loop, its data loader, checkpoints, DDP, baseline, compression, figures."""
