@@ -41,7 +41,7 @@ def reference_profile(dataset: str, model_name: str, version: str) -> dict[str, 
     """Bins and reference shares of every model input, for one model version (cached)."""
     import numpy as np
 
-    from ml.registry import client
+    from ml.tracking import client
 
     s = get_settings()
     key = _profile_key(dataset, model_name, version)

@@ -123,7 +123,7 @@ def evaluate_version(model_name: str, version: str, rows: pd.DataFrame) -> dict[
     """A registered model version's metrics on labelled joined raw rows (its own transform)."""
     import mlflow.pyfunc
 
-    from ml.registry import client
+    from ml.tracking import client
 
     client()  # sets the tracking URI
     model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")

@@ -13,7 +13,7 @@ import json
 import logging
 from typing import Any
 
-from ml import contracts, registry, storage
+from ml import contracts, registry, storage, tracking
 from ml.drift import feature_set_ref
 from ml.errors import NotFoundError
 from ml.features import sets
@@ -62,7 +62,7 @@ def upstream(predictions_ref: str) -> dict[str, Any]:
         )
     model_name = pred.extra["model_name"]
     version = str(pred.extra["model_version"])
-    client = registry.client()
+    client = tracking.client()
     mv = client.get_model_version(model_name, version)
     run = client.get_run(mv.run_id)
     fv = mv.tags.get("feature_version") or pred.extra.get("feature_version")
@@ -124,7 +124,7 @@ def downstream(raw_ref: str) -> dict[str, Any]:
     ]
     checked_refs = {m.ref for m in checked}
     feature_sets = [fm for fm in _all_feature_manifests() if checked_refs & set(fm["inputs"])]
-    client = registry.client()
+    client = tracking.client()
     models = []
     for fm in feature_sets:
         model_name = contracts.load_contract(fm["dataset"]).model_name

@@ -17,15 +17,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ml import storage
+from ml import storage, tracking
 from ml.errors import RefusedError
 from ml.evaluate import DecisionRule, decide, evaluate_version, load_snapshot
 from ml.settings import get_settings
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +38,12 @@ class RegistryError(RefusedError):
     """A registry operation that cannot be done (names the model, version and why)."""
 
 
-def client() -> MlflowClient:
-    import mlflow
-
-    mlflow.set_tracking_uri(get_settings().mlflow_tracking_uri)
-    return mlflow.MlflowClient()
-
-
 def alias_version(model_name: str, alias: str) -> str | None:
     """The version an alias points at, or None when the alias (or the model) does not exist."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(client().get_model_version_by_alias(model_name, alias).version)
+        return str(tracking.client().get_model_version_by_alias(model_name, alias).version)
     except MlflowException:
         return None
 
@@ -201,7 +191,7 @@ def promote(
                     promoted, reasons = decide(challenger_metrics, champion_metrics, rule)
             else:
                 promoted, reasons = decide(challenger_metrics, None, rule)
-        mlflow_client = client()
+        mlflow_client = tracking.client()
         if promoted:
             if champion is not None:
                 mlflow_client.set_registered_model_alias(model_name, PREVIOUS, champion)
@@ -239,7 +229,7 @@ def promote(
         "promotion.audit_record": decision["audit_record"],
     }
     for key, value in tags.items():
-        client().set_model_version_tag(model_name, version, key, value)
+        tracking.client().set_model_version_tag(model_name, version, key, value)
     log.info(
         "promotion of %s version %s: %s (%s)", model_name, version, promoted, decision["reason"]
     )
@@ -268,7 +258,7 @@ def rollback(model_name: str, by: str = "", reason: str = "") -> dict[str, Any]:
             ):
                 before_previous = record.get("previous_champion")
                 break
-        mlflow_client = client()
+        mlflow_client = tracking.client()
         mlflow_client.set_registered_model_alias(model_name, CHAMPION, previous)
         if before_previous and before_previous not in (previous, champion):
             mlflow_client.set_registered_model_alias(model_name, PREVIOUS, before_previous)
@@ -290,7 +280,7 @@ def rollback(model_name: str, by: str = "", reason: str = "") -> dict[str, Any]:
         }
         record["audit_record"] = _audit(model_name, record)
     if champion is not None:
-        client().set_model_version_tag(
+        tracking.client().set_model_version_tag(
             model_name, champion, "promotion.rolled_back", record["audit_record"]
         )
     log.info("rolled %s back from version %s to %s", model_name, champion, previous)
@@ -302,7 +292,7 @@ def _eval_snapshot_of(dataset: str, model_name: str, version: str) -> str:
     from ml.drift import feature_set_ref
     from ml.features import sets
 
-    fv = client().get_model_version(model_name, version).tags.get("feature_version")
+    fv = tracking.client().get_model_version(model_name, version).tags.get("feature_version")
     if not fv:
         raise RegistryError(f"{model_name} version {version} has no feature_version tag")
     return sets.read_feature_manifest(feature_set_ref(dataset, fv))["eval_snapshot"]

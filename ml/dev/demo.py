@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from ml import contracts, registry, storage
+from ml import contracts, registry, storage, tracking
 from ml.dev.airflow_api import AirflowClient
 from ml.features import joins
 from ml.ingest import days_between
@@ -127,7 +127,7 @@ def summarize(
     model_name = contract.model_name
     version = registry.alias_version(model_name, registry.CHAMPION)
     if version is not None:
-        mv = registry.client().get_model_version(model_name, version)
+        mv = tracking.client().get_model_version(model_name, version)
         summary["model"] = {
             "name": model_name,
             "champion_version": version,
@@ -137,7 +137,7 @@ def summarize(
         }
     challenger = registry.alias_version(model_name, registry.CHALLENGER)
     if challenger is not None and challenger != version:
-        tags = registry.client().get_model_version(model_name, challenger).tags
+        tags = tracking.client().get_model_version(model_name, challenger).tags
         summary["challenger"] = {"version": challenger, "decision": tags.get("promotion.reason")}
     predictions = storage.list_batches("predictions", dataset, settings=settings)
     if predictions:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ml import cli, lineage, registry, storage
+from ml import cli, lineage, registry, storage, tracking
 from ml.dev import demo
 from ml.dev.airflow_api import AirflowClient
 
@@ -76,7 +76,7 @@ def test_features_model_and_predictions(runs, stack):
     assert len(feature_sets) == 1
     version = registry.alias_version("flights_delay", registry.CHAMPION)
     assert version is not None
-    mv = registry.client().get_model_version("flights_delay", version)
+    mv = tracking.client().get_model_version("flights_delay", version)
     assert float(mv.tags["test_roc_auc"]) > 0.5
     assert mv.tags["promotion.promoted"] == "True"
     predictions = storage.list_batches("predictions", "flights")
@@ -108,7 +108,7 @@ def test_alias_moves_score_exactly_once_and_rollback_scores_again(runs, stack, s
     assert len(asset_runs(client, "batch_score_flights", since)) == 1
     first = registry.alias_version("flights_delay", registry.CHAMPION)
     # A person force-promotes another version (same weights) through the promote DAG's Params.
-    mlflow_client = registry.client()
+    mlflow_client = tracking.client()
     copy = mlflow_client.copy_model_version(f"models:/flights_delay/{first}", "flights_delay")
     for key, value in mlflow_client.get_model_version("flights_delay", first).tags.items():
         if not key.startswith("promotion."):

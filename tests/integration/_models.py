@@ -4,7 +4,7 @@ has its own aliases and audit log on the shared package-scoped servers)."""
 
 from __future__ import annotations
 
-from ml import ingest, registry, storage, validation
+from ml import ingest, storage, tracking, validation
 from ml.features import build, sets
 from ml.training import train
 
@@ -34,7 +34,7 @@ def trained(feature_ref: str, **params) -> dict:
     manifest = sets.read_feature_manifest(feature_ref)
     fv = manifest["feature_version"]
     wanted = {k: str(v) for k, v in asdict(train.TrainParams.from_dict(params)).items()}
-    client = registry.client()
+    client = tracking.client()
     for mv in client.search_model_versions("name='flights_delay'"):
         if mv.tags.get("feature_version") != fv:
             continue
@@ -52,7 +52,7 @@ def trained(feature_ref: str, **params) -> dict:
 
 def copy_version(result: dict, to_model: str) -> str:
     """A new version of `to_model` with the artifacts and lineage tags of a trained version."""
-    client = registry.client()
+    client = tracking.client()
     src = client.get_model_version(result["model_name"], result["model_version"])
     mv = client.copy_model_version(f"models:/{src.name}/{src.version}", to_model)
     for key, value in src.tags.items():

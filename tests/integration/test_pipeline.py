@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ml import ingest, registry, score, storage, validation
+from ml import ingest, registry, score, storage, tracking, validation
 from ml.evaluate import DecisionRule
 from ml.features import build, sets
 from ml.features.derived import TARGET
@@ -55,7 +55,7 @@ def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
 
     good = train.train(fs["ref"], {"epochs": 3})
     assert good["metrics"]["test_roc_auc"] > 0.55  # better than chance on real flights
-    client = registry.client()
+    client = tracking.client()
     mv = client.get_model_version(good["model_name"], good["model_version"])
     assert mv.tags["feature_version"] == fs["feature_version"]
     assert registry.alias_version(good["model_name"], registry.CHALLENGER) == good["model_version"]

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from ml import cli, registry, storage
+from ml import cli, registry, storage, tracking
 from ml.evaluate import DecisionRule
 from tests.integration import _models
 
@@ -39,7 +39,7 @@ def test_worse_is_refused_better_is_promoted_force_is_recorded_and_rollback_rest
     assert second["eval_snapshot_hash"] == first["eval_snapshot_hash"]
     assert second["champion_metrics"]["roc_auc"] > second["challenger_metrics"]["roc_auc"]
     assert registry.alias_version(name, registry.CHAMPION) == v_good
-    tags = registry.client().get_model_version(name, v_worse).tags
+    tags = tracking.client().get_model_version(name, v_worse).tags
     assert tags["promotion.promoted"] == "False"
     assert "does not beat" in tags["promotion.reason"]
     assert tags["promotion.eval_snapshot_hash"] == first["eval_snapshot_hash"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ml import cli, lineage, registry, score, storage, validation
+from ml import cli, lineage, registry, score, storage, tracking, validation
 from ml.score import PREDICTIONS_CONTRACT
 from tests.integration import _models
 
@@ -31,11 +31,11 @@ def scored(champion):
     plan = score.plan_run("flights", model_name=NAME, max_days=3)
     assert plan["version"] == champion["v1"]
     assert plan["partitions"] == [f"date={d}" for d in _models.DAYS[-3:]]
-    registry.client().set_registered_model_alias(NAME, registry.CHAMPION, champion["v2"])
+    tracking.client().set_registered_model_alias(NAME, registry.CHAMPION, champion["v2"])
     try:
         result = score.run_scoring("flights", plan)
     finally:
-        registry.client().set_registered_model_alias(NAME, registry.CHAMPION, champion["v1"])
+        tracking.client().set_registered_model_alias(NAME, registry.CHAMPION, champion["v1"])
     return {**result, "plan": plan}
 
 
