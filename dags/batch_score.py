@@ -20,22 +20,21 @@ starts `preprocess_<dataset>` (new features, then training and promotion).
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from ml.contracts import available_datasets, load_contract
+from _mlpipe import DAG_DEFAULTS, alias_asset, trained_contracts, zone_asset
 
 
 def build(dataset: str, model_name: str):
-    champion = Asset(uri=f"mlflow://models/{model_name}/champion", name=f"champion.{model_name}")
-    predictions = Asset(uri=f"s3://predictions/{dataset}", name=f"predictions.{dataset}")
+    champion = alias_asset(model_name, "champion")
+    predictions = zone_asset("predictions", dataset)
 
     @dag(
         dag_id=f"batch_score_{dataset}",
         schedule=AssetOrTimeSchedule(
             timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=champion
         ),
-        start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
-        catchup=False,
+        **DAG_DEFAULTS,
         max_active_runs=1,
         doc_md=__doc__,
         tags=["score", dataset],
@@ -116,7 +115,5 @@ def build(dataset: str, model_name: str):
     return batch_score_dag()
 
 
-for _dataset in available_datasets():
-    _contract = load_contract(_dataset)
-    if _contract.features and _contract.target:
-        build(_dataset, _contract.model_name)
+for _dataset, _contract in trained_contracts():
+    build(_dataset, _contract.model_name)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import (
-    Asset,
     ExceptionRetryPolicy,
     Param,
     RetryAction,
@@ -28,7 +27,7 @@ from airflow.sdk import (
     task,
 )
 
-from ml.contracts import available_datasets, load_contract
+from _mlpipe import DAG_DEFAULTS, contracts, zone_asset
 
 # First matching rule wins; exceptions named by path so parsing imports nothing heavy.
 SOURCE_RETRY_POLICY = ExceptionRetryPolicy(
@@ -55,13 +54,12 @@ SOURCE_RETRY_POLICY = ExceptionRetryPolicy(
 
 
 def build(dataset: str):
-    raw = Asset(uri=f"s3://raw/{dataset}", name=f"raw.{dataset}")
+    raw = zone_asset("raw", dataset)
 
     @dag(
         dag_id=f"ingest_{dataset}",
         schedule=None,
-        start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
-        catchup=False,
+        **DAG_DEFAULTS,
         doc_md=__doc__,
         tags=["ingest", dataset],
         params={
@@ -98,6 +96,6 @@ def build(dataset: str):
     return ingest_dag()
 
 
-for _dataset in available_datasets():
-    if load_contract(_dataset).source:
+for _dataset, _contract in contracts():
+    if _contract.source:
         build(_dataset)

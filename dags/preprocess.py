@@ -17,16 +17,14 @@ version and the params: a feature set that exists already is reused (the task lo
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-from ml.contracts import available_datasets, load_contract
+from _mlpipe import DAG_DEFAULTS, contracts, zone_asset
 
 
 def build(dataset: str, joins: list[str]):
-    inputs = [
-        Asset(uri=f"s3://validated/{name}", name=f"validated.{name}") for name in [dataset, *joins]
-    ]
-    features = Asset(uri=f"s3://features/{dataset}", name=f"features.{dataset}")
+    inputs = [zone_asset("validated", name) for name in [dataset, *joins]]
+    features = zone_asset("features", dataset)
     schedule = inputs[0]
     for asset in inputs[1:]:
         schedule = schedule & asset
@@ -34,8 +32,7 @@ def build(dataset: str, joins: list[str]):
     @dag(
         dag_id=f"preprocess_{dataset}",
         schedule=schedule,
-        start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
-        catchup=False,
+        **DAG_DEFAULTS,
         doc_md=__doc__,
         tags=["preprocess", dataset],
         params={
@@ -81,7 +78,6 @@ def build(dataset: str, joins: list[str]):
     return preprocess_dag()
 
 
-for _dataset in available_datasets():
-    _contract = load_contract(_dataset)
+for _dataset, _contract in contracts():
     if _contract.features:
         build(_dataset, [r["dataset"] for r in _contract.features.get("joins", [])])

@@ -18,23 +18,19 @@ it whatever the numbers say, and the audit record says it was forced and by whom
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-from ml.contracts import available_datasets, load_contract
+from _mlpipe import DAG_DEFAULTS, alias_asset, trained_contracts
 
 
 def build(dataset: str, model_name: str, metric: str, margin: float):
-    challenger = Asset(
-        uri=f"mlflow://models/{model_name}/challenger", name=f"challenger.{model_name}"
-    )
-    champion = Asset(uri=f"mlflow://models/{model_name}/champion", name=f"champion.{model_name}")
+    challenger = alias_asset(model_name, "challenger")
+    champion = alias_asset(model_name, "champion")
 
     @dag(
         dag_id=f"promote_{dataset}",
         schedule=[challenger],
-        start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
-        catchup=False,
+        **DAG_DEFAULTS,
         max_active_runs=1,
         doc_md=__doc__,
         tags=["promote", dataset],
@@ -94,12 +90,10 @@ def build(dataset: str, model_name: str, metric: str, margin: float):
     return promote_dag()
 
 
-for _dataset in available_datasets():
-    _contract = load_contract(_dataset)
-    if _contract.features and _contract.target:
-        build(
-            _dataset,
-            _contract.model_name,
-            _contract.model.get("metric", "roc_auc"),
-            _contract.model.get("margin", 0.0),
-        )
+for _dataset, _contract in trained_contracts():
+    build(
+        _dataset,
+        _contract.model_name,
+        _contract.model.get("metric", "roc_auc"),
+        _contract.model.get("margin", 0.0),
+    )

@@ -12,22 +12,26 @@ snapshot), which starts `promote_<dataset>`: champion/challenger evaluation live
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-from ml.contracts import available_datasets, load_contract
+from _mlpipe import (
+    DAG_DEFAULTS,
+    alias_asset,
+    event_extras,
+    task_key_parts,
+    trained_contracts,
+    zone_asset,
+)
 
 
-def build(dataset: str, model_name: str, metric: str):
-    features = Asset(uri=f"s3://features/{dataset}", name=f"features.{dataset}")
-    challenger = Asset(
-        uri=f"mlflow://models/{model_name}/challenger", name=f"challenger.{model_name}"
-    )
+def build(dataset: str, model_name: str):
+    features = zone_asset("features", dataset)
+    challenger = alias_asset(model_name, "challenger")
 
     @dag(
         dag_id=f"train_{dataset}",
         schedule=[features],
-        start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
-        catchup=False,
+        **DAG_DEFAULTS,
         doc_md=__doc__,
         tags=["train", dataset],
         params={
@@ -74,10 +78,9 @@ def build(dataset: str, model_name: str, metric: str):
             if params["feature_set"]:
                 return params["feature_set"]
             refs = [
-                e.extra["feature_set"]
-                for events in (triggering_asset_events or {}).values()
-                for e in events
-                if "feature_set" in e.extra
+                extra["feature_set"]
+                for extra in event_extras(triggering_asset_events)
+                if "feature_set" in extra
             ]
             if not refs:
                 raise ValueError(
@@ -89,7 +92,7 @@ def build(dataset: str, model_name: str, metric: str):
         def baseline(feature_ref: str, params=None, ti=None) -> dict:
             from ml.training.baseline import train_baseline
 
-            return train_baseline(feature_ref, params, task_instance=_task_key_parts(ti))
+            return train_baseline(feature_ref, params, task_instance=task_key_parts(ti))
 
         # GPU work: the `gpu` pool has one slot per GPU, the `gpu` queue is served by the GPU
         # worker. A retry resumes from the last checkpoint in the same MLflow run.
@@ -108,7 +111,7 @@ def build(dataset: str, model_name: str, metric: str):
             result = train(
                 feature_ref,
                 params,
-                task_instance=_task_key_parts(ti),
+                task_instance=task_key_parts(ti),
                 baseline=baseline_result,
             )
             outlet_events[challenger].extra = {  # starts promote_<dataset>
@@ -136,17 +139,5 @@ def build(dataset: str, model_name: str, metric: str):
     return train_dag()
 
 
-def _task_key_parts(ti) -> dict:
-    """What identifies a task instance across its attempts (ml/ derives the run key from it)."""
-    return {
-        "dag_id": ti.dag_id,
-        "run_id": ti.run_id,
-        "task_id": ti.task_id,
-        "map_index": ti.map_index if ti.map_index is not None else -1,
-    }
-
-
-for _dataset in available_datasets():
-    _contract = load_contract(_dataset)
-    if _contract.features and _contract.target:
-        build(_dataset, _contract.model_name, _contract.model.get("metric", "roc_auc"))
+for _dataset, _contract in trained_contracts():
+    build(_dataset, _contract.model_name)

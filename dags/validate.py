@@ -15,21 +15,19 @@ under `validation/`. Batches with validated rows update `s3://validated/<dataset
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import dag, task
 
-from ml.contracts import available_datasets
+from _mlpipe import DAG_DEFAULTS, contracts, event_extras, zone_asset
 
 
 def build(dataset: str):
-    raw = Asset(uri=f"s3://raw/{dataset}", name=f"raw.{dataset}")
-    validated = Asset(uri=f"s3://validated/{dataset}", name=f"validated.{dataset}")
+    raw = zone_asset("raw", dataset)
+    validated = zone_asset("validated", dataset)
 
     @dag(
         dag_id=f"validate_{dataset}",
         schedule=[raw],
-        start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
-        catchup=False,
+        **DAG_DEFAULTS,
         doc_md=__doc__,
         tags=["validate", dataset],
     )
@@ -39,9 +37,8 @@ def build(dataset: str):
             # Events raised while this DAG was busy or paused arrive together: take them all.
             refs = {
                 ref
-                for events in triggering_asset_events.values()
-                for e in events
-                for ref in e.extra.get("batches", [])
+                for extra in event_extras(triggering_asset_events)
+                for ref in extra.get("batches", [])
             }
             return sorted(refs)
 
@@ -96,5 +93,5 @@ def build(dataset: str):
     return validate_dag()
 
 
-for _dataset in available_datasets():
+for _dataset, _ in contracts():
     build(_dataset)

@@ -150,10 +150,11 @@ def _format_record(r: dict) -> str:
 
 def _champion_event(model_name: str, record: dict) -> str:
     """Tell Airflow that `champion` moved (its consumers, batch scoring, start once)."""
+    from ml.assets import model_alias
     from ml.dev.airflow_api import AirflowClient
     from ml.settings import get_settings
 
-    uri = f"mlflow://models/{model_name}/champion"
+    uri = model_alias(model_name, "champion").uri
     AirflowClient(get_settings().airflow_api_url).create_asset_event(
         uri,
         {

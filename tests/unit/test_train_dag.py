@@ -16,8 +16,10 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 PROBE = """
 import json, sys
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag
+# As the DAG processor parses: the bundle's folder (dags/) is on sys.path.
+bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=Path(sys.argv[1]).parent if sys.argv[1].endswith('.py') else Path(sys.argv[1]))
 dag = bag.dags["train_flights"]
 print(json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
