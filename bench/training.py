@@ -232,11 +232,12 @@ def real_flights_splits(contract_name: str = "flights"):
 def report(params: dict) -> int:
     import torch
 
+    from ml.metrics import binary_metrics
     from ml.settings import get_settings
     from ml.training.baseline import BaselineParams, baseline_proba, fit_baseline
     from ml.training.loader import Batches, frame_tensors
     from ml.training.model import predict_proba
-    from ml.training.train import TrainParams, binary_metrics, fit_network, pick_device
+    from ml.training.train import TrainParams, fit_network, pick_device
 
     started = time.perf_counter()
     frames, transform, splits = real_flights_splits()

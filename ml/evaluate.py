@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ml import storage
 from ml.errors import RefusedError
 from ml.features.derived import TARGET
+from ml.metrics import binary_metrics, brier_score
 from ml.settings import get_settings
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ KNOWN_METRICS = {"roc_auc", "accuracy", "log_loss", "brier", "ece"}
 # Guardrails when neither the Params nor the contract set any: the challenger may not be
 # worse than the champion by more than this on log loss or on calibration error.
 DEFAULT_GUARDRAILS = {"log_loss": 0.02, "ece": 0.05}
-CALIBRATION_BINS = 10
 
 
 class EvaluationError(RefusedError):
@@ -87,20 +87,9 @@ def metrics(y_true, proba) -> dict[str, float]:
     """ROC AUC, accuracy, log loss, Brier score and expected calibration error."""
     import numpy as np
 
-    from ml.training.train import binary_metrics
-
     y = np.asarray(y_true).astype(int)
     p = np.clip(np.asarray(proba, dtype="float64"), 1e-7, 1 - 1e-7)
-    out = binary_metrics(y, p)
-    out["brier"] = float(np.mean((p - y) ** 2)) if len(y) else 0.0
-    bins = np.minimum((p * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
-    ece = 0.0
-    for b in range(CALIBRATION_BINS):
-        mask = bins == b
-        if mask.any():
-            ece += mask.mean() * abs(p[mask].mean() - y[mask].mean())
-    out["ece"] = float(ece)
-    return out
+    return {**binary_metrics(y, p), "brier": brier_score(y, p)}
 
 
 def load_snapshot(uri: str) -> tuple[pd.DataFrame, str]:

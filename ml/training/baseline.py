@@ -94,7 +94,8 @@ def train_baseline(
     """
     import mlflow
 
-    from ml.training.train import TASK_KEY_TAG, binary_metrics, open_task_run
+    from ml.metrics import binary_metrics
+    from ml.training.train import TASK_KEY_TAG, open_task_run
 
     hp = BaselineParams.from_dict(params)
     task = open_task_run(feature_ref, task_instance, "baseline", "baseline")

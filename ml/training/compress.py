@@ -74,8 +74,8 @@ def cpu_latency_ms(network, numeric, categorical, repeat: int = 5) -> float:
 
 def compact_variant(network, validation, test, prune_amount: float, tolerance: float):
     """(compact network, report): prune if validation log loss allows, then quantize."""
+    from ml.metrics import binary_metrics
     from ml.training.model import predict_tensors
-    from ml.training.train import binary_metrics
 
     val_num, val_cat, val_y = validation
     full_val = binary_metrics(val_y.numpy(), predict_tensors(network, val_num, val_cat))

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from ml.metrics import binary_metrics
 from ml.training import checkpoint
 from ml.training.loader import (
     Batches,
@@ -21,7 +22,7 @@ from ml.training.loader import (
     split_batches,
     synthetic_features,
 )
-from ml.training.train import TrainingDivergedError, TrainParams, binary_metrics, fit_network
+from ml.training.train import TrainingDivergedError, TrainParams, fit_network
 
 pytestmark = pytest.mark.unit
 
