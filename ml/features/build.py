@@ -220,7 +220,7 @@ def build_features(
         # them to the workers' disks past their memory target).
         needed = list(dict.fromkeys(kept + transform.input_columns))
         train = frames.pop("train")[needed].persist()
-        transform.fit(train)
+        fit_on_dask(transform, train)
         writes = {}
         for name, frame in {"train": train, **frames}.items():
             meta = model_frame(frame._meta, transform, kept)
@@ -255,6 +255,14 @@ def build_features(
     fs.pipe_file(manifest_path, json.dumps(manifest, indent=2).encode())  # written last: the commit
     log.info("feature set %s written: rows %s", version, rows)
     return {**manifest, "reused": False}
+
+
+def fit_on_dask(transform: FeatureTransform, train) -> FeatureTransform:
+    """Fit `transform` on a Dask frame: one statistics task per partition, combined exactly."""
+    import dask
+
+    parts = dask.compute(*[dask.delayed(transform.partition_stats)(p) for p in train.to_delayed()])
+    return transform.fit_stats(list(parts))
 
 
 def _write_parts(frame, url: str, options: dict):

@@ -66,19 +66,17 @@ class FeatureTransform:
         """Embedding sizes: the vocabulary plus the OOV/missing bucket."""
         return [len(self.vocab[c]) + 1 for c in self.categorical]
 
-    def fit(self, train) -> FeatureTransform:
-        """Fit on the train split (a Dask or pandas frame of joined raw rows).
+    def fit(self, train: pd.DataFrame) -> FeatureTransform:
+        """Fit on the train split (a pandas frame of joined raw rows)."""
+        return self.fit_stats([self.partition_stats(train)])
+
+    def fit_stats(self, parts: list[dict]) -> FeatureTransform:
+        """Fit from the `partition_stats` of every partition of the train split.
 
         One pass: each partition gives its counts, means and squared deviations (numeric) and
         its value counts (categorical); they are combined exactly (Chan et al.'s pairwise
-        update), so a Dask fit equals the pandas fit up to float summation order.
+        update), so a fit over partitions equals the pandas fit up to float summation order.
         """
-        if hasattr(train, "dask"):
-            import dask
-
-            parts = dask.compute(*[dask.delayed(self._stats)(p) for p in train.to_delayed()])
-        else:
-            parts = [self._stats(train)]
         total = _combine_stats(parts)
         self.means, self.stds = {}, {}
         for c in self.numeric:
@@ -93,8 +91,8 @@ class FeatureTransform:
         }
         return self
 
-    def _stats(self, df: pd.DataFrame) -> dict:
-        """One partition's statistics for `fit`: (count, mean, sum of squared deviations) of
+    def partition_stats(self, df: pd.DataFrame) -> dict:
+        """One partition's statistics for `fit_stats`: (count, mean, sum of squared deviations) of
         each numeric column and the value counts of each categorical one (missing left out)."""
         import numpy as np
 

@@ -105,7 +105,7 @@ def test_transform_dask_and_pandas_outputs_identical(joined, contract):
     transform = FeatureTransform.for_contract(contract).fit(train)
     with dask.config.set(scheduler="synchronous"):
         ddf = dd.from_pandas(train, npartitions=5)
-        on_dask = FeatureTransform.for_contract(contract).fit(ddf)
+        on_dask = build.fit_on_dask(FeatureTransform.for_contract(contract), ddf)
         keep = [*row_keys(contract), TARGET]
         meta = model_frame(ddf._meta, transform, keep)
         got = ddf.map_partitions(model_frame, transform, keep, meta=meta).compute()
@@ -228,7 +228,7 @@ def test_dask_fit_with_uneven_partitions_equals_the_pandas_fit(joined, contract)
     assert len(parts[1]) == 0 and parts[2]["plane_seats"].isna().all()
     with dask.config.set(scheduler="synchronous"):
         ddf = dd.from_delayed([dask.delayed(p) for p in parts], meta=rows.iloc[:0])
-        got = FeatureTransform.for_contract(contract).fit(ddf)
+        got = build.fit_on_dask(FeatureTransform.for_contract(contract), ddf)
     assert got.vocab == want.vocab
     for c in want.numeric:
         assert got.means[c] == pytest.approx(want.means[c], rel=1e-12)

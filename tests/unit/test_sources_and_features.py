@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ml import contracts, ingest, sources
-from ml.features import joins, sets
+from ml.features import build, joins, sets
 from ml.features.derived import TARGET, add_target
 from ml.features.transform import OOV, FeatureTransform
 
@@ -98,7 +98,7 @@ def test_transform_pandas_and_dask_give_identical_outputs(joined, contract):
     expected = transform.apply(joined)
     with dask.config.set(scheduler="synchronous"):
         ddf = dd.from_pandas(joined, npartitions=4)
-        fitted_on_dask = FeatureTransform.for_contract(contract).fit(ddf)
+        fitted_on_dask = build.fit_on_dask(FeatureTransform.for_contract(contract), ddf)
         got = ddf.map_partitions(transform.apply).compute()
     # The same fitted transform gives identical values on Dask partitions and on one frame.
     pd.testing.assert_frame_equal(got, expected)
