@@ -11,7 +11,7 @@ help:
 	@echo "make demo    set up, start the local stack, run the whole pipeline through Airflow"
 	@echo "make test    set up, run the whole test suite (unit, integration, e2e)"
 	@echo "make bench   run every benchmark in bench/"
-	@echo "make lint    ruff check and format check"
+	@echo "make lint    ruff check and format check, import-linter layer contracts"
 	@echo "make stack-up | stack-status | stack-down   the local services"
 
 # The venv is (re)built when the pinned dependencies change.
@@ -50,6 +50,7 @@ bench: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(INSTALLED)
 	$(BIN)/ruff format .
