@@ -77,6 +77,24 @@ def test_row_keys_must_be_columns(tmp_path):
     assert "flight" in row_keys(contracts.load_contract("flights"))
 
 
+def test_lookup_contract_rules_are_checked(tmp_path):
+    text = contracts.contract_path("flights").read_text()
+    bad = text.replace("right_keys: [faa]", "right_keys: [faa, name]")
+    path = tmp_path / "flights.yaml"
+    path.write_text(bad)
+    with pytest.raises(
+        contracts.ContractError,
+        match=r"flights.yaml:\d+: features.lookups\[1\].right_keys: must name 1 key",
+    ):
+        contracts.load_contract(path)
+    path.write_text(text.replace("keys: [dest]", "keys: [destination]"))
+    with pytest.raises(contracts.ContractError, match=r"\['destination'\] are not columns"):
+        contracts.load_contract(path)
+    path.write_text(text.replace("plane_seats,\n", "seats,\n"))
+    with pytest.raises(contracts.ContractError, match=r"features.numeric: \['seats'\]"):
+        contracts.load_contract(path)
+
+
 # --- the format, checked on load: file, line and key --------------------------------------------
 
 GOOD = """\
