@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ml import storage
+from ml.errors import NotFoundError
 from ml.features.transform import FEATURE_CODE_VERSION, FeatureTransform
 from ml.settings import get_settings
 
@@ -22,6 +23,10 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 EVAL_SNAPSHOT = "eval"  # the joined raw rows of the test split, for champion/challenger scoring
+
+
+class TooFewPartitions(NotFoundError, ValueError):
+    """Fewer validated partitions than a split by date needs (one per split)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ def split_partitions(partitions: list[str], fractions: dict[str, float]) -> dict
     """Split sorted date partitions by time: train strictly before validation before test."""
     parts = sorted(partitions)
     if len(parts) < 3:
-        raise ValueError(
+        raise TooFewPartitions(
             f"split by date needs at least 3 partitions (train, validation, test); got {len(parts)}: {parts}"
         )
     n_test = max(1, round(len(parts) * fractions.get("test", 0.15)))
