@@ -20,7 +20,9 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from _mlpipe import DAG_DEFAULTS, contracts, zone_asset
-from ml.features.transform import DEFAULT_MIN_FREQUENCY  # light: numpy, pandas load when a transform runs
+
+# Light at parse time: numpy and pandas load only when a transform runs.
+from ml.features.transform import DEFAULT_MIN_FREQUENCY
 
 
 def build(dataset: str, joins: list[str]):
