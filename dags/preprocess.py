@@ -21,6 +21,9 @@ from airflow.sdk import Param, dag, task
 
 from _mlpipe import DAG_DEFAULTS, contracts, zone_asset
 
+# Light at parse time: numpy and pandas load only when a transform runs.
+from ml.features.transform import DEFAULT_MIN_FREQUENCY
+
 
 def build(dataset: str, joins: list[str]):
     inputs = [zone_asset("validated", name) for name in [dataset, *joins]]
@@ -51,7 +54,7 @@ def build(dataset: str, joins: list[str]):
                 description="Empty: up to the last validated day.",
             ),
             "min_frequency": Param(
-                5,
+                DEFAULT_MIN_FREQUENCY,
                 type="integer",
                 minimum=1,
                 title="Minimum count of a category value in train",
@@ -68,10 +71,15 @@ def build(dataset: str, joins: list[str]):
                 dataset, params["date_from"], params["date_to"], params["min_frequency"]
             )
             outlet_events[features].extra = {
-                "feature_set": result["ref"],
-                "feature_version": result["feature_version"],
+                "feature_set": result.ref,
+                "feature_version": result.feature_version,
             }
-            return {k: result[k] for k in ("ref", "feature_version", "rows", "reused")}
+            return {
+                "ref": result.ref,
+                "feature_version": result.feature_version,
+                "rows": result.rows,
+                "reused": result.reused,
+            }
 
         build_features()
 

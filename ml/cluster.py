@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from ml.errors import TransientError
 from ml.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -25,6 +26,10 @@ WORKER_DASK_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD
 WORKER_ENV = {"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": '{"MALLOC_TRIM_THRESHOLD_": None}'}
 
 
+class ClusterUnavailable(TransientError, ConnectionError):
+    """No Dask scheduler answered at the configured address."""
+
+
 @contextmanager
 def dask_client(settings: Settings | None = None) -> Iterator[Client]:
     """A client on the configured scheduler, the default for Dask computations inside the block."""
@@ -34,7 +39,7 @@ def dask_client(settings: Settings | None = None) -> Iterator[Client]:
     try:
         client = Client(address, timeout="30s")
     except OSError as exc:
-        raise ConnectionError(
+        raise ClusterUnavailable(
             f"no Dask scheduler at {address} (DASK_SCHEDULER_ADDRESS); is the stack up? ({exc})"
         ) from exc
     log.info(

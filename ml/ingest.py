@@ -1,18 +1,44 @@
-"""Ingestion: the rows of one partition from a dataset's source into the `raw` zone as a batch."""
+"""Ingestion: the rows of one partition from a dataset's source into the `raw` zone as a batch;
+input that cannot be read is kept byte for byte in `quarantine` instead."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from ml import contracts, sources, storage
+from ml import contracts, storage
+from ml.errors import BadInputError
 from ml.settings import Settings, get_settings
+from ml.sources.errors import SourceError, UnreadableInput
+from ml.sources.read import read_source
 
 log = logging.getLogger(__name__)
 
 REASON = "_reason.json"
+# File names the quarantine writes itself: an input file with one of these names is renamed.
+_RESERVED_NAMES = {storage.MANIFEST, REASON, "_report.json"}
+
+
+class DateRangeError(BadInputError, ValueError):
+    """A date range that cannot be ingested (backwards, or too long for one run)."""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """One ingested partition: its committed raw batch, its rows, and whether it is new (False:
+    the newest batch of the partition already held the same content, nothing was written)."""
+
+    ref: str
+    rows: int
+    new: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The XCom form: `{"ref", "rows", "new"}`."""
+        return asdict(self)
 
 
 def partition_name(day: date) -> str:
@@ -24,10 +50,10 @@ def days_between(date_from: str, date_to: str | None = None, max_days: int = 366
     first = date.fromisoformat(date_from)
     last = date.fromisoformat(date_to) if date_to else first
     if last < first:
-        raise ValueError(f"date range: date_to {last} is before date_from {first}")
+        raise DateRangeError(f"date range: date_to {last} is before date_from {first}")
     span = (last - first).days + 1
     if span > max_days:
-        raise ValueError(
+        raise DateRangeError(
             f"date range {first}..{last} spans {span} days; at most {max_days} per run"
         )
     return [(first + timedelta(days=i)).isoformat() for i in range(span)]
@@ -40,7 +66,7 @@ def plan_partitions(dataset: str, date_from: str, date_to: str | None = None) ->
     return days[-1:] if contracts.load_contract(dataset).is_snapshot else days
 
 
-def ingest_partition(dataset: str, day: date | str) -> dict:
+def ingest_partition(dataset: str, day: date | str) -> IngestResult:
     """Ingest `day` of `dataset` into `raw`; return the batch reference and row count.
 
     Idempotent: when the newest committed batch of the partition already holds the same
@@ -48,9 +74,9 @@ def ingest_partition(dataset: str, day: date | str) -> dict:
     manifest names the one it supersedes (`extra.supersedes`); the old batch is kept.
 
     Input that cannot be read is kept byte for byte in `quarantine` (see
-    `quarantine_unreadable`) and `sources.UnreadableInput` is raised naming the source, the rule
+    `quarantine_unreadable`) and `UnreadableInput` is raised naming the source, the rule
     broken and the quarantine path; nothing reaches `raw`. A day with nothing delivered raises
-    `sources.SourceNotFound` and quarantines nothing.
+    `SourceNotFound` and quarantines nothing (both in `ml.sources.errors`).
 
     A snapshot reference table (planes, airports) is read whole into the partition `snapshot`;
     `day` only fills in a file source's date pattern.
@@ -59,12 +85,12 @@ def ingest_partition(dataset: str, day: date | str) -> dict:
     contract = contracts.load_contract(dataset)
     partition = contracts.SNAPSHOT if contract.is_snapshot else partition_name(day)
     try:
-        df, source = sources.read_source(
+        df, source = read_source(
             contract.source, day, contract.columns, whole_table=contract.is_snapshot
         )
-    except sources.UnreadableInput as exc:
+    except UnreadableInput as exc:
         ref = quarantine_unreadable(dataset, partition, exc, contract_hash=contract.hash)
-        raise sources.UnreadableInput(
+        raise UnreadableInput(
             f"{dataset} {partition}: {exc}; nothing was ingested, the input is kept byte for "
             f"byte at {ref}",
             source=exc.source,
@@ -74,7 +100,7 @@ def ingest_partition(dataset: str, day: date | str) -> dict:
             quarantine_ref=ref,
         ) from None
     if df.empty:
-        raise sources.SourceError(f"{source}: no rows for {dataset} on {day.isoformat()}")
+        raise SourceError(f"{source}: no rows for {dataset} on {day.isoformat()}")
     digest = storage.content_hash(df)
     existing = storage.list_batches("raw", dataset, partition)
     if existing and existing[-1].content_hash == digest:
@@ -84,7 +110,7 @@ def ingest_partition(dataset: str, day: date | str) -> dict:
             partition,
             existing[-1].ref,
         )
-        return {"ref": existing[-1].ref, "rows": existing[-1].rows, "new": False}
+        return IngestResult(ref=existing[-1].ref, rows=existing[-1].rows, new=False)
     manifest = storage.write_batch(
         df,
         "raw",
@@ -94,13 +120,19 @@ def ingest_partition(dataset: str, day: date | str) -> dict:
         contract_hash=contract.hash,
         extra={"supersedes": existing[-1].ref} if existing else None,
     )
-    return {"ref": manifest.ref, "rows": manifest.rows, "new": True}
+    return IngestResult(ref=manifest.ref, rows=manifest.rows, new=True)
+
+
+def safe_file_name(name: str) -> str:
+    """The input's own name, unless it would collide with a file the quarantine writes."""
+    name = name.replace("/", "_") or "input"
+    return f"input-{name}" if name in _RESERVED_NAMES else name
 
 
 def quarantine_unreadable(
     dataset: str,
     partition: str,
-    exc: sources.UnreadableInput,
+    exc: UnreadableInput,
     *,
     contract_hash: str = "",
     settings: Settings | None = None,
@@ -115,14 +147,12 @@ def quarantine_unreadable(
     s = settings or get_settings()
     data = exc.data
     sha256 = hashlib.sha256(data).hexdigest()
-    name = sources.safe_file_name(exc.name)
+    name = safe_file_name(exc.name)
     for m in reversed(storage.list_batches("quarantine", dataset, partition, settings=s)):
         extra = m.extra
         if extra.get("unreadable") and (extra.get("sha256"), extra.get("file")) == (sha256, name):
             log.info("unreadable input %s already quarantined at %s", exc.source, m.ref)
             return m.ref
-    batch_id = storage.new_batch_id()
-    prefix = f"{s.bucket('quarantine')}/{dataset}/{partition}/{batch_id}"
     reason = {
         "dataset": dataset,
         "partition": partition,
@@ -134,6 +164,19 @@ def quarantine_unreadable(
         "bytes": len(data),
         "quarantined_at": datetime.now(UTC).isoformat(),
     }
+    manifest = _write_unreadable(s, reason, data, contract_hash)
+    log.warning("unreadable input %s (%s) quarantined at %s", exc.source, exc.rule, manifest.ref)
+    return manifest.ref
+
+
+def _write_unreadable(
+    s: Settings, reason: dict[str, Any], data: bytes, contract_hash: str
+) -> storage.Manifest:
+    """The input file and `_reason.json` under a new quarantine batch, then its manifest (the
+    commit), with `extra.unreadable = true` and no parts."""
+    dataset, partition, name = reason["dataset"], reason["partition"], reason["file"]
+    batch_id = storage.new_batch_id()
+    prefix = f"{s.bucket('quarantine')}/{dataset}/{partition}/{batch_id}"
     fs = storage.filesystem(s)
     fs.pipe_file(f"{prefix}/{name}", data)
     fs.pipe_file(f"{prefix}/{REASON}", json.dumps(reason, indent=2).encode())
@@ -146,19 +189,18 @@ def quarantine_unreadable(
         parts=[],
         rows=0,
         schema={},
-        source=exc.source,
+        source=reason["source"],
         contract_hash=contract_hash,
         extra={
             "unreadable": True,
-            "reason": exc.rule,
+            "reason": reason["reason"],
             "error": reason["error"],
             "file": name,
-            "sha256": sha256,
-            "bytes": len(data),
+            "sha256": reason["sha256"],
+            "bytes": reason["bytes"],
             "reason_file": REASON,
         },
         created_at=datetime.now(UTC).isoformat(),
     )
     fs.pipe_file(f"{prefix}/{storage.MANIFEST}", manifest.to_json().encode())  # the commit
-    log.warning("unreadable input %s (%s) quarantined at %s", exc.source, exc.rule, manifest.ref)
-    return manifest.ref
+    return manifest

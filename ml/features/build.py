@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ml import contracts, storage
+from ml.cluster import dask_client
+from ml.errors import ContractError
 from ml.features.derived import TARGET, feature_columns, row_keys, with_target
 from ml.features.joins import join_references, reference_datasets, references_of, snapshot_manifest
-from ml.features.sets import EVAL_SNAPSHOT, SPLITS, feature_version, split_partitions
+from ml.features.sets import EVAL_SNAPSHOT, SPLITS, FeatureSet, feature_version, split_partitions
 from ml.features.transform import (
     DEFAULT_MIN_FREQUENCY,
     FEATURE_CODE_VERSION,
     FeatureTransform,
     model_frame,
 )
-from ml.settings import get_settings
+from ml.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -108,6 +111,32 @@ def read_grouped(
     )
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What a feature set is computed from, and where it goes."""
+
+    contract: Contract
+    batches: dict[str, storage.Manifest]  # partition -> validated batch of the window
+    references: dict[str, list[storage.Manifest]]  # reference dataset -> its batches to join
+    params: dict
+    inputs: list[str]  # every batch reference above: the dataset's, then the references'
+    version: str
+    base: str  # <features bucket>/<dataset>/<feature version>
+
+
+def _plan(
+    dataset: str, date_from: str | None, date_to: str | None, min_frequency: int, s: Settings
+) -> _Plan:
+    contract = contracts.load_contract(dataset)
+    _check_target(contract)
+    batches, references = _feature_inputs(dataset, contract, date_from, date_to)
+    inputs = [m.ref for m in batches.values()] + [m.ref for ms in references.values() for m in ms]
+    params = {"date_from": date_from, "date_to": date_to, "min_frequency": min_frequency}
+    version = feature_version(inputs, contract, params)
+    base = f"{s.bucket('features')}/{dataset}/{version}"
+    return _Plan(contract, batches, references, params, inputs, version, base)
+
+
 def _feature_inputs(
     dataset: str, contract: Contract, date_from: str | None, date_to: str | None
 ) -> tuple[dict[str, storage.Manifest], dict[str, list[storage.Manifest]]]:
@@ -139,9 +168,9 @@ def _check_target(contract: Contract) -> dict:
     target = contract.target
     for key in ("source_column", "threshold"):
         if key not in target:
-            raise contracts.ContractError(f"{contract.path}: target.{key} is required for features")
+            raise ContractError(f"{contract.path}: target.{key} is required for features")
     if target.get("missing", "drop") not in TARGET_MISSING:
-        raise contracts.ContractError(
+        raise ContractError(
             f"{contract.path}: target.missing: {target['missing']!r} is not one of "
             f"{list(TARGET_MISSING)} (rows without a target value are dropped from the splits)"
         )
@@ -153,68 +182,57 @@ def build_features(
     date_from: str | None = None,
     date_to: str | None = None,
     min_frequency: int = DEFAULT_MIN_FREQUENCY,
-) -> dict:
+) -> FeatureSet:
     """Validated batches in a date window -> train/validation/test features + fitted transform.
 
     Runs on the Dask cluster: no process holds the dataset. Daily batches are read in groups of
     about `TARGET_ROWS_PER_PARTITION` rows, rows without a target are dropped, reference tables
     are broadcast (or shuffled when large). The train split is read and joined once and kept on
     the workers (pruned to the columns the features need) while the transform is fitted on it;
-    then the splits and the eval snapshot are written (zstd parquet). Returns the feature
-    manifest plus `reused`; when a feature set of the same version exists it is reused, not
-    recomputed.
+    then the splits and the eval snapshot are written (zstd parquet). Returns the committed
+    feature set, `reused` when a feature set of the same version existed and was not recomputed.
     """
-    import dask
-
-    from ml.cluster import dask_client
-
     s = get_settings()
-    contract = contracts.load_contract(dataset)
-    target = _check_target(contract)
-    batches, reference_batches = _feature_inputs(dataset, contract, date_from, date_to)
-    inputs = [m.ref for m in batches.values()] + [
-        m.ref for ms in reference_batches.values() for m in ms
-    ]
-    params = {"date_from": date_from, "date_to": date_to, "min_frequency": min_frequency}
-    version = feature_version(inputs, contract, params)
+    plan = _plan(dataset, date_from, date_to, min_frequency, s)
     fs = storage.filesystem(s)
-    base = f"{s.bucket('features')}/{dataset}/{version}"
-    manifest_path = f"{base}/{storage.MANIFEST}"
-    fs.invalidate_cache(base)
+    manifest_path = f"{plan.base}/{storage.MANIFEST}"
+    fs.invalidate_cache(plan.base)
     if fs.exists(manifest_path):
         log.info(
             "feature set %s already exists for these inputs, contract, code and params: "
             "reusing it, nothing recomputed",
-            version,
+            plan.version,
         )
-        return {**json.loads(fs.cat_file(manifest_path)), "reused": True}
-    log.info("feature set %s: computing from %s input batches", version, len(inputs))
-    if fs.exists(base):
-        fs.rm(base, recursive=True)  # an unfinished earlier attempt: garbage, never data
+        return FeatureSet.from_manifest(json.loads(fs.cat_file(manifest_path)), reused=True)
+    log.info("feature set %s: computing from %s input batches", plan.version, len(plan.inputs))
+    if fs.exists(plan.base):
+        fs.rm(plan.base, recursive=True)  # an unfinished earlier attempt: garbage, never data
 
-    splits = split_partitions(list(batches), contract.split.get("fractions", {}))
-    options = s.s3_storage_options()
-    numeric, categorical = feature_columns(contract)
-    keys = row_keys(contract)
-    transform = FeatureTransform.for_contract(contract, min_frequency=min_frequency)
-    kept = [*keys, TARGET]
+    splits = split_partitions(list(plan.batches), plan.contract.split.get("fractions", {}))
+    transform = FeatureTransform.for_contract(plan.contract, min_frequency=min_frequency)
+    parts = _compute(plan, splits, transform, s)
+    fs.pipe_file(f"{plan.base}/transform.json", transform.to_json().encode())
+    manifest = _manifest(plan, splits, parts)
+    fs.pipe_file(manifest_path, json.dumps(manifest, indent=2).encode())  # written last: the commit
+    log.info("feature set %s written: rows %s", plan.version, manifest["rows"])
+    return FeatureSet.from_manifest(manifest, reused=False)
+
+
+def _compute(
+    plan: _Plan, splits: dict[str, list[str]], transform: FeatureTransform, s: Settings
+) -> dict[str, list[dict]]:
+    """On the cluster: join each split, fit `transform` on train, write the splits and the eval
+    snapshot; returns each one's parts (`path`, `rows`)."""
+    import dask
+
+    base, options = plan.base, s.s3_storage_options()
+    kept = [*row_keys(plan.contract), TARGET]
     with dask_client(s):
-        references = {}
-        for name, ms in reference_batches.items():
-            if sum(m.rows for m in ms) <= BROADCAST_MAX_ROWS:
-                # Small: one pandas copy, broadcast to every partition. Read in groups of a
-                # few parts so that every worker fetches some (daily parts are tiny).
-                references[name] = read_grouped(ms, s, max_parts=REFERENCE_PARTS).compute()
-            else:
-                references[name] = read_grouped(ms, s)
-
-        def joined(partitions: list[str]):
-            frame = read_grouped([batches[p] for p in sorted(partitions)], s)
-            # Cancelled flights have no target: dropped first (see target.missing).
-            frame = frame.map_partitions(with_target, target)
-            return join_references(frame, references, contract)
-
-        frames = {name: joined(parts) for name, parts in splits.items()}
+        references = _read_references(plan.references, s)
+        frames = {
+            name: _joined([plan.batches[p] for p in sorted(parts)], references, plan.contract, s)
+            for name, parts in splits.items()
+        }
         # The train split is read and joined once, for the fit and for the write: its rows,
         # pruned to the columns the features need, stay on the workers in between (Dask spills
         # them to the workers' disks past their memory target).
@@ -231,30 +249,54 @@ def build_features(
         )
         written = dict(zip(writes, dask.compute(*writes.values()), strict=True))
         del train, frames
-    parts = {name: written[name].to_dict("records") for name in (*SPLITS, EVAL_SNAPSHOT)}
-    rows = {name: sum(p["rows"] for p in parts[name]) for name in SPLITS}
-    fs.pipe_file(f"{base}/transform.json", transform.to_json().encode())
-    manifest = {
-        "dataset": dataset,
-        "feature_version": version,
+    return {name: written[name].to_dict("records") for name in (*SPLITS, EVAL_SNAPSHOT)}
+
+
+def _read_references(batches: dict[str, list[storage.Manifest]], s: Settings) -> dict:
+    """Each reference table: a pandas frame to broadcast when small, else a Dask frame."""
+    references = {}
+    for name, ms in batches.items():
+        if sum(m.rows for m in ms) <= BROADCAST_MAX_ROWS:
+            # Small: one pandas copy, broadcast to every partition. Read in groups of a
+            # few parts so that every worker fetches some (daily parts are tiny).
+            references[name] = read_grouped(ms, s, max_parts=REFERENCE_PARTS).compute()
+        else:
+            references[name] = read_grouped(ms, s)
+    return references
+
+
+def _joined(batches: list[storage.Manifest], references: dict, contract: Contract, s: Settings):
+    """The batches' rows that have a target, joined to the reference tables (lazy)."""
+    frame = read_grouped(batches, s)
+    # Cancelled flights have no target: dropped first (see target.missing).
+    frame = frame.map_partitions(with_target, contract.target)
+    return join_references(frame, references, contract)
+
+
+def _manifest(
+    plan: _Plan, splits: dict[str, list[str]], parts: dict[str, list[dict]]
+) -> dict[str, Any]:
+    """The feature set's manifest: what it was computed from and where every part is."""
+    contract, base = plan.contract, plan.base
+    numeric, categorical = feature_columns(contract)
+    return {
+        "dataset": contract.dataset,
+        "feature_version": plan.version,
         "ref": f"s3://{base}",
         "contract_hash": contract.hash,
         "code_version": FEATURE_CODE_VERSION,
-        "params": params,
-        "inputs": inputs,
+        "params": plan.params,
+        "inputs": plan.inputs,
         "splits": splits,
-        "rows": rows,
+        "rows": {name: sum(p["rows"] for p in parts[name]) for name in SPLITS},
         "parts": parts,
         "eval_snapshot": f"s3://{base}/{EVAL_SNAPSHOT}",
         "transform": f"s3://{base}/transform.json",
-        "keys": keys,
+        "keys": row_keys(contract),
         "numeric": numeric,
         "categorical": categorical,
-        "target": {**target, "column": TARGET},
+        "target": {**contract.target, "column": TARGET},
     }
-    fs.pipe_file(manifest_path, json.dumps(manifest, indent=2).encode())  # written last: the commit
-    log.info("feature set %s written: rows %s", version, rows)
-    return {**manifest, "reused": False}
 
 
 def fit_on_dask(transform: FeatureTransform, train) -> FeatureTransform:

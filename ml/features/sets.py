@@ -1,13 +1,16 @@
-"""Feature sets: splits by date, the feature version, and reading a committed feature set back."""
+"""Feature sets: splits by date, the feature version, the committed set as `build_features`
+returns it (`FeatureSet`), and reading a committed feature set back."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ml import storage
+from ml.errors import NotFoundError
 from ml.features.transform import FEATURE_CODE_VERSION, FeatureTransform
 from ml.settings import get_settings
 
@@ -22,11 +25,39 @@ SPLITS = ("train", "validation", "test")
 EVAL_SNAPSHOT = "eval"  # the joined raw rows of the test split, for champion/challenger scoring
 
 
+class TooFewPartitions(NotFoundError, ValueError):
+    """Fewer validated partitions than a split by date needs (one per split)."""
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """A committed feature set. `manifest` is its whole manifest (splits, parts, inputs, columns,
+    target), what `read_split`, `split_parts` and `load_transform` read."""
+
+    ref: str  # s3://<features bucket>/<dataset>/<feature_version>
+    feature_version: str
+    rows: dict[str, int]  # per split
+    reused: bool  # it existed already for the same inputs, contract, code and params
+    eval_snapshot: str  # the joined raw rows of the test split
+    manifest: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any], *, reused: bool) -> FeatureSet:
+        return cls(
+            ref=manifest["ref"],
+            feature_version=manifest["feature_version"],
+            rows=manifest["rows"],
+            reused=reused,
+            eval_snapshot=manifest["eval_snapshot"],
+            manifest=manifest,
+        )
+
+
 def split_partitions(partitions: list[str], fractions: dict[str, float]) -> dict[str, list[str]]:
     """Split sorted date partitions by time: train strictly before validation before test."""
     parts = sorted(partitions)
     if len(parts) < 3:
-        raise ValueError(
+        raise TooFewPartitions(
             f"split by date needs at least 3 partitions (train, validation, test); got {len(parts)}: {parts}"
         )
     n_test = max(1, round(len(parts) * fractions.get("test", 0.15)))

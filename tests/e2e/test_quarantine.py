@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ml import sources, storage
+from ml import storage
 from ml.dev.airflow_api import AirflowClient
+from ml.sources.nycflights13 import nycflights13_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -17,7 +18,7 @@ def bad_batch(stack) -> str:
     """A real day of flights with three impossible departure delays, committed to `raw`."""
     from datetime import date
 
-    df = sources.nycflights13_rows("flights", date(2013, 2, 1))
+    df = nycflights13_rows("flights", date(2013, 2, 1))
     df.loc[:2, "dep_delay"] = 5000.0
     return storage.write_batch(
         df, "raw", "flights", "date=2013-02-01", source="e2e: planted violation"

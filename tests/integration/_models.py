@@ -18,10 +18,10 @@ def validated_week() -> None:
         for day in DAYS:
             if f"date={day}" not in done:
                 raw = ingest.ingest_partition(dataset, day)
-                validation.validate_batch(raw["ref"], dataset)
+                validation.validate_batch(raw.ref, dataset)
 
 
-def feature_set() -> dict:
+def feature_set() -> sets.FeatureSet:
     validated_week()
     return build.build_features("flights")
 

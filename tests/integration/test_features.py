@@ -25,12 +25,12 @@ def validated(s3_server):
     for dataset in ("flights", "weather"):
         for day in DAYS:
             raw = ingest.ingest_partition(dataset, day)
-            validation.validate_batch(raw["ref"], dataset)
+            validation.validate_batch(raw.ref, dataset)
     snapshots = {}
     for dataset in ("planes", "airports"):
         assert ingest.plan_partitions(dataset, DATE_FROM, DATE_TO) == [DATE_TO]
         raw = ingest.ingest_partition(dataset, DATE_TO)
-        snapshots[dataset] = validation.validate_batch(raw["ref"], dataset).manifest
+        snapshots[dataset] = validation.validate_batch(raw.ref, dataset).manifest
     return snapshots
 
 
@@ -39,26 +39,27 @@ def test_snapshot_reference_tables_are_ingested_whole(validated):
     assert planes.partition == contracts.SNAPSHOT and planes.rows == 3322
     assert validated["airports"].rows == 1458
     again = ingest.ingest_partition("planes", "2013-02-01")  # same content: nothing new
-    assert again["new"] is False and again["ref"].endswith(f"/{planes.batch_id}")
+    assert again.new is False and again.ref.endswith(f"/{planes.batch_id}")
     assert joins.snapshot_manifest("planes").ref == planes.ref
 
 
 def test_feature_set_layout_no_leakage_and_reuse(validated, dask_cluster, caplog):
     built = build.build_features("flights", DATE_FROM, DATE_TO)
-    assert built["reused"] is False
+    assert built.reused is False
     assert (
-        validated["planes"].ref in built["inputs"] and validated["airports"].ref in built["inputs"]
+        validated["planes"].ref in built.manifest["inputs"]
+        and validated["airports"].ref in built.manifest["inputs"]
     )
     fs = storage.filesystem()
-    base = built["ref"].removeprefix("s3://")
+    base = built.ref.removeprefix("s3://")
     assert fs.exists(f"{base}/transform.json") and fs.exists(f"{base}/{storage.MANIFEST}")
-    manifest = sets.read_feature_manifest(built["ref"])
-    assert manifest["feature_version"] == built["feature_version"]
+    manifest = sets.read_feature_manifest(built.ref)
+    assert manifest["feature_version"] == built.feature_version
 
     frames = {}
     for split in sets.SPLITS:
         parts = sets.split_parts(manifest, split)
-        assert parts and all(p["path"].startswith(f"{built['ref']}/{split}/") for p in parts)
+        assert parts and all(p["path"].startswith(f"{built.ref}/{split}/") for p in parts)
         assert sum(p["rows"] for p in parts) == manifest["rows"][split]
         frames[split] = sets.read_split(manifest, split)
         assert len(frames[split]) == manifest["rows"][split]
@@ -102,20 +103,20 @@ def test_feature_set_layout_no_leakage_and_reuse(validated, dask_cluster, caplog
     # Cache hit: same inputs, contract, code, params -> reused, and the log says so.
     with caplog.at_level(logging.INFO, logger="ml.features"):
         again = build.build_features("flights", DATE_FROM, DATE_TO)
-    assert again["reused"] is True and again["feature_version"] == built["feature_version"]
+    assert again.reused is True and again.feature_version == built.feature_version
     assert "reusing it, nothing recomputed" in caplog.text
 
     # Cache miss: a param changes, or one input batch is superseded by a new one.
     other = build.build_features("flights", DATE_FROM, DATE_TO, min_frequency=1)
-    assert other["reused"] is False and other["feature_version"] != built["feature_version"]
+    assert other.reused is False and other.feature_version != built.feature_version
     weather = storage.latest_batches("validated", "weather")[f"date={DAYS[0]}"]
     storage.write_batch(
         storage.read_batch(weather), "validated", "weather", weather.partition, source="test"
     )
     changed = build.build_features("flights", DATE_FROM, DATE_TO)
-    assert changed["reused"] is False
-    assert changed["feature_version"] not in (built["feature_version"], other["feature_version"])
-    assert changed["rows"] == built["rows"]
+    assert changed.reused is False
+    assert changed.feature_version not in (built.feature_version, other.feature_version)
+    assert changed.rows == built.rows
 
 
 def _validated_flights() -> dict:

@@ -14,7 +14,8 @@ from typing import ClassVar
 
 import pytest
 
-from ml import contracts, ingest, sources, storage
+from ml import contracts, ingest, storage
+from ml.sources.errors import SourceError, SourceNotFound, TransientSourceError, UnreadableInput
 from tests.conftest import pipeline_environment
 from tests.orders_data import drop_orders, orders_csv, orders_day
 
@@ -44,21 +45,21 @@ def test_drop_folder_ingest_is_idempotent_and_changed_content_supersedes(drop):
     part = "date=2024-03-01"
     drop_orders(drop, day)
     first = ingest.ingest_partition("orders", day)
-    assert first["new"] and first["rows"] == len(orders_day(day))
+    assert first.new and first.rows == len(orders_day(day))
 
     again = ingest.ingest_partition("orders", "2024-03-01")
-    assert again == {**first, "new": False}
+    assert again == dataclasses.replace(first, new=False)
     assert len(storage.list_batches("raw", "orders", part)) == 1  # no duplicate
 
     changed = orders_day(day).iloc[:-5]  # a corrected export, five orders fewer
     changed["created_at"] = changed["created_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     _drop_bytes(drop, "2024-03-01.csv", changed.to_csv(index=False).encode())
     second = ingest.ingest_partition("orders", day)
-    assert second["new"] and second["rows"] == first["rows"] - 5
+    assert second.new and second.rows == first.rows - 5
     batches = storage.list_batches("raw", "orders", part)
-    assert [b.ref for b in batches] == [first["ref"], second["ref"]]  # the old one is kept
-    assert batches[1].extra["supersedes"] == first["ref"]
-    assert storage.latest_batches("raw", "orders")[part].ref == second["ref"]
+    assert [b.ref for b in batches] == [first.ref, second.ref]  # the old one is kept
+    assert batches[1].extra["supersedes"] == first.ref
+    assert storage.latest_batches("raw", "orders")[part].ref == second.ref
     assert batches[1].source.startswith("drop_folder:") and batches[1].contract_hash
     rows = storage.read_batch(batches[1])
     assert str(rows["created_at"].dt.tz) == "UTC"
@@ -85,15 +86,15 @@ def test_crash_mid_write_leaves_no_visible_batch(drop, monkeypatch):
     assert part not in storage.latest_batches("raw", "orders")
 
     retry = ingest.ingest_partition("orders", day)
-    assert retry["new"]
+    assert retry.new
     batches = storage.list_batches("raw", "orders", part)
-    assert [b.ref for b in batches] == [retry["ref"]]
+    assert [b.ref for b in batches] == [retry.ref]
     assert "supersedes" not in batches[0].extra
-    assert retry["ref"].rsplit("/", 1)[-1] not in orphans[0]  # a retry writes a new batch id
+    assert retry.ref.rsplit("/", 1)[-1] not in orphans[0]  # a retry writes a new batch id
 
 
 def test_missing_file_is_a_clear_error_and_quarantines_nothing(drop):
-    with pytest.raises(sources.SourceNotFound, match="nothing dropped yet"):
+    with pytest.raises(SourceNotFound, match="nothing dropped yet"):
         ingest.ingest_partition("orders", date(2024, 3, 3))
     assert storage.list_batches("quarantine", "orders", "date=2024-03-03") == []
     assert storage.list_batches("raw", "orders", "date=2024-03-03") == []
@@ -123,7 +124,7 @@ def test_unreadable_input_is_quarantined_byte_for_byte(drop, monkeypatch, name, 
     _with_source(monkeypatch, {"kind": "drop_folder", "path": "orders", "pattern": "{date}" + ext})
     _drop_bytes(drop, name, data)
 
-    with pytest.raises(sources.UnreadableInput) as info:
+    with pytest.raises(UnreadableInput) as info:
         ingest.ingest_partition("orders", day)
     exc = info.value
     held = storage.list_batches("quarantine", "orders", part)
@@ -150,7 +151,7 @@ def test_unreadable_input_is_quarantined_byte_for_byte(drop, monkeypatch, name, 
     assert manifest.extra["sha256"] == reason["sha256"]
 
     # The same bad bytes again: the same quarantine batch, no second copy.
-    with pytest.raises(sources.UnreadableInput):
+    with pytest.raises(UnreadableInput):
         ingest.ingest_partition("orders", day)
     assert [m.ref for m in storage.list_batches("quarantine", "orders", part)] == [manifest.ref]
 
@@ -167,15 +168,15 @@ def test_s3_prefix_source(drop, monkeypatch):
     day = date(2024, 4, 1)
     fs.pipe_file("landing/shop/orders/2024/2024-04-01.parquet", _parquet(day))
     got = ingest.ingest_partition("orders", day)
-    assert got["new"] and got["rows"] == len(orders_day(day))
-    batch = storage.read_manifest(got["ref"])
+    assert got.new and got.rows == len(orders_day(day))
+    batch = storage.read_manifest(got.ref)
     assert batch.source == "s3://landing/shop/orders/2024/2024-04-01.parquet"
-    assert ingest.ingest_partition("orders", day)["new"] is False
+    assert ingest.ingest_partition("orders", day).new is False
 
-    with pytest.raises(sources.SourceNotFound, match="no object s3://landing"):
+    with pytest.raises(SourceNotFound, match="no object s3://landing"):
         ingest.ingest_partition("orders", date(2024, 4, 2))
     fs.pipe_file("landing/shop/orders/2024/2024-04-03.parquet", b"not parquet")
-    with pytest.raises(sources.UnreadableInput, match="corrupt_parquet") as info:
+    with pytest.raises(UnreadableInput, match="corrupt_parquet") as info:
         ingest.ingest_partition("orders", date(2024, 4, 3))
     assert fs.cat_file(f"{info.value.quarantine_ref.removeprefix('s3://')}/2024-04-03.parquet") == (
         b"not parquet"
@@ -234,34 +235,34 @@ def test_http_source_retries_transient_errors_only(drop, monkeypatch, shop):
     _Shop.files["/export/2024-05-01.csv"] = orders_csv(day)
     _Shop.flaky["/export/2024-05-01.csv"] = 2  # two 503s, then the file
     got = ingest.ingest_partition("orders", day)
-    assert got["new"] and got["rows"] == len(orders_day(day))
+    assert got.new and got.rows == len(orders_day(day))
     assert _Shop.hits["/export/2024-05-01.csv"] == 3
-    assert storage.read_manifest(got["ref"]).source == f"{shop}/export/2024-05-01.csv"
+    assert storage.read_manifest(got.ref).source == f"{shop}/export/2024-05-01.csv"
 
     # Not published yet: one request, a clear error, nothing quarantined.
-    with pytest.raises(sources.SourceNotFound, match="answered 404"):
+    with pytest.raises(SourceNotFound, match="answered 404"):
         ingest.ingest_partition("orders", date(2024, 5, 2))
     assert _Shop.hits["/export/2024-05-02.csv"] == 1
 
     # Always busy: the retries run out, and the error says it is transient.
     _Shop.files["/export/2024-05-03.csv"] = orders_csv(date(2024, 5, 3))
     _Shop.flaky["/export/2024-05-03.csv"] = 100
-    with pytest.raises(sources.TransientSourceError, match="HTTP 503"):
+    with pytest.raises(TransientSourceError, match="HTTP 503"):
         ingest.ingest_partition("orders", date(2024, 5, 3))
     assert _Shop.hits["/export/2024-05-03.csv"] == 4  # 1 + 3 retries
 
     # Unreadable bytes over HTTP are quarantined like any other.
     _Shop.files["/export/2024-05-04.csv"] = b"order_id,amount\n"
-    with pytest.raises(sources.UnreadableInput, match="header_only"):
+    with pytest.raises(UnreadableInput, match="header_only"):
         ingest.ingest_partition("orders", date(2024, 5, 4))
     assert _Shop.hits["/export/2024-05-04.csv"] == 1
 
 
 def test_http_client_errors_are_not_retried(drop, monkeypatch, shop):
     _with_source(monkeypatch, {"kind": "http", "url": f"{shop}/forbidden/{{date}}.csv"})
-    with pytest.raises(sources.SourceError, match="HTTP 403") as info:
+    with pytest.raises(SourceError, match="HTTP 403") as info:
         ingest.ingest_partition("orders", date(2024, 5, 5))
-    assert not isinstance(info.value, sources.TransientSourceError)
+    assert not isinstance(info.value, TransientSourceError)
     assert _Shop.hits["/forbidden/2024-05-05.csv"] == 1
 
 
@@ -270,7 +271,7 @@ def test_unreachable_http_server_is_transient(drop, monkeypatch):
 
     url = f"http://127.0.0.1:{free_port()}/{{date}}.csv"
     _with_source(monkeypatch, {"kind": "http", "url": url, "retries": 1, "backoff": 0.01})
-    with pytest.raises(sources.TransientSourceError, match="ConnectionError"):
+    with pytest.raises(TransientSourceError, match="ConnectionError"):
         ingest.ingest_partition("orders", date(2024, 5, 6))
 
 
@@ -278,7 +279,7 @@ def test_unreadable_input_can_be_shown_and_dropped_but_not_released(drop):
     from ml import quarantine
 
     _drop_bytes(drop, "2024-03-20.csv", b"")
-    with pytest.raises(sources.UnreadableInput) as info:
+    with pytest.raises(UnreadableInput) as info:
         ingest.ingest_partition("orders", date(2024, 3, 20))
     ref = info.value.quarantine_ref
     shown = quarantine.summary(ref)

@@ -22,42 +22,42 @@ def validated(s3_server):
     for dataset in ("flights", "weather"):
         for day in DAYS:
             raw = ingest.ingest_partition(dataset, day)
-            refs[(dataset, day)] = validation.validate_batch(raw["ref"], dataset).manifest.ref
+            refs[(dataset, day)] = validation.validate_batch(raw.ref, dataset).manifest.ref
     for dataset in ("planes", "airports"):  # snapshot lookup tables: the whole table once
         raw = ingest.ingest_partition(dataset, DAYS[-1])
-        refs[(dataset, None)] = validation.validate_batch(raw["ref"], dataset).manifest.ref
+        refs[(dataset, None)] = validation.validate_batch(raw.ref, dataset).manifest.ref
     return refs
 
 
 def test_reingesting_unchanged_days_writes_nothing(validated):
     before = storage.list_batches("raw", "flights")
     again = ingest.ingest_partition("flights", DAYS[0])
-    assert again["new"] is False
+    assert again.new is False
     assert storage.list_batches("raw", "flights") == before
 
 
 def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
     fs = build.build_features("flights")
-    assert fs["reused"] is False
-    split = fs["splits"]
+    assert fs.reused is False
+    split = fs.manifest["splits"]
     assert (
         max(split["train"])
         < min(split["validation"])
         <= max(split["validation"])
         < min(split["test"])
     )
-    assert fs["rows"]["train"] > 3000 and fs["rows"]["test"] > 500
-    assert build.build_features("flights")["reused"] is True  # same inputs: nothing recomputed
+    assert fs.rows["train"] > 3000 and fs.rows["test"] > 500
+    assert build.build_features("flights").reused is True  # same inputs: nothing recomputed
 
-    test_rows = sets.read_split(fs, "test")
+    test_rows = sets.read_split(fs.manifest, "test")
     assert test_rows[TARGET].isin([0, 1]).all()
-    assert {f"num__{c}" for c in fs["numeric"]} <= set(test_rows.columns)
+    assert {f"num__{c}" for c in fs.manifest["numeric"]} <= set(test_rows.columns)
 
-    good = train.train(fs["ref"], {"epochs": 3})
+    good = train.train(fs.ref, {"epochs": 3})
     assert good["metrics"]["test_roc_auc"] > 0.55  # better than chance on real flights
     client = tracking.client()
     mv = client.get_model_version(good["model_name"], good["model_version"])
-    assert mv.tags["feature_version"] == fs["feature_version"]
+    assert mv.tags["feature_version"] == fs.feature_version
     assert registry.alias_version(good["model_name"], registry.CHALLENGER) == good["model_version"]
 
     first = registry.promote(good["model_name"], good["model_version"], good["eval_snapshot"])
@@ -66,7 +66,7 @@ def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
     assert storage.read_json(first["audit_record"])["version"] == good["model_version"]
 
     # A barely trained challenger must not take the title; the reason is recorded.
-    worse = train.train(fs["ref"], {"epochs": 1, "learning_rate": 1e-7, "seed": 7})
+    worse = train.train(fs.ref, {"epochs": 1, "learning_rate": 1e-7, "seed": 7})
     second = registry.promote(
         worse["model_name"],
         worse["model_version"],

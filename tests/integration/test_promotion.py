@@ -16,8 +16,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def versions(s3_server, dask_cluster, mlflow_server):
     fs = _models.feature_set()
-    good = _models.trained(fs["ref"], epochs=3)
-    worse = _models.trained(fs["ref"], epochs=1, learning_rate=1e-7, seed=7)
+    good = _models.trained(fs.ref, epochs=3)
+    worse = _models.trained(fs.ref, epochs=1, learning_rate=1e-7, seed=7)
     return {"fs": fs, "good": good, "worse": worse}
 
 
@@ -25,7 +25,7 @@ def test_worse_is_refused_better_is_promoted_force_is_recorded_and_rollback_rest
     versions, capsys
 ):
     name = "flights_delay_promotion"
-    snapshot = versions["fs"]["eval_snapshot"]
+    snapshot = versions["fs"].eval_snapshot
     v_good = _models.copy_version(versions["good"], name)
     v_worse = _models.copy_version(versions["worse"], name)
 
@@ -78,7 +78,7 @@ def test_worse_is_refused_better_is_promoted_force_is_recorded_and_rollback_rest
 
 def test_two_concurrent_promotions_end_in_one_champion_and_two_records(versions):
     name = "flights_delay_concurrent"
-    snapshot = versions["fs"]["eval_snapshot"]
+    snapshot = versions["fs"].eval_snapshot
     # Two versions with the same weights: whichever goes second cannot beat the first.
     a = _models.copy_version(versions["good"], name)
     b = _models.copy_version(versions["good"], name)

@@ -18,10 +18,10 @@ NAME = "flights_delay_scoring"
 @pytest.fixture(scope="module")
 def champion(s3_server, dask_cluster, mlflow_server):
     fs = _models.feature_set()
-    good = _models.trained(fs["ref"], epochs=3)
+    good = _models.trained(fs.ref, epochs=3)
     v1 = _models.copy_version(good, NAME)
     v2 = _models.copy_version(good, NAME)
-    registry.promote(NAME, v1, fs["eval_snapshot"])
+    registry.promote(NAME, v1, fs.eval_snapshot)
     return {"fs": fs, "good": good, "v1": v1, "v2": v2}
 
 
@@ -85,7 +85,7 @@ def test_drift_report_per_scored_batch(champion, scored):
     assert doc["model_version"] == champion["v1"] and doc["metric"] == "psi"
     assert set(doc["psi"]) >= {"distance", "carrier", "temp", "dep_hour"}
     assert all(v >= 0 for v in doc["psi"].values())
-    assert doc["feature_version"] == champion["fs"]["feature_version"]
+    assert doc["feature_version"] == champion["fs"].feature_version
     svg = storage.filesystem().cat_file(doc["chart"].removeprefix("s3://")).decode()
     assert svg.startswith("<svg")
     manifest = storage.read_manifest(scored["refs"][0])
@@ -116,8 +116,8 @@ def test_lineage_round_trips(champion, scored, capsys):
     up = lineage.upstream(pred_ref)
     assert up["model"]["version"] == champion["v1"]
     assert up["mlflow_run"]["run_id"] == champion["good"]["run_id"]
-    assert up["feature_set"]["feature_version"] == champion["fs"]["feature_version"]
-    assert len(up["training_batches"]) == len(champion["fs"]["inputs"])
+    assert up["feature_set"]["feature_version"] == champion["fs"].feature_version
+    assert len(up["training_batches"]) == len(champion["fs"].manifest["inputs"])
     scored_flights = [b for b in up["scored_batches"] if "/flights/" in b["ref"]]
     assert len(scored_flights) == 1 and len(up["scored_batches"]) == 2  # flights + weather
     raw = scored_flights[0]["raw"][0]
@@ -126,7 +126,7 @@ def test_lineage_round_trips(champion, scored, capsys):
     down = lineage.downstream(raw["ref"])
     assert scored_flights[0]["ref"] in [c["ref"] for c in down["checked"]]
     assert pred_ref in [p["ref"] for p in down["predictions"]]
-    assert champion["fs"]["feature_version"] in [f["feature_version"] for f in down["feature_sets"]]
+    assert champion["fs"].feature_version in [f["feature_version"] for f in down["feature_sets"]]
     assert champion["good"]["model_version"] in [
         m["version"] for m in down["model_versions"] if m["name"] == "flights_delay"
     ]

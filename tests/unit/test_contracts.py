@@ -77,6 +77,24 @@ def test_row_keys_must_be_columns(tmp_path):
     assert "flight" in row_keys(contracts.load_contract("flights"))
 
 
+def test_lookup_contract_rules_are_checked(tmp_path):
+    text = contracts.contract_path("flights").read_text()
+    bad = text.replace("right_keys: [faa]", "right_keys: [faa, name]")
+    path = tmp_path / "flights.yaml"
+    path.write_text(bad)
+    with pytest.raises(
+        contracts.ContractError,
+        match=r"flights.yaml:\d+: features.lookups\[1\].right_keys: must name 1 key",
+    ):
+        contracts.load_contract(path)
+    path.write_text(text.replace("keys: [dest]", "keys: [destination]"))
+    with pytest.raises(contracts.ContractError, match=r"\['destination'\] are not columns"):
+        contracts.load_contract(path)
+    path.write_text(text.replace("plane_seats,\n", "seats,\n"))
+    with pytest.raises(contracts.ContractError, match=r"features.numeric: \['seats'\]"):
+        contracts.load_contract(path)
+
+
 # --- the format, checked on load: file, line and key --------------------------------------------
 
 GOOD = """\
@@ -224,6 +242,44 @@ def test_bad_contract_names_file_line_and_key(tmp_path, old, new, line, message)
         contracts.load_contract(path)
     assert str(err.value).startswith(f"{path}:{line}: "), str(err.value)
     assert message in str(err.value)
+
+
+def test_model_params_are_refused_not_silently_ignored(tmp_path):
+    # Nothing ever read `model.params`: training parameters are the train DAG's Params.
+    path = tmp_path / "shop.yaml"
+    path.write_text(GOOD + "model:\n  name: shop_model\n  params: {epochs: 3}\n")
+    with pytest.raises(contracts.ContractError) as err:
+        contracts.load_contract(path)
+    assert str(err.value).startswith(f"{path}:25: model.params: is not supported"), str(err.value)
+    assert "Params of the train DAG" in str(err.value)
+    path.write_text(GOOD + "model:\n  name: shop_model\n  metric: roc_auc\n  margin: 0.01\n")
+    assert contracts.load_contract(path).model_name == "shop_model"
+
+
+def test_joins_and_lookups_are_checked_alike(tmp_path):
+    path = tmp_path / "shop.yaml"
+    join = "  joins:\n    - {dataset: customers, keys: [customer], columns: [segment]}\n"
+    assert join in GOOD
+    path.write_text(GOOD.replace(join, join.replace("joins", "lookups")))
+    assert contracts.load_contract(path).features["lookups"][0]["dataset"] == "customers"
+    for kind in ("joins", "lookups"):
+        path.write_text(GOOD.replace(join, f"  {kind}:\n    - {{dataset: c, keys: [customer]}}\n"))
+        with pytest.raises(
+            contracts.ContractError,
+            match=rf"shop.yaml:19: features.{kind}\[0\]: missing key 'columns'",
+        ):
+            contracts.load_contract(path)
+        path.write_text(GOOD.replace(join, f"  {kind}: nope\n"))
+        with pytest.raises(
+            contracts.ContractError, match=f"features.{kind}: must be a list of {kind}"
+        ):
+            contracts.load_contract(path)
+    # Only a lookup renames its keys or columns.
+    path.write_text(GOOD.replace("columns: [segment]}", "columns: [segment], prefix: c_}"))
+    with pytest.raises(
+        contracts.ContractError, match=r"features.joins\[0\]: unknown key\(s\) \['prefix'\]"
+    ):
+        contracts.load_contract(path)
 
 
 def test_invalid_yaml_names_the_line(tmp_path):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ml.dev import synthetic
-from ml.sources import nycflights13_rows, nycflights13_table
+from ml.sources.nycflights13 import nycflights13_rows, nycflights13_table
 
 pytestmark = pytest.mark.unit
 
