@@ -45,7 +45,7 @@ def build(dataset: str):
         # A contract violation is not transient: no retry.
         @task(retries=0, map_index_template="{{ ref.split('/')[-2] }}")
         def validate(ref: str) -> str:
-            from ml.validation import validate_batch
+            from ml.validation.batch import validate_batch
 
             return validate_batch(ref, dataset).manifest.ref
 
