@@ -20,6 +20,7 @@ from airflow.sdk import dag, task
 from _mlpipe import DAG_DEFAULTS, contracts, event_extras, zone_asset
 
 
+# long: DAG builder (the task graph of one contract's validate DAG)
 def build(dataset: str):
     raw = zone_asset("raw", dataset)
     validated = zone_asset("validated", dataset)
