@@ -26,7 +26,7 @@ SAMPLE_SIZE = 10  # unexpected values kept per rule in a report
 REPORT_PREFIX = "validation"  # reports zone: validation/<dataset>/<partition>/<batch_id>.json|.html
 
 
-@dataclass
+@dataclass(frozen=True)
 class ValidationReport:
     """The outcome of validating one frame against one contract, rule by rule."""
 
