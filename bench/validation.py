@@ -90,7 +90,7 @@ def read_pandas(urls: list[str]):
 
 
 def validate_ours(urls: list[str]):
-    from ml.validation import validate_dask
+    from ml.validation.execute import validate_dask
 
     return validate_dask(read_dask(urls), CONTRACT, partition=PARTITION)
 
@@ -105,9 +105,10 @@ def partition_suite_ours(urls: list[str]) -> int:
     read floor, it splits `validate_ours` into decode, GX, and whole-batch rules + scheduling."""
     import dask
 
-    from ml.validation import _contract, validate_partition
+    from ml.validation.execute import validate_partition
+    from ml.validation.rules import as_contract
 
-    contract = _contract(CONTRACT)
+    contract = as_contract(CONTRACT)
     parts = read_dask(urls).to_delayed()
     partials = dask.compute(*[dask.delayed(validate_partition)(p, contract) for p in parts])
     return sum(p["rows"] for p in partials)
@@ -116,7 +117,7 @@ def partition_suite_ours(urls: list[str]) -> int:
 def validate_reference(urls: list[str], by_column: bool = False) -> tuple[Any, float, float]:
     """Read every part into one frame and validate it in this process: one GX run of the whole
     suite (the reference), or with `by_column` our column-by-column runs (for the breakdown)."""
-    from ml.validation import validate_frame
+    from ml.validation.suite import validate_frame
 
     started = time.perf_counter()
     df = read_pandas(urls)
@@ -213,7 +214,7 @@ def run_ours(
 
 
 def run_reference(args, urls: list[str], rows: int) -> dict:
-    from ml.validation import validate_frame
+    from ml.validation.suite import validate_frame
 
     out: dict[str, Any] = {}
     need = frame_bytes_per_row() * rows * REFERENCE_MEMORY_FACTOR

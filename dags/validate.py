@@ -20,6 +20,7 @@ from airflow.sdk import dag, task
 from _mlpipe import DAG_DEFAULTS, contracts, event_extras, zone_asset
 
 
+# long: DAG builder (the task graph of one contract's validate DAG)
 def build(dataset: str):
     raw = zone_asset("raw", dataset)
     validated = zone_asset("validated", dataset)
@@ -45,7 +46,7 @@ def build(dataset: str):
         # A contract violation is not transient: no retry.
         @task(retries=0, map_index_template="{{ ref.split('/')[-2] }}")
         def validate(ref: str) -> str:
-            from ml.validation import validate_batch
+            from ml.validation.batch import validate_batch
 
             return validate_batch(ref, dataset).manifest.ref
 

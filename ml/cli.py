@@ -41,7 +41,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_contract(args: argparse.Namespace) -> int:
     from ml.contracts import ContractError, load_contract
-    from ml.validation import describe_rule, rule_specs
+    from ml.validation.rules import describe_rule, rule_specs
 
     bad = 0
     for name in args.files:

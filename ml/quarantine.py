@@ -30,9 +30,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ml import storage
-from ml.contracts import Contract, available_datasets, load_contract
+from ml.contracts import Contract, available_datasets
 from ml.errors import BadInputError
 from ml.settings import Settings, get_settings
+from ml.validation.pii import apply_pii, pii_salt, to_validated
+from ml.validation.rules import FAILED_RULES, as_contract
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +172,40 @@ def _check_held(fs, m: storage.Manifest) -> None:
         )
 
 
+def _check_readable(m: storage.Manifest) -> None:
+    if m.extra.get("unreadable"):
+        raise QuarantineError(
+            f"{m.ref} holds input that could not be read ({m.extra.get('reason')}): there are no "
+            "rows to release; fix the source file and ingest the day again, or drop this batch"
+        )
+
+
+def _release_rows(
+    m: storage.Manifest,
+    contract: Contract,
+    salt: bytes | None,
+    extra: dict[str, Any],
+    s: Settings,
+) -> storage.Manifest:
+    """The bad rows of a batch join its good rows in a new validated batch of the partition
+    (`_failed_rules` removed, PII dropped or hashed), which supersedes the partial one."""
+    good = storage.read_manifest(m.extra["validated"], s)
+    batch_id = storage.new_batch_id()
+    released = (
+        apply_pii(df.drop(columns=[FAILED_RULES], errors="ignore"), contract, salt)
+        for df in storage.read_parts(m, s)
+    )
+    return storage.write_parts(
+        [*storage.read_parts(good, s), *released],
+        "validated",
+        good,
+        batch_id=batch_id,
+        extra={**extra, "quarantine": m.ref, "quarantined_rows": 0},
+        upstream=[*good.upstream, m.ref, good.ref],
+        settings=s,
+    )
+
+
 def release(
     ref: str,
     *,
@@ -181,49 +217,21 @@ def release(
     """Copy a quarantined batch (or its bad rows) to `validated`; returns the audit record.
 
     `contract` (default: the batch's dataset) says which PII columns to drop or hash."""
-    from ml.validation import FAILED_RULES, apply_pii, pii_salt
-
     s = settings or get_settings()
     fs = storage.filesystem(s)
     m = _quarantined(ref, s)
     _check_held(fs, m)
-    if m.extra.get("unreadable"):
-        raise QuarantineError(
-            f"{m.ref} holds input that could not be read ({m.extra.get('reason')}): there are no "
-            "rows to release; fix the source file and ingest the day again, or drop this batch"
-        )
-    contract = (
-        load_contract(contract or m.dataset) if not isinstance(contract, Contract) else contract
-    )
+    _check_readable(m)
+    contract = as_contract(contract or m.dataset)
     salt = pii_salt(contract, s)
     who, at = _who(by), datetime.now(UTC).isoformat()
     extra = {"released_by": who, "released_at": at, "released_from": m.ref}
     if note:
         extra["release_note"] = note
-
-    def cleaned(frames):
-        for df in frames:
-            yield apply_pii(df.drop(columns=[FAILED_RULES], errors="ignore"), contract, salt)
-
     if "quarantined_rows" in m.extra:  # bad rows: join the good rows in a new batch
-        good = storage.read_manifest(m.extra["validated"], s)
-        batch_id = storage.new_batch_id()
-        frames = list(storage.read_parts(good, s)) + list(cleaned(storage.read_parts(m, s)))
-        target = storage.write_parts(
-            frames,
-            "validated",
-            good,
-            batch_id=batch_id,
-            extra={**extra, "quarantine": m.ref, "quarantined_rows": 0},
-            upstream=[*good.upstream, m.ref, good.ref],
-            settings=s,
-        )
-    elif contract.pii:
-        target = storage.write_parts(
-            cleaned(storage.read_parts(m, s)), "validated", m, extra=extra, settings=s
-        )
-    else:
-        target = storage.copy_batch(m, "validated", extra=extra, settings=s)
+        target = _release_rows(m, contract, salt, extra, s)
+    else:  # a whole batch, as it came from raw: under its batch id
+        target = to_validated(m, contract, salt, extra, s)
     record = {
         "action": "release",
         "ref": m.ref,

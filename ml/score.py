@@ -178,7 +178,8 @@ def _score_one(
     import dask.dataframe as dd
     import pandas as pd
 
-    from ml import validation
+    from ml.validation.execute import validate_dask
+    from ml.validation.outcome import ContractViolation
 
     s = get_settings()
     dataset = contract.dataset
@@ -228,11 +229,11 @@ def _score_one(
     _, counts = dask.compute(write, counts)  # one pass over the input: predictions and drift
 
     written = dd.read_parquet(f"s3://{prefix}/", storage_options=options)
-    check = validation.validate_dask(written, str(PREDICTIONS_CONTRACT), partition=partition)
+    check = validate_dask(written, str(PREDICTIONS_CONTRACT), partition=partition)
     if not check.success:
         key = f"predictions/{dataset}/{partition}/{batch_id}/_report.json"
         url = storage.write_json("reports", key, check.to_dict())
-        raise validation.ContractViolation(
+        raise ContractViolation(
             f"predictions of {dataset} {partition} by {model_name} v{version} break the "
             f"predictions contract: {check.failure_summary()}; report {url}; not committed",
             ref=f"s3://{prefix}",

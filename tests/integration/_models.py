@@ -4,9 +4,10 @@ has its own aliases and audit log on the shared package-scoped servers)."""
 
 from __future__ import annotations
 
-from ml import ingest, storage, tracking, validation
+from ml import ingest, storage, tracking
 from ml.features import build, sets
 from ml.training import train
+from ml.validation.batch import validate_batch
 
 DAYS = ingest.days_between("2013-01-01", "2013-01-07")
 
@@ -18,7 +19,7 @@ def validated_week() -> None:
         for day in DAYS:
             if f"date={day}" not in done:
                 raw = ingest.ingest_partition(dataset, day)
-                validation.validate_batch(raw.ref, dataset)
+                validate_batch(raw.ref, dataset)
 
 
 def feature_set() -> sets.FeatureSet:

@@ -8,9 +8,10 @@ import logging
 import pandas as pd
 import pytest
 
-from ml import contracts, ingest, storage, validation
+from ml import contracts, ingest, storage
 from ml.features import build, joins, sets
 from ml.features.derived import TARGET
+from ml.validation.batch import validate_batch
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +26,12 @@ def validated(s3_server):
     for dataset in ("flights", "weather"):
         for day in DAYS:
             raw = ingest.ingest_partition(dataset, day)
-            validation.validate_batch(raw.ref, dataset)
+            validate_batch(raw.ref, dataset)
     snapshots = {}
     for dataset in ("planes", "airports"):
         assert ingest.plan_partitions(dataset, DATE_FROM, DATE_TO) == [DATE_TO]
         raw = ingest.ingest_partition(dataset, DATE_TO)
-        snapshots[dataset] = validation.validate_batch(raw.ref, dataset).manifest
+        snapshots[dataset] = validate_batch(raw.ref, dataset).manifest
     return snapshots
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ml import ingest, registry, score, storage, tracking, validation
+from ml import ingest, registry, score, storage, tracking
 from ml.evaluate import DecisionRule
 from ml.features import build, sets
 from ml.features.derived import TARGET
 from ml.training import train
+from ml.validation.batch import validate_batch
 
 pytestmark = pytest.mark.integration
 
@@ -22,10 +23,10 @@ def validated(s3_server):
     for dataset in ("flights", "weather"):
         for day in DAYS:
             raw = ingest.ingest_partition(dataset, day)
-            refs[(dataset, day)] = validation.validate_batch(raw.ref, dataset).manifest.ref
+            refs[(dataset, day)] = validate_batch(raw.ref, dataset).manifest.ref
     for dataset in ("planes", "airports"):  # snapshot lookup tables: the whole table once
         raw = ingest.ingest_partition(dataset, DAYS[-1])
-        refs[(dataset, None)] = validation.validate_batch(raw.ref, dataset).manifest.ref
+        refs[(dataset, None)] = validate_batch(raw.ref, dataset).manifest.ref
     return refs
 
 

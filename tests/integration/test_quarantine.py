@@ -9,7 +9,8 @@ import pytest
 
 from ml import cli, quarantine, storage
 from ml.contracts import load_contract
-from ml.validation import ContractViolation, validate_batch
+from ml.validation.batch import validate_batch
+from ml.validation.outcome import ContractViolation
 from tests.conftest import pipeline_environment
 
 pytestmark = pytest.mark.integration

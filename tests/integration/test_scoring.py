@@ -6,8 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ml import cli, lineage, registry, score, storage, tracking, validation
+from ml import cli, lineage, registry, score, storage, tracking
 from ml.score import PREDICTIONS_CONTRACT
+from ml.validation.suite import validate_frame
 from tests.integration import _models
 
 pytestmark = pytest.mark.integration
@@ -103,7 +104,7 @@ def test_predictions_contract_refuses_bad_output():
             "model_version": pd.Series(["3", "champion"], dtype="string"),
         }
     )
-    report = validation.validate_frame(bad, str(PREDICTIONS_CONTRACT))
+    report = validate_frame(bad, str(PREDICTIONS_CONTRACT))
     assert not report.success
     assert set(report.failed_rules) == {
         "predictions.probability.max",

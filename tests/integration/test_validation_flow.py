@@ -10,7 +10,9 @@ import pytest
 
 from ml import storage
 from ml.contracts import load_contract
-from ml.validation import ContractViolation, validate_batch
+from ml.errors import BadInputError
+from ml.validation.batch import validate_batch
+from ml.validation.outcome import ContractViolation
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +44,8 @@ def test_clean_batch_lands_in_validated(s3_server, flights_day, contract):
     )
     outcome = validate_batch(raw.ref, contract)
 
-    assert outcome.passed and outcome.report.success
+    assert outcome.passed and outcome.report.success and outcome.status == "passed"
+    assert (outcome.ref, outcome.dataset, outcome.failed_rules) == (raw.ref, "flights", [])
     assert outcome.report.rows == len(flights_day) == 842
     assert outcome.report.batch_ref == raw.ref
     validated = storage.read_manifest(_ref("validated", raw))
@@ -102,7 +105,7 @@ def test_violating_batch_is_quarantined(s3_server, flights_day, contract):
 def test_only_raw_batches_are_validated(s3_server, flights_day, contract):
     raw = storage.write_batch(flights_day.tail(10), "raw", "flights", PARTITION)  # fresh
     outcome = validate_batch(raw.ref, contract)
-    with pytest.raises(ValueError, match="only raw batches"):
+    with pytest.raises(BadInputError, match="only raw batches"):
         validate_batch(outcome.manifest.ref, contract)
 
 
@@ -111,7 +114,7 @@ def test_only_raw_batches_are_validated(s3_server, flights_day, contract):
 
 def test_dask_validation_merges_partitions_like_pandas(dask_cluster, flights_day, contract):
     """Five parts, five partitions: the merged Dask report equals the one-frame GX report."""
-    from ml.validation import validate_frame
+    from ml.validation.suite import validate_frame
 
     bad = flights_day.copy()
     bad.loc[[3, 250, 700], "dep_delay"] = 5000.0  # in three different parts
@@ -154,7 +157,7 @@ def test_table_rules_on_dask(dask_cluster, flights_day, contract):
     """Row count, key uniqueness and freshness are computed over the whole batch, not per part."""
     import dask.dataframe as dd
 
-    from ml.validation import validate_dask
+    from ml.validation.execute import validate_dask
 
     morning = flights_day[flights_day["hour"] < 12]
     three = pd.concat([morning] * 8, ignore_index=True)  # > 2000 rows, every key 8 times
@@ -229,6 +232,7 @@ def test_rows_policy_within_max_fraction(salted, tmp_path):
 
     outcome = validate_batch(raw.ref, contract)
     assert outcome.passed and outcome.status == "rows_quarantined"
+    assert outcome.reason == "2 of 20 rows broke row rules"
     assert (outcome.rows_validated, outcome.rows_quarantined) == (18, 2)
     good, held = _rows(_ref("validated", raw)), _rows(_ref("quarantine", raw))
     assert len(good) + len(held) == len(df)  # nothing lost
@@ -289,7 +293,7 @@ def test_warn_policy_logs_and_returns(salted, tmp_path, caplog):
 
 
 def test_pii_hash_is_stable_and_needs_a_salt(s3_server, tmp_path):
-    from ml.validation import PIIError
+    from ml.validation.pii import PIIError
     from tests.conftest import pipeline_environment
 
     contract = _toy_contract(tmp_path, "quarantine_batch")

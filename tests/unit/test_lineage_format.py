@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ml import contracts, lineage, validation
+from ml import contracts, lineage
 from ml.score import PREDICTIONS_CONTRACT
+from ml.validation.rules import rule_ids
 
 pytestmark = pytest.mark.unit
 
@@ -68,4 +69,4 @@ def test_the_predictions_contract_is_not_a_dataset_to_ingest():
         "predictions.probability.max",
         "predictions.label.not_null",
         "predictions.model_version.regex",
-    } <= set(validation.rule_ids(contract))
+    } <= set(rule_ids(contract))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ml import cli, quarantine
+from ml import cli
 
 pytestmark = pytest.mark.unit
 
@@ -34,8 +34,3 @@ def test_contract_check_needs_a_file():
 def test_missing_contract_file_exits_non_zero(tmp_path, capsys):
     assert cli.main(["contract", "check", str(tmp_path / "nope.yaml")]) == 1
     assert "no such contract file" in capsys.readouterr().err
-
-
-def test_who_defaults_to_the_user():
-    assert quarantine._who("alice") == "alice"
-    assert quarantine._who(None)

