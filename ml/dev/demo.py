@@ -13,6 +13,7 @@ from typing import Any
 
 from ml import contracts, registry, storage, tracking
 from ml.dev.airflow_api import AirflowClient
+from ml.dev.stack import lifecycle
 from ml.features import joins
 from ml.ingest import days_between
 from ml.settings import Settings, get_settings
@@ -163,11 +164,9 @@ def run(
     dataset: str = "flights",
 ) -> dict:
     """Stack up, run the chain through Airflow, and return the summary."""
-    from ml.dev import stack
-
     s = get_settings()
     started = time.monotonic()
-    urls = stack.up(s)
+    urls = lifecycle.up(s)
     client = AirflowClient(s.airflow_api_url)
     try:
         runs = run_chain(client, dataset, date_from, date_to, timeout)
