@@ -33,10 +33,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     summary = demo.run(date_from=args.date_from, date_to=args.date_to, timeout=args.timeout)
     if args.json:
-        print(json.dumps(summary, indent=2, default=str))
+        print(json.dumps(summary.to_dict(), indent=2, default=str))
     else:
         print(demo.format_summary(summary))
-    return 0 if summary.get("ok") else 1
+    return 0 if summary.ok else 1
 
 
 def _cmd_contract(args: argparse.Namespace) -> int:
