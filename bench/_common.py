@@ -196,11 +196,12 @@ def s3_server(log_path: str | Path | None = None) -> Iterator[str]:
     Inside the block, `S3_ENDPOINT_URL` and AWS keys point at it (and settings are re-read), so
     Dask workers started inside inherit them. Yields the endpoint URL; stops the server after.
     """
+    from ml.dev.stack.services import moto_server_argv  # deferred: conftest imports this module
+
     port = free_port()
-    exe = Path(sys.executable).parent / "moto_server"
     log = open(log_path or os.devnull, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        moto_server_argv("127.0.0.1", port),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -230,29 +231,21 @@ def mlflow_server(
     Inside the block `MLFLOW_TRACKING_URI` points at it; on a start-up failure its log tail is
     in the error. The job runner (huey consumers) is off, as in the local stack.
     """
+    from ml.dev.stack.services import (  # deferred: conftest imports this module
+        MLFLOW_SERVER_ENV,
+        mlflow_server_argv,
+    )
+
     state = Path(state)
     port = free_port()
     log_path = state / "mlflow.log"
     log = open(log_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{state}/mlflow.db",
-            "--artifacts-destination",
-            artifacts,
-        ],
+        mlflow_server_argv("127.0.0.1", port, f"sqlite:///{state}/mlflow.db", artifacts),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env={**os.environ, **MLFLOW_SERVER_ENV},
     )
     uri = f"http://127.0.0.1:{port}"
     try:

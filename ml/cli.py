@@ -9,39 +9,39 @@ import sys
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
-    from ml.dev import stack
+    from ml.dev.stack import lifecycle  # deferred: fast CLI start
 
     if args.action == "up":
-        urls = stack.up()
+        urls = lifecycle.up()
         for name, url in urls.items():
             print(f"{name:<12} {url}")
         return 0
     if args.action == "status":
-        rows = stack.status()
+        rows = lifecycle.status()
         for row in rows:
             print(f"{row.name:<22} {row.state:<8} pid={row.pid or '-':<8} {row.url or ''}")
         return 0 if all(r.state == "running" for r in rows) else 1
     if args.action == "down":
-        stack.down()
+        lifecycle.down()
         print("stack is down")
         return 0
     raise AssertionError(args.action)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ml.dev import demo
+    from ml.dev import demo  # deferred: fast CLI start
 
     summary = demo.run(date_from=args.date_from, date_to=args.date_to, timeout=args.timeout)
     if args.json:
-        print(json.dumps(summary, indent=2, default=str))
+        print(json.dumps(summary.to_dict(), indent=2, default=str))
     else:
         print(demo.format_summary(summary))
-    return 0 if summary.get("ok") else 1
+    return 0 if summary.ok else 1
 
 
 def _cmd_contract(args: argparse.Namespace) -> int:
-    from ml.contracts import ContractError, load_contract
-    from ml.validation.rules import describe_rule, rule_specs
+    from ml.contracts import ContractError, load_contract  # deferred: fast CLI start
+    from ml.validation.rules import describe_rule, rule_specs  # deferred: fast CLI start
 
     bad = 0
     for name in args.files:
@@ -71,7 +71,7 @@ def _cmd_contract(args: argparse.Namespace) -> int:
 
 
 def _cmd_quarantine(args: argparse.Namespace) -> int:
-    from ml import quarantine
+    from ml import quarantine  # deferred: fast CLI start
 
     try:
         if args.action == "list":
@@ -150,9 +150,9 @@ def _format_record(r: dict) -> str:
 
 def _champion_event(model_name: str, record: dict) -> str:
     """Tell Airflow that `champion` moved (its consumers, batch scoring, start once)."""
-    from ml.assets import model_alias
-    from ml.dev.airflow_api import AirflowClient
-    from ml.settings import get_settings
+    from ml.assets import model_alias  # deferred: fast CLI start
+    from ml.dev.airflow_api import AirflowClient  # deferred: fast CLI start
+    from ml.settings import get_settings  # deferred: fast CLI start
 
     uri = model_alias(model_name, "champion").uri
     AirflowClient(get_settings().airflow_api_url).create_asset_event(
@@ -168,7 +168,7 @@ def _champion_event(model_name: str, record: dict) -> str:
 
 
 def _cmd_model(args: argparse.Namespace) -> int:
-    from ml import registry
+    from ml import registry  # deferred: fast CLI start
 
     try:
         if args.action == "history":
@@ -213,7 +213,7 @@ def _cmd_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
-    from ml import lineage, storage
+    from ml import lineage, storage  # deferred: fast CLI start
 
     try:
         tree = lineage.downstream(args.ref) if args.raw else lineage.upstream(args.ref)
@@ -231,11 +231,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpipe", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_stack, _add_demo, _add_contract, _add_quarantine, _add_model, _add_lineage):
+        add(sub)
+    return parser
 
+
+def _add_stack(sub: argparse._SubParsersAction) -> None:
     p_stack = sub.add_parser("stack", help="local services: S3 API, MLflow, Dask, Airflow")
     p_stack.add_argument("action", choices=["up", "status", "down"])
     p_stack.set_defaults(func=_cmd_stack)
 
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     p_demo = sub.add_parser("demo", help="stack up, run the whole pipeline through Airflow")
     p_demo.add_argument("--date-from", default="2013-01-01")
     p_demo.add_argument("--date-to", default="2013-01-10")
@@ -243,12 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     p_demo.set_defaults(func=_cmd_demo)
 
+
+def _add_contract(sub: argparse._SubParsersAction) -> None:
     p_contract = sub.add_parser("contract", help="data contracts: check them, list their rules")
     contract_sub = p_contract.add_subparsers(dest="action", required=True)
     p_check = contract_sub.add_parser("check", help="check contract files, print their rules")
     p_check.add_argument("files", nargs="+", metavar="FILE", help="contract file or dataset name")
     p_contract.set_defaults(func=_cmd_contract)
 
+
+def _add_quarantine(sub: argparse._SubParsersAction) -> None:
     p_q = sub.add_parser("quarantine", help="batches held back by validation: list, show, act")
     q_sub = p_q.add_subparsers(dest="action", required=True)
     p_list = q_sub.add_parser("list", help="batches held back (all datasets, or one)")
@@ -270,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--contract", help="contract file (default: the dataset's)")
     p_q.set_defaults(func=_cmd_quarantine)
 
+
+def _add_model(sub: argparse._SubParsersAction) -> None:
     p_model = sub.add_parser("model", help="registered models: promotion history, rollback")
     m_sub = p_model.add_subparsers(dest="action", required=True)
     p_hist = m_sub.add_parser("history", help="the promotion audit log of a model, oldest first")
@@ -286,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_model.set_defaults(func=_cmd_model)
 
+
+def _add_lineage(sub: argparse._SubParsersAction) -> None:
     p_lin = sub.add_parser(
         "lineage", help="a predictions batch back to its sources, or a raw batch forward"
     )
@@ -293,7 +308,6 @@ def build_parser() -> argparse.ArgumentParser:
     p_lin.add_argument("--raw", action="store_true", help="list everything downstream of it")
     p_lin.add_argument("--json", action="store_true")
     p_lin.set_defaults(func=_cmd_lineage)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,18 +6,70 @@ the one before it updates. It follows the runs to the end and summarises what th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ml import contracts, registry, storage, tracking
 from ml.dev.airflow_api import AirflowClient
+from ml.dev.stack import lifecycle
 from ml.features import joins
 from ml.ingest import days_between
 from ml.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChampionSummary:
+    """The model version that holds `champion` after the demo."""
+
+    name: str
+    champion_version: str
+    test_roc_auc: str | None
+    promotion: str | None
+    run_id: str
+
+
+@dataclass(frozen=True)
+class ChallengerSummary:
+    """A newer version that was not promoted, and why."""
+
+    version: str
+    decision: str | None
+
+
+@dataclass(frozen=True)
+class PredictionsSummary:
+    """The newest predictions batch."""
+
+    ref: str
+    rows: int
+    model_version: str | None
+
+
+@dataclass
+class DemoSummary:
+    """What the demo's runs produced (`to_dict()` is the `mlpipe demo --json` output)."""
+
+    ok: bool
+    dates: str
+    runs: dict[str, str]  # DAG id -> final state
+    ingested: dict[str, int]  # dataset -> rows
+    validated: dict[str, int]
+    quarantined: dict[str, int]
+    model: ChampionSummary | None = None
+    challenger: ChallengerSummary | None = None
+    predictions: PredictionsSummary | None = None
+    urls: dict[str, str] = field(default_factory=dict)
+    seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of the sections that are there, in field order."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 def chain_dag_ids(dataset: str) -> dict[str, str]:
@@ -103,7 +155,7 @@ def run_chain(
 
 def summarize(
     dataset: str, date_from: str, date_to: str, runs: dict[str, dict], settings: Settings
-) -> dict[str, Any]:
+) -> DemoSummary:
     """What the runs produced, read back from object storage and the MLflow registry."""
     contract = contracts.load_contract(dataset)
     in_range = {f"date={d}" for d in days_between(date_from, date_to)}
@@ -116,44 +168,57 @@ def summarize(
         )
 
     names = [dataset, *joins.reference_datasets(contract)]
-    summary: dict[str, Any] = {
-        "ok": bool(runs) and all(r["state"] == "success" for r in runs.values()),
-        "dates": f"{date_from} .. {date_to}",
-        "runs": {dag_id: r["state"] for dag_id, r in runs.items()},
-        "ingested": {n: rows("raw", n) for n in names},
-        "validated": {n: rows("validated", n) for n in names},
-        "quarantined": {n: rows("quarantine", n) for n in names},
-    }
     model_name = contract.model_name
+    model, challenger = _registry_summary(model_name)
+    return DemoSummary(
+        ok=bool(runs) and all(r["state"] == "success" for r in runs.values()),
+        dates=f"{date_from} .. {date_to}",
+        runs={dag_id: r["state"] for dag_id, r in runs.items()},
+        ingested={n: rows("raw", n) for n in names},
+        validated={n: rows("validated", n) for n in names},
+        quarantined={n: rows("quarantine", n) for n in names},
+        model=model,
+        challenger=challenger,
+        predictions=_predictions_summary(dataset, settings),
+        urls={
+            "Airflow UI": settings.airflow_api_url,
+            "MLflow UI": settings.mlflow_tracking_uri,
+            "MLflow model": f"{settings.mlflow_tracking_uri}/#/models/{model_name}",
+            "S3 endpoint": settings.s3_endpoint_url,
+        },
+    )
+
+
+def _registry_summary(
+    model_name: str,
+) -> tuple[ChampionSummary | None, ChallengerSummary | None]:
+    """The champion, and a challenger that did not replace it."""
+    model = None
     version = registry.alias_version(model_name, registry.CHAMPION)
     if version is not None:
         mv = tracking.client().get_model_version(model_name, version)
-        summary["model"] = {
-            "name": model_name,
-            "champion_version": version,
-            "test_roc_auc": mv.tags.get("test_roc_auc"),
-            "promotion": mv.tags.get("promotion.reason"),
-            "run_id": mv.run_id,
-        }
+        model = ChampionSummary(
+            name=model_name,
+            champion_version=version,
+            test_roc_auc=mv.tags.get("test_roc_auc"),
+            promotion=mv.tags.get("promotion.reason"),
+            run_id=mv.run_id,
+        )
     challenger = registry.alias_version(model_name, registry.CHALLENGER)
-    if challenger is not None and challenger != version:
-        tags = tracking.client().get_model_version(model_name, challenger).tags
-        summary["challenger"] = {"version": challenger, "decision": tags.get("promotion.reason")}
+    if challenger is None or challenger == version:
+        return model, None
+    tags = tracking.client().get_model_version(model_name, challenger).tags
+    return model, ChallengerSummary(version=challenger, decision=tags.get("promotion.reason"))
+
+
+def _predictions_summary(dataset: str, settings: Settings) -> PredictionsSummary | None:
     predictions = storage.list_batches("predictions", dataset, settings=settings)
-    if predictions:
-        latest = max(predictions, key=lambda m: m.created_at)
-        summary["predictions"] = {
-            "ref": latest.ref,
-            "rows": latest.rows,
-            "model_version": latest.extra.get("model_version"),
-        }
-    summary["urls"] = {
-        "Airflow UI": settings.airflow_api_url,
-        "MLflow UI": settings.mlflow_tracking_uri,
-        "MLflow model": f"{settings.mlflow_tracking_uri}/#/models/{model_name}",
-        "S3 endpoint": settings.s3_endpoint_url,
-    }
-    return summary
+    if not predictions:
+        return None
+    latest = max(predictions, key=lambda m: m.created_at)
+    return PredictionsSummary(
+        ref=latest.ref, rows=latest.rows, model_version=latest.extra.get("model_version")
+    )
 
 
 def run(
@@ -161,13 +226,11 @@ def run(
     date_to: str = "2013-01-10",
     timeout: float = 480.0,
     dataset: str = "flights",
-) -> dict:
+) -> DemoSummary:
     """Stack up, run the chain through Airflow, and return the summary."""
-    from ml.dev import stack
-
     s = get_settings()
     started = time.monotonic()
-    urls = stack.up(s)
+    urls = lifecycle.up(s)
     client = AirflowClient(s.airflow_api_url)
     try:
         runs = run_chain(client, dataset, date_from, date_to, timeout)
@@ -176,45 +239,41 @@ def run(
         runs = {}
     summary = summarize(dataset, date_from, date_to, runs, s)
     if "Dask dashboard" in urls:
-        summary["urls"]["Dask dashboard"] = urls["Dask dashboard"]
-    summary["seconds"] = round(time.monotonic() - started, 1)
+        summary.urls["Dask dashboard"] = urls["Dask dashboard"]
+    summary.seconds = round(time.monotonic() - started, 1)
     return summary
 
 
-def format_summary(summary: dict) -> str:
+def format_summary(summary: DemoSummary) -> str:
+    seconds = summary.seconds if summary.seconds is not None else "?"
     lines = [
         "",
         "=" * 72,
-        f"Pipeline demo: flights of {summary['dates']}  ->  {'OK' if summary['ok'] else 'FAILED'}"
-        f"  ({summary.get('seconds', '?')} s)",
+        f"Pipeline demo: flights of {summary.dates}  ->  {'OK' if summary.ok else 'FAILED'}"
+        f"  ({seconds} s)",
         "=" * 72,
         "Airflow runs:",
-        *[f"  {dag_id:<24} {state}" for dag_id, state in summary["runs"].items()],
-        "Rows ingested (raw):        " + _pairs(summary["ingested"]),
-        "Rows validated:             " + _pairs(summary["validated"]),
-        "Rows quarantined:           " + _pairs(summary["quarantined"]),
+        *[f"  {dag_id:<24} {state}" for dag_id, state in summary.runs.items()],
+        "Rows ingested (raw):        " + _pairs(summary.ingested),
+        "Rows validated:             " + _pairs(summary.validated),
+        "Rows quarantined:           " + _pairs(summary.quarantined),
     ]
-    if "model" in summary:
-        m = summary["model"]
+    if (m := summary.model) is not None:
         lines += [
-            f"Model:                      {m['name']} version {m['champion_version']} holds 'champion'",
-            f"  test ROC AUC:             {m['test_roc_auc']}",
-            f"  promotion:                {m['promotion']}",
-            f"  MLflow run:               {m['run_id']}",
+            f"Model:                      {m.name} version {m.champion_version} holds 'champion'",
+            f"  test ROC AUC:             {m.test_roc_auc}",
+            f"  promotion:                {m.promotion}",
+            f"  MLflow run:               {m.run_id}",
         ]
-    if "challenger" in summary:
-        c = summary["challenger"]
+    if (c := summary.challenger) is not None:
+        lines.append(f"Challenger:                 version {c.version} not promoted: {c.decision}")
+    if (p := summary.predictions) is not None:
         lines.append(
-            f"Challenger:                 version {c['version']} not promoted: {c['decision']}"
-        )
-    if "predictions" in summary:
-        p = summary["predictions"]
-        lines.append(
-            f"Predictions:                {p['rows']} rows by version {p['model_version']} at {p['ref']}"
+            f"Predictions:                {p.rows} rows by version {p.model_version} at {p.ref}"
         )
     lines += [
         "Where to look:",
-        *[f"  {name:<15} {url}" for name, url in summary["urls"].items()],
+        *[f"  {name:<15} {url}" for name, url in summary.urls.items()],
         "  Stop the services with `mlpipe stack down` (or `make stack-down`).",
         "",
     ]

@@ -60,7 +60,7 @@ def databases() -> Iterator[dict[str, str]]:
 def stack(tmp_path_factory, databases) -> Iterator:
     """`mlpipe stack up` on free ports in a temporary state folder; `down` afterwards."""
     from ml import settings as settings_module
-    from ml.dev import stack as stack_module
+    from ml.dev.stack import lifecycle as stack_module
 
     env = {
         "MLPIPE_STATE_DIR": str(tmp_path_factory.mktemp("stack")),

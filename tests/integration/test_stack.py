@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ml.dev import stack
+from ml.dev.stack import layout, lifecycle, services
 from ml.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -78,7 +78,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
         airflow_parallelism=4,
     )
     yield s
-    stack.down(s)  # whatever a failed test left running
+    lifecycle.down(s)  # whatever a failed test left running
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
@@ -107,7 +107,7 @@ def _post(url: str, body: dict, token: str) -> tuple[int, dict]:
 
 
 def _pids(s: Settings) -> dict[str, int]:
-    return {row.name: row.pid for row in stack.status(s) if row.pid}
+    return {row.name: row.pid for row in lifecycle.status(s) if row.pid}
 
 
 def _family(pids: dict[str, int]) -> dict[int, str]:
@@ -145,7 +145,7 @@ def _assert_nothing_left(s: Settings, before: dict[int, str]) -> None:
     ).stdout
     mentions = [line for line in ps.splitlines() if str(s.state_path) in line]
     assert not mentions, f"processes mentioning the state folder after down: {mentions}"
-    assert all(row.state == "stopped" for row in stack.status(s))
+    assert all(row.state == "stopped" for row in lifecycle.status(s))
 
 
 def _buckets_with_versioning(s: Settings) -> dict[str, str]:
@@ -158,7 +158,7 @@ def _buckets_with_versioning(s: Settings) -> dict[str, str]:
 def test_core_services_lifecycle(settings: Settings) -> None:
     s = settings
     started = time.monotonic()
-    urls = stack.up(s, services=CORE)
+    urls = lifecycle.up(s, services=CORE)
     took = time.monotonic() - started
     assert took < 60, f"core services took {took:.1f} s to come up"
     assert set(urls) == {"S3", "MLflow", "Dask", "Dask dashboard"}
@@ -201,7 +201,7 @@ def test_core_services_lifecycle(settings: Settings) -> None:
         assert len(dask.scheduler_info()["workers"]) == s.dask_workers
         assert dask.submit(probe, pure=False).result(timeout=30) == (s.s3_endpoint_url, "ml")
 
-    rows = {row.name: row for row in stack.status(s)}
+    rows = {row.name: row for row in lifecycle.status(s)}
     for name in ("s3", "mlflow", "dask-scheduler", "dask-workers"):
         assert rows[name].state == "running" and rows[name].pid
     assert rows["airflow-scheduler"].state == "stopped"
@@ -209,7 +209,7 @@ def test_core_services_lifecycle(settings: Settings) -> None:
 
     # Idempotent: a second `up` starts nothing.
     pids = _pids(s)
-    assert stack.up(s, services=CORE) == urls
+    assert lifecycle.up(s, services=CORE) == urls
     assert _pids(s) == pids
 
     # A crashed service is started again (stale pid file), and its buckets come back.
@@ -217,8 +217,8 @@ def test_core_services_lifecycle(settings: Settings) -> None:
     deadline = time.monotonic() + 10
     while _alive(pids["s3"]) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert {r.name: r.state for r in stack.status(s)}["s3"] == "stopped"
-    stack.up(s, services=CORE)
+    assert {r.name: r.state for r in lifecycle.status(s)}["s3"] == "stopped"
+    lifecycle.up(s, services=CORE)
     new_pids = _pids(s)
     assert new_pids["s3"] != pids["s3"]
     assert {k: v for k, v in new_pids.items() if k != "s3"} == {
@@ -228,32 +228,32 @@ def test_core_services_lifecycle(settings: Settings) -> None:
 
     before = _family(new_pids)
     assert len(before) > len(new_pids)  # uvicorn and Dask worker processes too
-    stack.down(s)
+    lifecycle.down(s)
     _assert_nothing_left(s, before)
-    assert stack.status(s)[0].state == "stopped"
+    assert lifecycle.status(s)[0].state == "stopped"
 
 
 def test_port_taken_by_a_stranger_is_reported(settings: Settings) -> None:
     s = settings
-    host, port = stack._host_port(s.mlflow_tracking_uri)
+    host, port = layout.host_port(s.mlflow_tracking_uri)
     with socket.socket() as squatter:
         squatter.bind((host, port))
         squatter.listen()
-        with pytest.raises(stack.StackError, match="already in use"):
-            stack.up(s, services=["mlflow"], timeout=30)
+        with pytest.raises(layout.StackError, match="already in use"):
+            lifecycle.up(s, services=["mlflow"], timeout=30)
     assert not (s.state_path / "run" / "mlflow.pid").exists()
 
 
 def test_failed_start_names_the_service_and_its_log(settings: Settings) -> None:
     s = settings.model_copy(update={"mlflow_database_url": "nosuchdb://nowhere"})
-    with pytest.raises(stack.StackError) as failure:
-        stack.up(s, services=["mlflow"], timeout=60)
+    with pytest.raises(layout.StackError) as failure:
+        lifecycle.up(s, services=["mlflow"], timeout=60)
     message = str(failure.value)
     assert "mlflow" in message
-    assert str(stack.log_file(s, "mlflow")) in message
+    assert str(layout.log_file(s, "mlflow")) in message
     assert "nosuchdb" in message  # the log's last lines come with the error
-    stack.down(s)
-    assert all(row.state == "stopped" for row in stack.status(s))
+    lifecycle.down(s)
+    assert all(row.state == "stopped" for row in lifecycle.status(s))
 
 
 def test_full_stack_with_airflow(
@@ -263,18 +263,18 @@ def test_full_stack_with_airflow(
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "mlpipe_stack_sleeper.py").write_text(SLEEPER_DAG)
-    monkeypatch.setattr(stack, "DAGS_FOLDER", dags)
+    monkeypatch.setattr(services, "DAGS_FOLDER", dags)
 
-    env = stack.airflow_env(s)
+    env = services.airflow_env(s)
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(dags)
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == s.airflow_api_url + "/execution/"
     assert env["MLFLOW_TRACKING_URI"] == s.mlflow_tracking_uri
     keys = s.state_path / "airflow" / "secrets.json"
     assert keys.stat().st_mode & 0o777 == 0o600
-    assert stack.airflow_env(s) == env  # keys and ports are kept, not regenerated
+    assert services.airflow_env(s) == env  # keys and ports are kept, not regenerated
 
     started = time.monotonic()
-    urls = stack.up(s)
+    urls = lifecycle.up(s)
     took = time.monotonic() - started
     assert took < 120, f"the whole stack took {took:.1f} s to come up"
     assert set(urls) == {"S3", "MLflow", "Dask", "Dask dashboard", "Airflow"}
@@ -286,10 +286,10 @@ def test_full_stack_with_airflow(
         assert health[component]["status"] == "healthy", health
     assert _get(s.mlflow_tracking_uri + "/health")[0] == 200
     assert set(s.buckets) <= set(_buckets_with_versioning(s))
-    assert all(row.state == "running" for row in stack.status(s))
+    assert all(row.state == "running" for row in lifecycle.status(s))
 
     pids = _pids(s)
-    assert stack.up(s) == urls
+    assert lifecycle.up(s) == urls
     assert _pids(s) == pids
 
     # Run a DAG whose tasks sleep, so `down` meets live task runners.
@@ -320,7 +320,7 @@ def test_full_stack_with_airflow(
     before = _family(pids)
     sleepers = [pid for pid, cmd in before.items() if cmd.startswith("sleep 600")]
     assert sleepers and os.getsid(sleepers[0]) not in pids.values()  # it left our sessions
-    stack.down(s)
+    lifecycle.down(s)
     _assert_nothing_left(s, before)
 
 
@@ -334,43 +334,43 @@ def test_external_s3_endpoint_is_used_not_started(settings: Settings) -> None:
         s = settings.model_copy(
             update={"s3_endpoint_url": f"http://{host}:{port}", "local_s3": False}
         )
-        assert stack.up(s, services=["s3"]) == {"S3": s.s3_endpoint_url}
+        assert lifecycle.up(s, services=["s3"]) == {"S3": s.s3_endpoint_url}
         assert not (s.state_path / "run" / "s3.pid").exists()
         assert set(s.buckets) <= set(_buckets_with_versioning(s))
-        row = stack.status(s)[0]
+        row = lifecycle.status(s)[0]
         assert (row.name, row.state, row.pid) == ("s3 (external)", "running", None)
-        stack.down(s)
+        lifecycle.down(s)
     finally:
         server.stop()
-    assert stack.status(s)[0].state == "stopped"
+    assert lifecycle.status(s)[0].state == "stopped"
 
 
 def test_postgres_urls_name_an_installed_driver() -> None:
     import importlib.util
 
-    url = stack._database_url("postgresql://postgres@127.0.0.1:5432/mlflow")
+    url = services.database_url("postgresql://postgres@127.0.0.1:5432/mlflow")
     if importlib.util.find_spec("psycopg") is None:
         assert url == "postgresql+psycopg2://postgres@127.0.0.1:5432/mlflow"
-    assert stack._database_url("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"
-    assert stack._database_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert services.database_url("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"
+    assert services.database_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
 
 
 def test_fresh_local_s3_starts_a_fresh_local_mlflow_store(settings: Settings) -> None:
     """moto keeps data in memory: after a restart the old registry would point at lost artifacts."""
     store = settings.state_path / "mlflow" / "mlflow.db"
     try:
-        stack.up(settings, services=["s3", "mlflow"])
+        lifecycle.up(settings, services=["s3", "mlflow"])
         import mlflow
 
         # A client of this server only: mlflow.set_tracking_uri would outlive the test.
         client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
         client.create_registered_model("kept-while-s3-lives")
-        stack.down(settings, services=["mlflow"])
-        stack.up(settings, services=["s3", "mlflow"])  # S3 kept running: the store is kept
+        lifecycle.down(settings, services=["mlflow"])
+        lifecycle.up(settings, services=["s3", "mlflow"])  # S3 kept running: the store is kept
         assert client.get_registered_model("kept-while-s3-lives")
-        stack.down(settings)
+        lifecycle.down(settings)
         assert store.exists()
-        stack.up(settings, services=["s3", "mlflow"])  # S3 starts empty: so does the store
+        lifecycle.up(settings, services=["s3", "mlflow"])  # S3 starts empty: so does the store
         assert [m.name for m in client.search_registered_models()] == []
     finally:
-        stack.down(settings)
+        lifecycle.down(settings)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.dev import stack
+from ml.dev.stack import bootstrap, layout, services
 from ml.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -24,12 +24,12 @@ def test_gpu_pool_is_created_with_the_configured_slots_and_resized(tmp_path: Pat
         gpu_pool_slots=3,
     )
     deadline = time.monotonic() + 300
-    stack._finish_migrate(s, stack._start_migrate(s), deadline)
-    env = {**os.environ, **stack.airflow_env(s)}
+    bootstrap.finish_migrate(s, bootstrap.start_migrate(s), deadline)
+    env = {**os.environ, **services.airflow_env(s)}
 
     def pool() -> dict:
         out = subprocess.run(
-            [stack._executable("airflow"), "pools", "get", "gpu", "-o", "json"],
+            [layout.executable("airflow"), "pools", "get", "gpu", "-o", "json"],
             env=env,
             capture_output=True,
             text=True,
@@ -38,8 +38,8 @@ def test_gpu_pool_is_created_with_the_configured_slots_and_resized(tmp_path: Pat
         )
         return json.loads(out.stdout)[0]
 
-    assert stack.ensure_gpu_pool(s) == 3
+    assert bootstrap.ensure_gpu_pool(s) == 3
     assert int(pool()["slots"]) == 3
     s.gpu_pool_slots = 1  # resized in place on the next bootstrap
-    assert stack.ensure_gpu_pool(s) == 1
+    assert bootstrap.ensure_gpu_pool(s) == 1
     assert int(pool()["slots"]) == 1

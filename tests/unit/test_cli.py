@@ -1,10 +1,15 @@
-"""`mlpipe contract` and `mlpipe quarantine`: the command line, without servers."""
+"""The command line without servers: parsing and output of every command (the commands' work is
+replaced where it needs a server), `mlpipe contract` and `mlpipe quarantine`."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from ml import cli
+from ml.dev import demo
+from ml.dev.stack import lifecycle
 
 pytestmark = pytest.mark.unit
 
@@ -34,3 +39,62 @@ def test_contract_check_needs_a_file():
 def test_missing_contract_file_exits_non_zero(tmp_path, capsys):
     assert cli.main(["contract", "check", str(tmp_path / "nope.yaml")]) == 1
     assert "no such contract file" in capsys.readouterr().err
+
+
+def test_every_command_is_there():
+    parser = cli.build_parser()
+    for argv in (
+        ["stack", "up"],
+        ["demo", "--date-from", "2013-02-01", "--json"],
+        ["contract", "check", "flights"],
+        ["quarantine", "show", "s3://quarantine/a/b/c"],
+        ["model", "rollback", "flights_delay", "--no-trigger"],
+        ["lineage", "s3://raw/a/b/c", "--raw"],
+    ):
+        args = parser.parse_args(argv)
+        assert args.command == argv[0]
+        assert callable(args.func)
+    args = parser.parse_args(["demo"])
+    assert (args.date_from, args.date_to, args.timeout, args.json) == (
+        "2013-01-01",
+        "2013-01-10",
+        480.0,
+        False,
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["stack", "restart"])
+
+
+def test_stack_status_prints_a_row_per_service(monkeypatch, capsys):
+    rows = [
+        lifecycle.ServiceStatus("s3", "running", 123, "http://127.0.0.1:9000"),
+        lifecycle.ServiceStatus("airflow-scheduler", "stopped", None, None),
+    ]
+    monkeypatch.setattr(lifecycle, "status", lambda: rows)
+    assert cli.main(["stack", "status"]) == 1  # not everything runs
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "s3                     running  pid=123      http://127.0.0.1:9000",
+        "airflow-scheduler      stopped  pid=-        ",
+    ]
+
+
+def test_stack_up_prints_the_urls(monkeypatch, capsys):
+    monkeypatch.setattr(lifecycle, "up", lambda: {"S3": "http://127.0.0.1:9000"})
+    assert cli.main(["stack", "up"]) == 0
+    assert capsys.readouterr().out == "S3           http://127.0.0.1:9000\n"
+
+
+def test_demo_json_and_exit_code(monkeypatch, capsys):
+    summary = demo.DemoSummary(
+        ok=False,
+        dates="2013-01-01 .. 2013-01-02",
+        runs={"ingest_flights": "failed"},
+        ingested={"flights": 0},
+        validated={"flights": 0},
+        quarantined={"flights": 0},
+        seconds=3.0,
+    )
+    monkeypatch.setattr(demo, "run", lambda **kwargs: summary)
+    assert cli.main(["demo", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == summary.to_dict()
