@@ -28,6 +28,7 @@ from ml.training.params import PRECISIONS, CompressParams, TrainParams
 TRAIN, COMPRESS = TrainParams(), CompressParams()
 
 
+# long: DAG builder (Params, tasks and their wiring)
 def build(dataset: str, model_name: str):
     features = zone_asset("features", dataset)
     challenger = alias_asset(model_name, "challenger")

@@ -1,8 +1,9 @@
-"""The registered model: an MLflow pyfunc that takes joined raw rows (a pandas frame) and returns
-the probability of a delay, with the fitted feature transform and the network inside.
+"""The registered model: an MLflow pyfunc that takes joined raw rows and returns the probability
+of a delay, with the fitted feature transform and the network inside.
 
 Scoring applies exactly the transform that training used. Ships inside the registered model with
-the modules it imports (mlflow, pandas, torch, `ml.features.transform`, `ml.training.network`).
+the modules it imports (`ml.features.transform`, `ml.training.network`; see
+`ml.training.package`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,11 @@
-"""The registered model's package: the pyfunc (`ml.training.model.DelayModel`) logged with the
-code it needs, its artifacts (transform, config, weights), signature, input example and
-explicit requirements, so it loads and predicts where mlpipe is not installed."""
+"""The registered model's package: the pyfunc logged with the code it needs, its artifacts,
+signature, input example and explicit requirements, so it loads where mlpipe is not installed.
+
+The code travels as MLflow `code_paths`: a copy of `SHIPPED_MODULES` in an `ml/` folder, which
+MLflow puts on `sys.path` when it loads the model. Where mlpipe is installed and `ml` is already
+imported (every mlpipe process that loads a model), `ml.*` resolves to the installed package;
+a process that loads a model before it first imports `ml` gets the model's copy as `ml`.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""A logged model becomes a registered version: once per run and variant, with its lineage
-tags (feature version, contract hash, code version, input batches, test metrics), and the
-full variant gets the alias `challenger`."""
+"""A logged model becomes a registered version, once per run and variant, with its lineage tags;
+the full variant gets the alias `challenger`."""
 
 from __future__ import annotations
 

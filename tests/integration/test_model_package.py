@@ -111,6 +111,7 @@ def test_the_registered_model_loads_and_predicts_without_mlpipe(s3_server, mlflo
     cwd.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["MLFLOW_TRACKING_URI"] = mlflow_server
+    env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     done = subprocess.run(
         [str(python), "-c", LOAD, uri, str(tmp_path / "rows.parquet"), ",".join(BLOCKED)],
         cwd=cwd,
