@@ -6,7 +6,7 @@ Synthetic flights (`ml.dev.synthetic`) with weather columns are held in the work
 Dask partitions. Ours: `ml.score.predict_partition` over the joined raw rows, i.e. the model
 registered in a real MLflow server (artifacts in a local S3 API server) loaded once per worker,
 its transform and network, keys, label and version columns. Reference: the same network called
-directly (`ml.training.model.predict_proba`) on the same partitions already transformed, on the same
+directly (`ml.training.network.predict_proba`) on the same partitions already transformed, on the same
 workers. Both sides reduce to a sum of probabilities, so only scoring is timed. Reported: the
 median of `--repeat` runs after a warm-up, rows per second, their ratio (goal: >= 0.7), and the
 speed-up of ours from one to two workers. The last line is
@@ -65,14 +65,15 @@ def joined_partition(n_rows: int, seed: int, partition: int):
 
 def register_model(sample) -> str:
     """A fitted transform and an (untrained) network of the training DAG's default size,
-    logged as training logs it (`ml.training.train.log_pyfunc`: our pyfunc, signature, input example)
+    logged as training logs it (`ml.training.package.log_pyfunc`: our pyfunc, signature, input example)
     and registered."""
     import mlflow
 
     from ml import contracts
     from ml.features.transform import FeatureTransform
-    from ml.training.model import network_from_config
-    from ml.training.train import TrainParams, log_pyfunc
+    from ml.training.network import network_from_config
+    from ml.training.package import log_pyfunc
+    from ml.training.params import TrainParams
 
     transform = FeatureTransform.for_contract(contracts.load_contract(DATASET)).fit(sample)
     config = TrainParams().network_config()
@@ -90,7 +91,7 @@ _NETWORKS: dict[str, tuple] = {}
 def raw_network_sum(frame, model_uri: str, tracking_uri: str) -> float:
     """Reference: the bare network (weights of the registered model) on transformed inputs."""
     from ml.score import _load_model
-    from ml.training.model import predict_proba
+    from ml.training.network import predict_proba
 
     if model_uri not in _NETWORKS:
         inner = _load_model(model_uri, tracking_uri).unwrap_python_model()

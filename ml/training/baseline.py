@@ -13,8 +13,14 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+import mlflow
+
 from ml.features import sets
 from ml.features.derived import TARGET
+from ml.metrics import binary_metrics
+from ml.training.result import BaselineResult
+from ml.training.task_run import TASK_KEY_TAG, open_task_run
+from ml.training.tensors import categorical_columns, numeric_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,8 +55,6 @@ class BaselineParams:
 
 def design(frame: pd.DataFrame, transform) -> pd.DataFrame:
     """The trees' input: `num__*` and `cat__*` columns of a model-input frame."""
-    from ml.training.loader import categorical_columns, numeric_columns
-
     return frame[numeric_columns(transform) + categorical_columns(transform)]
 
 
@@ -87,16 +91,11 @@ def baseline_proba(model, frame: pd.DataFrame, transform):
 
 def train_baseline(
     feature_ref: str, params: dict[str, Any] | None = None, *, task_instance: dict | None = None
-) -> dict:
+) -> BaselineResult:
     """Fit and evaluate the baseline on a feature set; log it as a sibling MLflow run.
 
     With `task_instance`, a retry finds the run of an earlier attempt: a finished one is reused.
     """
-    import mlflow
-
-    from ml.metrics import binary_metrics
-    from ml.training.train import TASK_KEY_TAG, open_task_run
-
     hp = BaselineParams.from_dict(params)
     task = open_task_run(feature_ref, task_instance, "baseline", "baseline")
     manifest, transform = task.manifest, task.transform
@@ -105,7 +104,7 @@ def train_baseline(
     if run.info.status == "FINISHED" and "test_roc_auc" in run.data.metrics:
         log.info("baseline run %s of task key %s already finished: reusing it", run_id, key)
         metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
-        return {"run_id": run_id, "metrics": metrics, "task_key": run.data.tags[TASK_KEY_TAG]}
+        return BaselineResult(run_id, metrics, run.data.tags[TASK_KEY_TAG])
     splits = {name: sets.read_split(manifest, name) for name in sets.SPLITS}
     with mlflow.start_run(run_id=run_id):
         if not run.data.params:
@@ -119,4 +118,4 @@ def train_baseline(
         metrics = {f"test_{k}": v for k, v in test.items()}
         mlflow.log_metrics({**metrics, "fit_s": fit_s, "n_iter": float(model.n_iter_)})
     log.info("baseline test roc_auc %.4f (run %s)", test["roc_auc"], run_id)
-    return {"run_id": run_id, "metrics": metrics, "task_key": key}
+    return BaselineResult(run_id, metrics, key)

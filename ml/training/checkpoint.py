@@ -16,7 +16,12 @@ import logging
 import random
 from typing import Any
 
-from ml.errors import MlpipeError
+import numpy as np
+import torch
+
+from ml import storage
+from ml.errors import BadInputError
+from ml.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +29,7 @@ POINTER = "LATEST.json"
 KEEP = 2  # checkpoints kept: the committed one and the one before it
 
 
-class CheckpointError(MlpipeError):
+class CheckpointError(BadInputError):
     """A checkpoint that cannot be written or read back (names the key and why)."""
 
 
@@ -35,9 +40,6 @@ def task_key(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str
 
 
 def rng_state() -> dict[str, Any]:
-    import numpy as np
-    import torch
-
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
@@ -50,9 +52,6 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    import numpy as np
-    import torch
-
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
@@ -69,8 +68,6 @@ class CheckpointStore:
     """Checkpoints of one training task instance under `<bucket>/<prefix>` (S3, no scheme)."""
 
     def __init__(self, prefix: str, fs=None) -> None:
-        from ml import storage
-
         self.prefix = prefix.removeprefix("s3://").rstrip("/")
         self.fs = fs or storage.filesystem()
         if "file" in self.fs.protocol:  # a local folder (tests): S3 needs no folders
@@ -78,8 +75,6 @@ class CheckpointStore:
 
     @classmethod
     def for_task(cls, dataset: str, key: str) -> CheckpointStore:
-        from ml.settings import get_settings
-
         return cls(f"{get_settings().bucket('mlflow')}/checkpoints/{dataset}/{key}")
 
     @property
@@ -95,8 +90,6 @@ class CheckpointStore:
             return None
 
     def save(self, epoch: int, state: dict[str, Any]) -> str:
-        import torch
-
         buf = io.BytesIO()
         torch.save({**state, "epoch": epoch}, buf)
         data = buf.getvalue()
@@ -110,8 +103,6 @@ class CheckpointStore:
 
     def load(self) -> dict[str, Any] | None:
         """The committed checkpoint (checksum verified), or None when there is none."""
-        import torch
-
         pointer = self.latest()
         if pointer is None:
             return None

@@ -17,15 +17,26 @@ from dataclasses import dataclass
 from queue import Queue
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import pandas as pd
-    import torch
+import numpy as np
+import pyarrow.parquet as pq
+import torch
 
-    from ml.features.transform import FeatureTransform
+from ml import storage
+from ml.errors import NotFoundError
+from ml.features import sets
+from ml.features.derived import TARGET
+from ml.features.transform import FeatureTransform
+from ml.training.tensors import categorical_columns, frame_tensors, numeric_columns
+
+if TYPE_CHECKING:
+    from ml.training.ddp import DistContext
+    from ml.training.params import TrainParams
 
 log = logging.getLogger(__name__)
 
-TARGET = "target"  # ml.features.TARGET, repeated to keep this module free of Dask imports
+
+class NoTrainingInputError(NotFoundError, FileNotFoundError):
+    """A split folder without parquet files (names the folder)."""
 
 
 @dataclass
@@ -36,39 +47,14 @@ class Shard:
     rows: int
 
 
-def numeric_columns(transform: FeatureTransform) -> list[str]:
-    return [f"num__{c}" for c in transform.numeric]
-
-
-def categorical_columns(transform: FeatureTransform) -> list[str]:
-    return [f"cat__{c}" for c in transform.categorical]
-
-
-def frame_tensors(frame: pd.DataFrame, transform: FeatureTransform, target: bool = True):
-    """(numeric float32, categorical int64, target float32 or None) from a model-input frame."""
-    import numpy as np
-    import torch
-
-    numeric = frame[numeric_columns(transform)].to_numpy(dtype=np.float32, copy=True)
-    categorical = frame[categorical_columns(transform)].to_numpy(dtype=np.int64, copy=True)
-    y = (
-        torch.from_numpy(frame[TARGET].to_numpy(dtype=np.float32, copy=True))
-        if target and TARGET in frame
-        else None
-    )
-    return torch.from_numpy(numeric), torch.from_numpy(categorical), y
-
-
 def list_shards(split_url: str, fs=None) -> list[Shard]:
     """The parquet files under a split's folder (`s3://bucket/...` or a local folder), sorted."""
-    import pyarrow.parquet as pq
-
     if fs is None:
         fs = _filesystem(split_url)
     root = split_url.removeprefix("s3://").rstrip("/")
     paths = sorted(p for p in fs.find(root) if p.endswith(".parquet"))
     if not paths:
-        raise FileNotFoundError(f"training input {split_url}: no parquet files under it")
+        raise NoTrainingInputError(f"training input {split_url}: no parquet files under it")
     shards = []
     for path in paths:
         with fs.open(path, "rb") as fh:
@@ -78,8 +64,6 @@ def list_shards(split_url: str, fs=None) -> list[Shard]:
 
 def _filesystem(url: str):
     if url.startswith("s3://"):
-        from ml import storage
-
         return storage.filesystem()
     import fsspec
 
@@ -88,10 +72,6 @@ def _filesystem(url: str):
 
 def read_shard(shard: Shard, transform: FeatureTransform, fs):
     """Read only the model's columns of one shard, straight from Arrow to tensors."""
-    import numpy as np
-    import pyarrow.parquet as pq
-    import torch
-
     num_cols, cat_cols = numeric_columns(transform), categorical_columns(transform)
     with fs.open(shard.path, "rb") as fh:
         table = pq.read_table(fh, columns=[*num_cols, *cat_cols, TARGET])
@@ -149,8 +129,6 @@ class Batches:
                 in_memory = 2 * self.rows * width <= memory_budget_bytes
             if in_memory:
                 parts = [read_shard(s, transform, fs) for s in self.shards]
-                import torch
-
                 self._tensors = tuple(torch.cat(p) for p in zip(*parts, strict=True))
         self.streaming = self._tensors is None
         self._buffers = None
@@ -171,8 +149,6 @@ class Batches:
 
     def positive_rate(self) -> float:
         """The share of positive targets over the whole split (every rank, every shard)."""
-        import pyarrow.parquet as pq
-
         if not self.streaming:
             target = self._tensors[2]
             return float(target.sum()) / max(len(target), 1)
@@ -184,8 +160,6 @@ class Batches:
         return positives / max(self.rows, 1)
 
     def _generator(self, epoch: int):
-        import torch
-
         # A fresh generator per epoch: the order of epoch k does not depend on how many epochs
         # ran in this process, so a resumed run sees the same batches as an uninterrupted one.
         return torch.Generator().manual_seed(self.seed * 100_003 + epoch)
@@ -195,8 +169,6 @@ class Batches:
         if not self.streaming:
             yield from self._from_tensors(self._tensors, gen, reuse_buffers=True)
             return
-        import torch
-
         order = torch.randperm(len(self.shards), generator=gen).tolist()
         ahead: Queue = Queue(maxsize=1)
 
@@ -215,8 +187,6 @@ class Batches:
             yield from self._from_tensors(item, gen, reuse_buffers=False)
 
     def _from_tensors(self, tensors, gen, reuse_buffers: bool):
-        import torch
-
         n = len(tensors[2])
         share = n // self.world_size
         perm = torch.randperm(n, generator=gen)[self.rank * share : (self.rank + 1) * share]
@@ -250,12 +220,27 @@ def split_batches(
     return Batches(list_shards(split_url, fs), transform, fs=fs, **kwargs)
 
 
+def training_data(
+    manifest: dict, transform, hp: TrainParams, device: str, dist: DistContext | None = None
+):
+    """(train Batches, validation tensors) of a feature set (this rank's share under DDP)."""
+    batches = split_batches(
+        f"{manifest['ref']}/train",
+        transform,
+        batch_size=hp.batch_size,
+        device=device,
+        seed=hp.seed,
+        rank=dist.rank if dist else 0,
+        world_size=dist.world_size if dist else 1,
+        memory_budget_bytes=hp.memory_budget_mb << 20,
+    )
+    validation = frame_tensors(sets.read_split(manifest, "validation"), transform)
+    return batches, validation
+
+
 def synthetic_features(rows: int, seed: int = 0, n_numeric: int = 6, cardinality: int = 12):
     """A model-input frame with a learnable target, and its transform: for tests and benches."""
-    import numpy as np
     import pandas as pd
-
-    from ml.features.transform import FeatureTransform
 
     rng = np.random.default_rng(seed)
     numeric = [f"x{i}" for i in range(n_numeric)]

@@ -9,7 +9,7 @@ from ml import ingest, registry, score, storage, tracking
 from ml.evaluate import DecisionRule
 from ml.features import build, sets
 from ml.features.derived import TARGET
-from ml.training import train
+from ml.training.run import train
 from ml.validation.batch import validate_batch
 
 pytestmark = pytest.mark.integration
@@ -54,31 +54,31 @@ def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
     assert test_rows[TARGET].isin([0, 1]).all()
     assert {f"num__{c}" for c in fs.manifest["numeric"]} <= set(test_rows.columns)
 
-    good = train.train(fs.ref, {"epochs": 3})
-    assert good["metrics"]["test_roc_auc"] > 0.55  # better than chance on real flights
+    good = train(fs.ref, {"epochs": 3})
+    assert good.metrics["test_roc_auc"] > 0.55  # better than chance on real flights
     client = tracking.client()
-    mv = client.get_model_version(good["model_name"], good["model_version"])
+    mv = client.get_model_version(good.model_name, good.version)
     assert mv.tags["feature_version"] == fs.feature_version
-    assert registry.alias_version(good["model_name"], registry.CHALLENGER) == good["model_version"]
+    assert registry.alias_version(good.model_name, registry.CHALLENGER) == good.version
 
-    first = registry.promote(good["model_name"], good["model_version"], good["eval_snapshot"])
+    first = registry.promote(good.model_name, good.version, good.eval_snapshot)
     assert first["promoted"] and first["reason"] == "no champion yet"
-    assert registry.alias_version(good["model_name"], registry.CHALLENGER) is None
-    assert storage.read_json(first["audit_record"])["version"] == good["model_version"]
+    assert registry.alias_version(good.model_name, registry.CHALLENGER) is None
+    assert storage.read_json(first["audit_record"])["version"] == good.version
 
     # A barely trained challenger must not take the title; the reason is recorded.
-    worse = train.train(fs.ref, {"epochs": 1, "learning_rate": 1e-7, "seed": 7})
+    worse = train(fs.ref, {"epochs": 1, "learning_rate": 1e-7, "seed": 7})
     second = registry.promote(
-        worse["model_name"],
-        worse["model_version"],
-        worse["eval_snapshot"],
+        worse.model_name,
+        worse.version,
+        worse.eval_snapshot,
         DecisionRule(min_improvement=0.01),
     )
     assert not second["promoted"]
-    assert registry.alias_version(good["model_name"], registry.CHALLENGER) == worse["model_version"]
+    assert registry.alias_version(good.model_name, registry.CHALLENGER) == worse.version
     assert "does not beat champion" in second["reason"]
-    assert registry.alias_version(good["model_name"], registry.CHAMPION) == good["model_version"]
-    tags = client.get_model_version(worse["model_name"], worse["model_version"]).tags
+    assert registry.alias_version(good.model_name, registry.CHAMPION) == good.version
+    tags = client.get_model_version(worse.model_name, worse.version).tags
     assert tags["promotion.promoted"] == "False"
 
     result = score.score("flights")
@@ -87,9 +87,9 @@ def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
     predictions = storage.read_batch(manifest)
     day_rows = storage.latest_batches("validated", "flights")[result["partition"]].rows
     assert len(predictions) == manifest.rows == day_rows
-    assert (predictions["model_version"] == good["model_version"]).all()
+    assert (predictions["model_version"] == good.version).all()
     assert predictions["probability"].between(0, 1).all()
-    assert manifest.extra["model_version"] == good["model_version"]
+    assert manifest.extra["model_version"] == good.version
     assert validated[("flights", DAYS[-1])] in manifest.upstream
 
     # Re-scoring the same day with the same version replaces the output, never duplicates it.
@@ -100,9 +100,9 @@ def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
     # The registered model takes raw joined rows and applies the transform it was trained with.
     import mlflow.pyfunc
 
-    model = mlflow.pyfunc.load_model(f"models:/{good['model_name']}@champion")
+    model = mlflow.pyfunc.load_model(f"models:/{good.model_name}@champion")
     eval_rows = pd.read_parquet(
-        good["eval_snapshot"], storage_options=storage.get_settings().s3_storage_options()
+        good.eval_snapshot, storage_options=storage.get_settings().s3_storage_options()
     )
     out = model.predict(eval_rows.drop(columns=[TARGET]))
     assert len(out) == len(eval_rows) and out["probability"].between(0, 1).all()

@@ -116,7 +116,7 @@ def test_lineage_round_trips(champion, scored, capsys):
     pred_ref = scored["refs"][-1]
     up = lineage.upstream(pred_ref)
     assert up["model"]["version"] == champion["v1"]
-    assert up["mlflow_run"]["run_id"] == champion["good"]["run_id"]
+    assert up["mlflow_run"]["run_id"] == champion["good"].run_id
     assert up["feature_set"]["feature_version"] == champion["fs"].feature_version
     assert len(up["training_batches"]) == len(champion["fs"].manifest["inputs"])
     scored_flights = [b for b in up["scored_batches"] if "/flights/" in b["ref"]]
@@ -128,7 +128,7 @@ def test_lineage_round_trips(champion, scored, capsys):
     assert scored_flights[0]["ref"] in [c["ref"] for c in down["checked"]]
     assert pred_ref in [p["ref"] for p in down["predictions"]]
     assert champion["fs"].feature_version in [f["feature_version"] for f in down["feature_sets"]]
-    assert champion["good"]["model_version"] in [
+    assert champion["good"].version in [
         m["version"] for m in down["model_versions"] if m["name"] == "flights_delay"
     ]
 

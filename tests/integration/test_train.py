@@ -12,11 +12,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from ml import storage
-from ml.training.loader import synthetic_features
+from tests.integration import _models
 
 pytestmark = pytest.mark.integration
 
@@ -27,42 +25,12 @@ PARAMS = {"epochs": 10, "hidden": 16, "layers": 1, "emb_dim": 4, "batch_size": 1
 @pytest.fixture(scope="module")
 def contract_file(tmp_path_factory) -> str:
     """The flights contract under another dataset and model name: its own experiment and model."""
-    text = (REPO / "data_contracts" / "flights.yaml").read_text()
-    text = text.replace("dataset: flights", "dataset: trainsynth", 1)
-    text = text.replace("name: flights_delay", "name: trainsynth_delay", 1)
-    path = tmp_path_factory.mktemp("contract") / "trainsynth.yaml"
-    path.write_text(text)
-    return str(path)
+    return _models.contract_as(tmp_path_factory.mktemp("contract"), "trainsynth")
 
 
 def write_feature_set(name: str, contract_file: str, rows: int, nan_in_train: bool = False) -> str:
     """A committed feature set in the `features` bucket, in the layout `ml.features` writes."""
-    fs = storage.filesystem()
-    base = f"features/trainsynth/{name}"
-    frames = {}
-    for i, split in enumerate(("train", "validation", "test")):
-        frame, transform = synthetic_features(rows if split == "train" else rows // 4, seed=i)
-        if nan_in_train and split == "train":
-            frame.loc[5, "num__x0"] = np.nan
-        frames[split] = frame
-        fs.pipe_file(f"{base}/{split}/part.0.parquet", frame.to_parquet(index=False))
-    raw = pd.DataFrame(
-        {c: frames["test"][f"num__{c}"].astype("float64") for c in transform.numeric}
-    )
-    for c in transform.categorical:
-        raw[c] = [transform.vocab[c][k - 1] for k in frames["test"][f"cat__{c}"]]
-    fs.pipe_file(f"{base}/eval/part.0.parquet", raw.to_parquet(index=False))
-    fs.pipe_file(f"{base}/transform.json", transform.to_json().encode())
-    manifest = {
-        "dataset": contract_file,
-        "feature_version": name,
-        "ref": f"s3://{base}",
-        "inputs": [f"s3://validated/trainsynth/{name}"],
-        "eval_snapshot": f"s3://{base}/eval",
-        "transform": f"s3://{base}/transform.json",
-    }
-    fs.pipe_file(f"{base}/{storage.MANIFEST}", json.dumps(manifest).encode())
-    return f"s3://{base}"
+    return _models.synthetic_feature_set("trainsynth", name, contract_file, rows, nan_in_train)
 
 
 def task(run: str) -> dict:
@@ -75,13 +43,14 @@ def test_a_killed_training_resumes_in_the_same_run_and_registers_once(
     import mlflow
 
     from ml.training.checkpoint import CheckpointStore, task_key
-    from ml.training.train import TASK_KEY_TAG, train
+    from ml.training.run import train
+    from ml.training.task_run import TASK_KEY_TAG
 
     ref = write_feature_set("fv-resume", contract_file, rows=5000)
     ti = task("manual__resume")
     key = task_key(**ti)
     code = (
-        "import json, sys; from ml.training.train import train; "
+        "import json, sys; from ml.training.run import train; "
         "train(sys.argv[1], json.loads(sys.argv[2]), task_instance=json.loads(sys.argv[3]))"
     )
     proc = subprocess.Popen(
@@ -117,20 +86,20 @@ def test_a_killed_training_resumes_in_the_same_run_and_registers_once(
     first_run = runs[0].info.run_id
 
     result = train(ref, PARAMS, task_instance=ti)  # the Airflow retry
-    assert result["run_id"] == first_run
+    assert result.run_id == first_run
     starts = [m.value for m in client.get_metric_history(first_run, "attempt_start_epoch")]
     assert starts == [0, killed_at + 1]  # the retry did not repeat the epochs before the kill
     steps = sorted(m.step for m in client.get_metric_history(first_run, "train_loss"))
     assert steps == list(range(PARAMS["epochs"]))  # every epoch logged exactly once
     assert client.get_run(first_run).info.status == "FINISHED"
     versions = client.search_model_versions(f"name = 'trainsynth_delay' and run_id = '{first_run}'")
-    assert [v.version for v in versions] == [result["model_version"]]
+    assert [v.version for v in versions] == [result.version]
     tags = versions[0].tags
     assert tags["feature_version"] == "fv-resume" and tags["code_version"]
     assert json.loads(tags["input_batches"]) == ["s3://validated/trainsynth/fv-resume"]
     assert "contract_hash" in tags
     alias = client.get_model_version_by_alias("trainsynth_delay", "challenger")
-    assert alias.version == result["model_version"]
+    assert alias.version == result.version
     artifacts = {a.path for a in client.list_artifacts(first_run, "figures")}
     assert {
         "figures/loss_curves.png",
@@ -140,7 +109,7 @@ def test_a_killed_training_resumes_in_the_same_run_and_registers_once(
 
     # A third attempt (e.g. cleared after success) changes nothing.
     again = train(ref, PARAMS, task_instance=ti)
-    assert again["model_version"] == result["model_version"] and again["run_id"] == first_run
+    assert again.version == result.version and again.run_id == first_run
     assert (
         len(client.search_model_versions(f"name = 'trainsynth_delay' and run_id = '{first_run}'"))
         == 1
@@ -150,34 +119,35 @@ def test_a_killed_training_resumes_in_the_same_run_and_registers_once(
     from ml.features import sets
     from ml.training.compress import compress
 
-    loaded = mlflow.pyfunc.load_model(f"models:/trainsynth_delay/{result['model_version']}")
+    loaded = mlflow.pyfunc.load_model(f"models:/trainsynth_delay/{result.version}")
     raw = sets.read_split(sets.read_feature_manifest(ref), "eval")
     proba = loaded.predict(raw)["probability"].to_numpy()
     assert proba.shape == (len(raw),) and ((proba > 0) & (proba < 1)).all()
-    assert result["metrics"]["test_roc_auc"] > 0.7
+    assert result.metrics["test_roc_auc"] > 0.7
 
     compact = compress(result, {**PARAMS, "prune_amount": 0.3}, tolerance=0.05)
-    v = client.get_model_version("trainsynth_delay", compact["version"])
-    assert v.tags["variant"] == "int8" and v.tags["parent_version"] == result["model_version"]
+    v = client.get_model_version("trainsynth_delay", compact.version)
+    assert v.tags["variant"] == "int8" and v.tags["parent_version"] == result.version
     assert {"delta_test_roc_auc", "cpu_latency_ms_compact", "size_bytes_compact"} <= set(v.tags)
-    small = mlflow.pyfunc.load_model(f"models:/trainsynth_delay/{compact['version']}")
+    small = mlflow.pyfunc.load_model(f"models:/trainsynth_delay/{compact.version}")
     assert np.abs(small.predict(raw)["probability"].to_numpy() - proba).mean() < 0.05
     # A network this tiny does not shrink under int8 (packing overhead): no compact alias.
-    assert compact["smaller"] == 0.0
+    assert compact.report["smaller"] == 0.0
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias("trainsynth_delay", "challenger_compact")
-    assert compress(result, PARAMS)["version"] == compact["version"]  # once per version
+    assert compress(result, PARAMS).version == compact.version  # once per version
     # challenger still names the full model
     assert (
         client.get_model_version_by_alias("trainsynth_delay", "challenger").version
-        == result["model_version"]
+        == result.version
     )
 
 
 def test_a_nan_loss_fails_the_run_with_a_clear_error(s3_server, mlflow_server, contract_file):
     import mlflow
 
-    from ml.training.train import TrainingDivergedError, train
+    from ml.training.fit import TrainingDivergedError
+    from ml.training.run import train
 
     ref = write_feature_set("fv-nan", contract_file, rows=2000, nan_in_train=True)
     with pytest.raises(TrainingDivergedError, match=r"epoch 0.*fv-nan/train"):

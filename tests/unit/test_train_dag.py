@@ -6,9 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+
+from ml.training.params import CompressParams, TrainParams
 
 pytestmark = pytest.mark.unit
 
@@ -25,7 +28,7 @@ print(json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "tasks": {t.task_id: {"pool": t.pool, "queue": t.queue, "retries": t.retries,
                           "upstream": sorted(t.upstream_task_ids)} for t in dag.tasks},
-    "params": {k: dag.params[k] for k in ("epochs", "hidden", "layers", "precision", "compress")},
+    "params": {k: dag.params[k] for k in dag.params},
 }))
 """
 
@@ -56,3 +59,6 @@ def test_training_runs_in_the_gpu_pool_and_queue_with_retries(tmp_path):
     assert tasks["baseline"]["pool"] != "gpu" and tasks["baseline"]["queue"] != "gpu"
     assert tasks["compress"]["upstream"] == ["train_model"]
     assert result["params"]["precision"] == "auto" and result["params"]["compress"] is False
+    # The Params' defaults are the library's (not restated in the DAG file).
+    library = {**asdict(TrainParams()), **asdict(CompressParams())}
+    assert {k: result["params"][k] for k in library} == library

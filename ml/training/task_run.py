@@ -1,0 +1,53 @@
+"""The set-up of a training task: its feature set, and its MLflow run in the dataset's experiment,
+found again by the task instance's key on a retry (`train` and `train_baseline` share it)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+
+from ml import contracts, tracking
+from ml.features import sets
+from ml.features.transform import FeatureTransform
+from ml.training.checkpoint import task_key
+
+TASK_KEY_TAG = "mlpipe_task_key"
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """A training task's feature set and its MLflow run (found again by a retry of the task)."""
+
+    manifest: dict
+    contract: Any
+    transform: FeatureTransform
+    key: str
+    client: Any
+    run_id: str
+
+
+def open_task_run(
+    feature_ref: str, task_instance: dict | None, role: str, name: str, tags: dict | None = None
+) -> TaskRun:
+    """Read the feature set, then find or create the `role` run (named `<name>-<version>`) of
+    this task instance in the dataset's MLflow experiment."""
+    manifest = sets.read_feature_manifest(feature_ref)
+    contract = contracts.load_contract(manifest["dataset"])
+    transform = sets.load_transform(manifest)
+    key = task_key(**task_instance) if task_instance else f"adhoc-{uuid.uuid4().hex[:16]}"
+    tracking.use_server()
+    experiment = mlflow.set_experiment(contract.dataset)
+    client = tracking.client()
+    version = manifest["feature_version"]
+    run_id = tracking.find_or_create_run(
+        client,
+        experiment.experiment_id,
+        TASK_KEY_TAG,
+        key,
+        f"{name}-{version}",
+        {"feature_version": version, "contract_hash": contract.hash, **(tags or {}), "role": role},
+    )
+    return TaskRun(manifest, contract, transform, key, client, run_id)
