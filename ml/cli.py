@@ -168,7 +168,7 @@ def _champion_event(model_name: str, record: dict) -> str:
 
 
 def _cmd_model(args: argparse.Namespace) -> int:
-    from ml import registry
+    from ml import model_versions, registry
 
     try:
         if args.action == "history":
@@ -181,8 +181,12 @@ def _cmd_model(args: argparse.Namespace) -> int:
             for r in records:
                 print(_format_record(r))
             aliases = {
-                a: registry.alias_version(args.name, a)
-                for a in (registry.CHAMPION, registry.PREVIOUS, registry.CHALLENGER)
+                a: model_versions.alias_version(args.name, a)
+                for a in (
+                    model_versions.CHAMPION,
+                    model_versions.PREVIOUS,
+                    model_versions.CHALLENGER,
+                )
             }
             print("aliases: " + ", ".join(f"{a}={v or '-'}" for a, v in aliases.items()))
             return 0

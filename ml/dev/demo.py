@@ -11,10 +11,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from ml import contracts, registry, storage, tracking
+from ml import contracts, storage, tracking
 from ml.dev.airflow_api import AirflowClient
 from ml.features import joins
 from ml.ingest import days_between
+from ml.model_versions import CHALLENGER, CHAMPION, alias_version
 from ml.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def summarize(
         "quarantined": {n: rows("quarantine", n) for n in names},
     }
     model_name = contract.model_name
-    version = registry.alias_version(model_name, registry.CHAMPION)
+    version = alias_version(model_name, CHAMPION)
     if version is not None:
         mv = tracking.client().get_model_version(model_name, version)
         summary["model"] = {
@@ -135,7 +136,7 @@ def summarize(
             "promotion": mv.tags.get("promotion.reason"),
             "run_id": mv.run_id,
         }
-    challenger = registry.alias_version(model_name, registry.CHALLENGER)
+    challenger = alias_version(model_name, CHALLENGER)
     if challenger is not None and challenger != version:
         tags = tracking.client().get_model_version(model_name, challenger).tags
         summary["challenger"] = {"version": challenger, "decision": tags.get("promotion.reason")}
