@@ -85,7 +85,7 @@ def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
     assert result.partition == f"date={DAYS[-1]}" and result.version == good["model_version"]
     manifest = storage.read_manifest(result.ref)
     predictions = storage.read_batch(manifest)
-    day_rows = storage.latest_batches("validated", "flights")[result["partition"]].rows
+    day_rows = storage.latest_batches("validated", "flights")[result.partition].rows
     assert len(predictions) == manifest.rows == day_rows
     assert (predictions["model_version"] == good["model_version"]).all()
     assert predictions["probability"].between(0, 1).all()
