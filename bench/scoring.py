@@ -119,6 +119,7 @@ def measure(workers: int, args, model_uri: str, tracking_uri: str) -> dict:
     from ml import contracts
     from ml.features.derived import row_keys
     from ml.score import predict_partition, worker_loads
+    from ml.scoring_plan import DEFAULT_THRESHOLD
 
     keys = row_keys(contracts.load_contract(DATASET))
     with (
@@ -140,7 +141,9 @@ def measure(workers: int, args, model_uri: str, tracking_uri: str) -> dict:
         transformed = joined.map_partitions(transform_partition, model_uri, tracking_uri).persist()
 
         def ours() -> float:
-            out = joined.map_partitions(predict_partition, model_uri, tracking_uri, "1", 0.5, keys)
+            out = joined.map_partitions(
+                predict_partition, model_uri, tracking_uri, "1", DEFAULT_THRESHOLD, keys
+            )
             return float(out["probability"].sum().compute())
 
         def reference() -> float:
@@ -180,11 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory() as state,
         mlflow_server(state, "s3://mlflow/bench", timeout=300) as tracking_uri,
     ):
-        import mlflow
+        from ml import tracking
+        from ml.model_versions import version_uri
 
-        mlflow.set_tracking_uri(tracking_uri)
+        tracking.use_server(tracking_uri)
         version = register_model(joined_partition(20_000, args.seed, 99))
-        model_uri = f"models:/{MODEL_NAME}/{version}"
+        model_uri = version_uri(MODEL_NAME, version)
         one = measure(1, args, model_uri, tracking_uri)
         two = measure(2, args, model_uri, tracking_uri)
     print(

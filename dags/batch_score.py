@@ -23,10 +23,13 @@ import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from _mlpipe import DAG_DEFAULTS, alias_asset, trained_contracts, zone_asset
+from ml.assets import CHAMPION
+from ml.scoring_plan import DAILY_MAX_DAYS, DEFAULT_THRESHOLD, DRIFT_THRESHOLD
 
 
+# long: DAG builder (the DAG, its Params and its tasks declared in one place)
 def build(dataset: str, model_name: str):
-    champion = alias_asset(model_name, "champion")
+    champion = alias_asset(model_name, CHAMPION)
     predictions = zone_asset("predictions", dataset)
 
     @dag(
@@ -48,17 +51,23 @@ def build(dataset: str, model_name: str):
                 "yet scored by the champion (daily run).",
             ),
             "max_days": Param(
-                31, type="integer", minimum=1, title="Days at most (daily run: the newest ones)"
+                DAILY_MAX_DAYS,
+                type="integer",
+                minimum=1,
+                title="Days at most (daily run: the newest ones)",
             ),
             "threshold": Param(
-                0.5,
+                DEFAULT_THRESHOLD,
                 type="number",
                 minimum=0,
                 maximum=1,
                 title="Probability threshold of a positive label",
             ),
             "drift_threshold": Param(
-                0.2, type="number", minimum=0, title="PSI over which a feature has drifted"
+                DRIFT_THRESHOLD,
+                type="number",
+                minimum=0,
+                title="PSI over which a feature has drifted",
             ),
             "retrain_on_drift": Param(
                 False, type="boolean", title="Retrain on drift (starts preprocess_<dataset>)"
@@ -76,22 +85,25 @@ def build(dataset: str, model_name: str):
                 params["score_date"],
                 alias_moved=bool(triggering_asset_events),
                 max_days=params["max_days"],
-            )
+            ).to_dict()
 
         @task(outlets=[predictions], retries=2, retry_delay=pendulum.duration(seconds=15))
         def score(run_plan: dict, params=None, outlet_events=None) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
             from ml.score import run_scoring
+            from ml.scoring_plan import ScoringPlan
 
-            if not run_plan["partitions"]:
+            plan = ScoringPlan.from_dict(run_plan)
+            if not plan.partitions:
                 raise AirflowSkipException("nothing to score: no new validated day, or no champion")
 
-            result = run_scoring(dataset, run_plan, params["threshold"], params["drift_threshold"])
+            result = run_scoring(dataset, plan, params["threshold"], params["drift_threshold"])
+            xcom = result.to_dict()  # the version spelled `model_version`, as ever
             outlet_events[predictions].extra = {
-                k: result[k] for k in ("model_version", "refs", "drifted")
+                k: xcom[k] for k in ("model_version", "refs", "drifted")
             }
-            return result
+            return xcom
 
         @task.short_circuit
         def drifted(result: dict, params=None) -> bool:

@@ -18,14 +18,51 @@ it whatever the numbers say, and the audit record says it was forced and by whom
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.sdk import Param, dag, task
 
-from _mlpipe import DAG_DEFAULTS, alias_asset, trained_contracts
+from _mlpipe import DAG_DEFAULTS, alias_asset, event_extras, trained_contracts
+from ml.assets import CHALLENGER, CHAMPION
+from ml.contracts import Contract
+from ml.promotion_rule import KNOWN_METRICS, DecisionRule
 
 
-def build(dataset: str, model_name: str, metric: str, margin: float):
-    challenger = alias_asset(model_name, "challenger")
-    champion = alias_asset(model_name, "champion")
+def promotion_arguments(
+    params: dict[str, Any], extras: list[dict[str, Any]], contract: Contract
+) -> dict[str, Any]:
+    """The library's plain arguments from a run's Params and its challenger events' extras:
+    the version (the Param, else the newest challenger event of this model, which also names
+    its evaluation snapshot; None: the library takes the `challenger` alias), the rule (the
+    contract's, overridden by the Params), the force and who asks."""
+    version, snapshot = params.get("model_version"), None
+    if not version:
+        mine = [
+            e for e in extras if e.get("model_name") == contract.model_name and e.get("version")
+        ]
+        if mine:
+            version, snapshot = str(mine[-1]["version"]), mine[-1].get("eval_snapshot")
+    rule = DecisionRule.for_contract(
+        contract.model,
+        metric=params.get("metric"),
+        min_improvement=params.get("min_improvement"),
+        guardrails=params.get("guardrails"),
+    )
+    return {
+        "version": str(version) if version else None,
+        "eval_snapshot": snapshot,
+        "rule": rule,
+        "force": bool(params.get("force", False)),
+        "requested_by": str(params.get("requested_by") or ""),
+    }
+
+
+# long: DAG builder (the DAG, its Params and its tasks declared in one place)
+def build(dataset: str, contract: Contract):
+    model_name = contract.model_name
+    challenger = alias_asset(model_name, CHALLENGER)
+    champion = alias_asset(model_name, CHAMPION)
+    default = DecisionRule.for_contract(contract.model)  # the Params' defaults
 
     @dag(
         dag_id=f"promote_{dataset}",
@@ -42,19 +79,19 @@ def build(dataset: str, model_name: str, metric: str, margin: float):
                 description="Empty: the challenger that started this run (or the alias).",
             ),
             "metric": Param(
-                metric,
+                default.metric,
                 type="string",
-                enum=["roc_auc", "accuracy", "log_loss", "brier", "ece"],
+                enum=list(KNOWN_METRICS),
                 title="Primary metric",
             ),
             "min_improvement": Param(
-                float(margin),
+                default.min_improvement,
                 type="number",
                 minimum=0,
                 title="Minimum improvement of the primary metric over the champion",
             ),
             "guardrails": Param(
-                {"log_loss": 0.02, "ece": 0.05},
+                dict(default.guardrails),
                 type="object",
                 title="Guardrails",
                 description="metric -> how much worse than the champion the challenger may be.",
@@ -72,18 +109,24 @@ def build(dataset: str, model_name: str, metric: str, margin: float):
 
             from ml.registry import promote_challenger
 
-            decision = promote_challenger(dataset, params, triggering_asset_events, run_id or "")
-            if not decision["promoted"]:
+            args = promotion_arguments(params, event_extras(triggering_asset_events), contract)
+            decision = promote_challenger(dataset, **args, run_id=run_id or "")
+            if not decision.promoted:
                 raise AirflowSkipException(
-                    f"not promoted: {decision['reason']} (audit: {decision['audit_record']})"
+                    f"not promoted: {decision.reason} (audit: {decision.audit_record})"
                 )
             outlet_events[champion].extra = {
                 "model_name": model_name,
-                "version": decision["version"],
-                "action": "promote",
-                "audit_record": decision["audit_record"],
+                "version": decision.version,
+                "action": decision.action,
+                "audit_record": decision.audit_record,
             }
-            return {k: decision[k] for k in ("version", "promoted", "reason", "audit_record")}
+            return {
+                "version": decision.version,
+                "promoted": decision.promoted,
+                "reason": decision.reason,
+                "audit_record": decision.audit_record,
+            }
 
         promote()
 
@@ -91,9 +134,4 @@ def build(dataset: str, model_name: str, metric: str, margin: float):
 
 
 for _dataset, _contract in trained_contracts():
-    build(
-        _dataset,
-        _contract.model_name,
-        _contract.model.get("metric", "roc_auc"),
-        _contract.model.get("margin", 0.0),
-    )
+    build(_dataset, _contract)

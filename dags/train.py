@@ -22,6 +22,7 @@ from _mlpipe import (
     trained_contracts,
     zone_asset,
 )
+from ml.assets import CHALLENGER
 from ml.training.params import PRECISIONS, CompressParams, TrainParams
 
 # Param defaults are the library's defaults (light dataclasses: no torch at parse time).
@@ -31,7 +32,7 @@ TRAIN, COMPRESS = TrainParams(), CompressParams()
 # long: DAG builder (Params, tasks and their wiring)
 def build(dataset: str, model_name: str):
     features = zone_asset("features", dataset)
-    challenger = alias_asset(model_name, "challenger")
+    challenger = alias_asset(model_name, CHALLENGER)
 
     @dag(
         dag_id=f"train_{dataset}",

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+# The aliases of a registered model (MLflow aliases, not stages).
+CHAMPION = "champion"  # what scoring uses
+CHALLENGER = "challenger"  # set by training, cleared by a promotion
+PREVIOUS = "previous"  # the champion before the last move (what a rollback restores)
+
 
 class AssetName(NamedTuple):
     uri: str

@@ -150,11 +150,11 @@ def _format_record(r: dict) -> str:
 
 def _champion_event(model_name: str, record: dict) -> str:
     """Tell Airflow that `champion` moved (its consumers, batch scoring, start once)."""
-    from ml.assets import model_alias  # deferred: fast CLI start
+    from ml.assets import CHAMPION, model_alias  # deferred: fast CLI start
     from ml.dev.airflow_api import AirflowClient  # deferred: fast CLI start
     from ml.settings import get_settings  # deferred: fast CLI start
 
-    uri = model_alias(model_name, "champion").uri
+    uri = model_alias(model_name, CHAMPION).uri
     AirflowClient(get_settings().airflow_api_url).create_asset_event(
         uri,
         {
@@ -168,7 +168,7 @@ def _champion_event(model_name: str, record: dict) -> str:
 
 
 def _cmd_model(args: argparse.Namespace) -> int:
-    from ml import registry  # deferred: fast CLI start
+    from ml import model_versions, registry  # deferred: fast CLI start
 
     try:
         if args.action == "history":
@@ -181,8 +181,12 @@ def _cmd_model(args: argparse.Namespace) -> int:
             for r in records:
                 print(_format_record(r))
             aliases = {
-                a: registry.alias_version(args.name, a)
-                for a in (registry.CHAMPION, registry.PREVIOUS, registry.CHALLENGER)
+                a: model_versions.alias_version(args.name, a)
+                for a in (
+                    model_versions.CHAMPION,
+                    model_versions.PREVIOUS,
+                    model_versions.CHALLENGER,
+                )
             }
             print("aliases: " + ", ".join(f"{a}={v or '-'}" for a, v in aliases.items()))
             return 0

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ml import storage
 from ml.features import sets
+from ml.model_versions import trained_feature_set
 from ml.settings import get_settings
 
 if TYPE_CHECKING:
@@ -24,13 +26,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.2  # PSI above 0.2 is the usual "significant shift"
 EPSILON = 1e-4  # share given to empty bins so the logarithm stays finite
 QUANTILES = [i / 10 for i in range(1, 10)]
 
 
-def feature_set_ref(dataset: str, feature_version: str) -> str:
-    return f"s3://{get_settings().bucket('features')}/{dataset}/{feature_version}"
+@dataclass(frozen=True)
+class DriftSummary:
+    """A scored batch's drift in short: its report (JSON in `reports`), the features over the
+    threshold, and the largest PSI."""
+
+    report: str
+    drifted: tuple[str, ...]
+    max_psi: float
 
 
 def _profile_key(dataset: str, model_name: str, version: str) -> str:
@@ -41,26 +48,20 @@ def reference_profile(dataset: str, model_name: str, version: str) -> dict[str, 
     """Bins and reference shares of every model input, for one model version (cached)."""
     import numpy as np
 
-    from ml.tracking import client
-
     s = get_settings()
     key = _profile_key(dataset, model_name, version)
     fs = storage.filesystem(s)
     path = f"{s.bucket('reports')}/{key}"
     if fs.exists(path):
         return storage.read_json(f"s3://{path}")
-    mv = client().get_model_version(model_name, version)
-    fv = mv.tags.get("feature_version")
-    if not fv:
-        raise LookupError(f"{model_name} version {version} has no feature_version tag")
-    manifest = sets.read_feature_manifest(feature_set_ref(dataset, fv))
+    manifest = trained_feature_set(dataset, model_name, version)
     transform = sets.load_transform(manifest)
     train = sets.read_split(manifest, "train")
     profile: dict[str, Any] = {
         "dataset": dataset,
         "model_name": model_name,
         "model_version": version,
-        "feature_version": fv,
+        "feature_version": manifest["feature_version"],
         "feature_set": manifest["ref"],
         "reference_rows": len(train),
         "features": {},
@@ -131,9 +132,11 @@ def report(
     *,
     partition: str,
     predictions_ref: str,
-    threshold: float = DEFAULT_THRESHOLD,
-) -> dict[str, Any]:
-    """PSI per feature; the JSON report and an SVG chart in `reports`; a warning over threshold."""
+    threshold: float,
+) -> DriftSummary:
+    """PSI per feature; the JSON report and an SVG chart in `reports`; a warning over threshold.
+
+    The report document keeps the predictions' spelling of the version (`model_version`)."""
     rows = sum(next(iter(counts.values()), []))
     scores = {
         c: round(psi(spec["shares"], counts[c]), 6) for c, spec in profile["features"].items()
@@ -175,7 +178,7 @@ def report(
             threshold,
             doc["report"],
         )
-    return doc
+    return DriftSummary(report=doc["report"], drifted=tuple(drifted), max_psi=doc["max_psi"])
 
 
 def chart_svg(doc: dict[str, Any]) -> str:

@@ -13,10 +13,10 @@ import json
 import logging
 from typing import Any
 
-from ml import contracts, registry, storage, tracking
-from ml.drift import feature_set_ref
+from ml import contracts, storage, tracking
 from ml.errors import NotFoundError
 from ml.features import sets
+from ml.model_versions import feature_set_ref, version_uri
 from ml.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def upstream(predictions_ref: str) -> dict[str, Any]:
         "model": {
             "name": model_name,
             "version": version,
-            "uri": registry.champion_uri(model_name, version),
+            "uri": version_uri(model_name, version),
             "source": mv.source,
             "promotion": mv.tags.get("promotion.audit_record"),
             "aliases": list(getattr(mv, "aliases", []) or []),

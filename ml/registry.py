@@ -1,34 +1,47 @@
-"""The MLflow model registry: champion/challenger promotion, its audit log, and rollback.
+"""The MLflow model registry's alias moves: champion/challenger promotion, its audit log, rollback.
 
-Aliases, not stages: `challenger` (set by training), `champion` (what scoring uses) and
-`previous` (the champion before the last move). Every alias move takes a lock (an object
-created with a conditional write in the `reports` bucket, so two promotions in two processes
-are serialized even outside Airflow's one-slot pool) and writes one audit record: one object
-per record under `reports/promotions/<model>/`, with a time-sortable key, never rewritten.
+Aliases, not stages (`ml.model_versions` names them and reads them): `challenger` (set by
+training), `champion` (what scoring uses) and `previous` (the champion before the last move).
+Every alias move takes a lock (an object created with a conditional write in the `reports`
+bucket, so two promotions in two processes are serialized even outside Airflow's one-slot pool)
+and writes one audit record: one object per record under `reports/promotions/<model>/`, with a
+time-sortable key, never rewritten.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import json
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ml import storage, tracking
+from ml import contracts, storage, tracking
 from ml.errors import RefusedError
-from ml.evaluate import DecisionRule, decide, evaluate_version, load_snapshot
+from ml.evaluate import evaluate_version, load_snapshot
+from ml.model_versions import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    alias_version,
+    trained_feature_set,
+)
+from ml.promotion_rule import DecisionRule, Verdict, decide
 from ml.settings import get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PREVIOUS = "previous"
 AUDIT_PREFIX = "promotions"
 LOCK_NAME = "_lock.json"
 LOCK_STALE_AFTER_S = 900.0  # a holder that died leaves its lock; after this it is broken
@@ -36,20 +49,6 @@ LOCK_STALE_AFTER_S = 900.0  # a holder that died leaves its lock; after this it 
 
 class RegistryError(RefusedError):
     """A registry operation that cannot be done (names the model, version and why)."""
-
-
-def alias_version(model_name: str, alias: str) -> str | None:
-    """The version an alias points at, or None when the alias (or the model) does not exist."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(tracking.client().get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        return None
-
-
-def champion_uri(model_name: str, version: str) -> str:
-    return f"models:/{model_name}/{version}"
 
 
 # --- lock and audit log -----------------------------------------------------------------------
@@ -73,9 +72,6 @@ def _boto_kwargs(s) -> dict[str, Any]:
 
 
 def _holder() -> str:
-    import os
-    import socket
-
     return f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
 
 
@@ -156,15 +152,144 @@ def history(model_name: str) -> list[dict[str, Any]]:
 # --- promotion and rollback -------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PromotionDecision:
+    """What one promotion decided and on what evidence: appended to the audit log (see
+    `audit_fields`) and tagged on the version (`tags`).
+
+    `force`/`requested_by` are what was asked; `forced` says whether forcing changed the
+    outcome; `by` is who asked, or the process when nobody said.
+    """
+
+    model_name: str
+    version: str
+    promoted: bool
+    forced: bool
+    reasons: tuple[str, ...]
+    previous_champion: str | None
+    rule: DecisionRule
+    force: bool
+    requested_by: str
+    by: str
+    challenger_metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    eval_snapshot: str
+    eval_snapshot_hash: str
+    eval_rows: int
+    run_id: str = ""
+    audit_record: str = ""  # the audit log object (s3://...), once written
+
+    @property
+    def action(self) -> str:
+        return "promote" if self.promoted else "refuse"
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+    @property
+    def champion_after(self) -> str | None:
+        return self.version if self.promoted else self.previous_champion
+
+    def audit_fields(self) -> dict[str, Any]:
+        """The audit record as the log stores it (`ml.registry.history` reads these keys)."""
+        return {
+            "action": self.action,
+            "version": self.version,
+            "promoted": self.promoted,
+            "forced": self.forced,
+            "previous_champion": self.previous_champion,
+            "champion_after": self.champion_after,
+            "reason": self.reason,
+            "rule": {**self.rule.to_dict(), "force": self.force, "requested_by": self.requested_by},
+            "challenger_metrics": self.challenger_metrics,
+            "champion_metrics": self.champion_metrics,
+            "eval_snapshot": self.eval_snapshot,
+            "eval_snapshot_hash": self.eval_snapshot_hash,
+            "eval_rows": self.eval_rows,
+            "by": self.by,
+            "run_id": self.run_id,
+        }
+
+    def tags(self) -> dict[str, str]:
+        """The `promotion.*` tags the decision leaves on the version it judged."""
+        m = self.rule.metric
+        champion = self.champion_metrics
+        return {
+            "promotion.promoted": str(self.promoted),
+            "promotion.forced": str(self.forced),
+            "promotion.reason": self.reason[:4000],
+            "promotion.metric": m,
+            "promotion.challenger_score": f"{self.challenger_metrics[m]:.6f}",
+            "promotion.champion_score": (f"{champion[m]:.6f}" if champion else "None"),
+            "promotion.eval_snapshot": self.eval_snapshot,
+            "promotion.eval_snapshot_hash": self.eval_snapshot_hash,
+            "promotion.audit_record": self.audit_record,
+        }
+
+
+def _judge(
+    model_name: str,
+    version: str,
+    champion: str | None,
+    rows: pd.DataFrame,
+    challenger_metrics: dict[str, float],
+    rule: DecisionRule,
+    *,
+    force: bool,
+    requested_by: str,
+) -> tuple[Verdict, dict[str, float] | None]:
+    """The verdict on `version` against the current champion, and the champion's metrics on
+    the same rows (None when there is no champion to measure)."""
+    if champion == version:
+        return Verdict(False, (f"version {version} is already the champion",)), None
+    champion_metrics = None
+    if champion is not None:
+        try:
+            champion_metrics = evaluate_version(model_name, champion, rows)
+        except Exception as exc:  # a champion whose artifacts are gone cannot defend
+            log.warning("champion %s of %s not evaluable: %s", champion, model_name, exc)
+            reason = f"champion version {champion} could not be evaluated: {exc}"
+            return Verdict(True, (reason,)), None
+    verdict = decide(
+        challenger_metrics, champion_metrics, rule, force=force, requested_by=requested_by
+    )
+    return verdict, champion_metrics
+
+
+def _move_champion(model_name: str, version: str, champion: str | None) -> None:
+    """`champion` -> version, `previous` -> the old champion; `challenger` is cleared when it
+    pointed at the promoted version."""
+    mlflow_client = tracking.client()
+    if champion is not None:
+        mlflow_client.set_registered_model_alias(model_name, PREVIOUS, champion)
+    mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
+    if alias_version(model_name, CHALLENGER) == version:  # no longer a challenger
+        mlflow_client.delete_registered_model_alias(model_name, CHALLENGER)
+
+
+def _tag_version(decision: PromotionDecision) -> None:
+    """Leave the decision on the version it judged (and in the log)."""
+    name, version = decision.model_name, decision.version
+    for key, value in decision.tags().items():
+        tracking.client().set_model_version_tag(name, version, key, value)
+    log.info(
+        "promotion of %s version %s: %s (%s)", name, version, decision.promoted, decision.reason
+    )
+
+
 def promote(
     model_name: str,
     version: str,
     eval_snapshot: str,
     rule: DecisionRule | None = None,
     *,
+    force: bool = False,
+    requested_by: str = "",
     run_id: str = "",
-) -> dict[str, Any]:
-    """Move `champion` to `version` when it beats the champion on the same frozen snapshot.
+) -> PromotionDecision:
+    """Move `champion` to `version` when it beats the champion on the same frozen snapshot
+    (or when `force`d by a person, `requested_by`).
 
     Under the model's alias lock: both versions are scored on the snapshot (pinned by content
     hash), the rule decides, aliases move (`previous` <- old champion), and the decision with
@@ -176,63 +301,39 @@ def promote(
     challenger_metrics = evaluate_version(model_name, version, rows)
     with alias_lock(model_name):
         champion = alias_version(model_name, CHAMPION)  # read under the lock
-        champion_metrics = None
-        if champion == version:
-            promoted, reasons = False, [f"version {version} is already the champion"]
-        else:
-            if champion is not None:
-                try:
-                    champion_metrics = evaluate_version(model_name, champion, rows)
-                except Exception as exc:  # a champion whose artifacts are gone cannot defend
-                    log.warning("champion %s of %s not evaluable: %s", champion, model_name, exc)
-                    reasons_pre = [f"champion version {champion} could not be evaluated: {exc}"]
-                    promoted, reasons = True, reasons_pre
-                else:
-                    promoted, reasons = decide(challenger_metrics, champion_metrics, rule)
-            else:
-                promoted, reasons = decide(challenger_metrics, None, rule)
-        mlflow_client = tracking.client()
-        if promoted:
-            if champion is not None:
-                mlflow_client.set_registered_model_alias(model_name, PREVIOUS, champion)
-            mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
-            if alias_version(model_name, CHALLENGER) == version:  # no longer a challenger
-                mlflow_client.delete_registered_model_alias(model_name, CHALLENGER)
-        decision = {
-            "action": "promote" if promoted else "refuse",
-            "version": version,
-            "promoted": promoted,
-            "forced": bool(rule.force and reasons and reasons[0].startswith("FORCED")),
-            "previous_champion": champion,
-            "champion_after": version if promoted else champion,
-            "reason": "; ".join(reasons),
-            "rule": rule.to_dict(),
-            "challenger_metrics": challenger_metrics,
-            "champion_metrics": champion_metrics,
-            "eval_snapshot": eval_snapshot,
-            "eval_snapshot_hash": snapshot_hash,
-            "eval_rows": len(rows),
-            "by": rule.requested_by or _holder(),
-            "run_id": run_id,
-        }
-        decision["audit_record"] = _audit(model_name, decision)
-    m = rule.metric
-    tags = {
-        "promotion.promoted": str(promoted),
-        "promotion.forced": str(decision["forced"]),
-        "promotion.reason": decision["reason"][:4000],
-        "promotion.metric": m,
-        "promotion.challenger_score": f"{challenger_metrics[m]:.6f}",
-        "promotion.champion_score": (f"{champion_metrics[m]:.6f}" if champion_metrics else "None"),
-        "promotion.eval_snapshot": eval_snapshot,
-        "promotion.eval_snapshot_hash": snapshot_hash,
-        "promotion.audit_record": decision["audit_record"],
-    }
-    for key, value in tags.items():
-        tracking.client().set_model_version_tag(model_name, version, key, value)
-    log.info(
-        "promotion of %s version %s: %s (%s)", model_name, version, promoted, decision["reason"]
-    )
+        verdict, champion_metrics = _judge(
+            model_name,
+            version,
+            champion,
+            rows,
+            challenger_metrics,
+            rule,
+            force=force,
+            requested_by=requested_by,
+        )
+        if verdict.promoted:
+            _move_champion(model_name, version, champion)
+        decision = PromotionDecision(
+            model_name=model_name,
+            version=version,
+            promoted=verdict.promoted,
+            forced=verdict.forced,
+            reasons=verdict.reasons,
+            previous_champion=champion,
+            rule=rule,
+            force=force,
+            requested_by=requested_by,
+            by=requested_by or _holder(),
+            challenger_metrics=challenger_metrics,
+            champion_metrics=champion_metrics,
+            eval_snapshot=eval_snapshot,
+            eval_snapshot_hash=snapshot_hash,
+            eval_rows=len(rows),
+            run_id=run_id,
+        )
+        audit = _audit(model_name, decision.audit_fields())
+        decision = dataclasses.replace(decision, audit_record=audit)
+    _tag_version(decision)
     return decision
 
 
@@ -287,48 +388,35 @@ def rollback(model_name: str, by: str = "", reason: str = "") -> dict[str, Any]:
     return record
 
 
-def _eval_snapshot_of(dataset: str, model_name: str, version: str) -> str:
-    """The evaluation snapshot of the feature set a version was trained on (from its tags)."""
-    from ml.drift import feature_set_ref
-    from ml.features import sets
-
-    fv = tracking.client().get_model_version(model_name, version).tags.get("feature_version")
-    if not fv:
-        raise RegistryError(f"{model_name} version {version} has no feature_version tag")
-    return sets.read_feature_manifest(feature_set_ref(dataset, fv))["eval_snapshot"]
-
-
 def promote_challenger(
     dataset: str,
-    params: dict[str, Any] | None = None,
-    events: dict[Any, list[Any]] | None = None,
+    rule: DecisionRule | None = None,
+    *,
+    version: str | None = None,
+    eval_snapshot: str | None = None,
+    force: bool = False,
+    requested_by: str = "",
     run_id: str = "",
-) -> dict[str, Any]:
-    """What the promote DAG runs: pick the version (Param, else the triggering challenger event,
-    else the `challenger` alias), build the rule from the contract and Params, promote."""
-    from ml import contracts
-
+) -> PromotionDecision:
+    """What the promote DAG runs: the given version (a person's, or the challenger event's),
+    else the `challenger` alias; on the given snapshot, else the evaluation snapshot of the
+    feature set the version was trained on; by the given rule, else the contract's."""
     contract = contracts.load_contract(dataset)
     model_name = contract.model_name
-    params = dict(params or {})
-    version = params.get("model_version")
-    snapshot = None
-    if not version:
-        extras = [
-            e.extra
-            for evs in (events or {}).values()
-            for e in evs
-            if e.extra.get("model_name") == model_name and e.extra.get("version")
-        ]
-        if extras:
-            version, snapshot = str(extras[-1]["version"]), extras[-1].get("eval_snapshot")
-    if not version:
-        version = alias_version(model_name, CHALLENGER)
+    version = version or alias_version(model_name, CHALLENGER)
     if not version:
         raise RegistryError(
             f"nothing to promote for {model_name}: no 'model_version' param, no challenger "
             "event and no challenger alias"
         )
-    snapshot = snapshot or _eval_snapshot_of(dataset, model_name, str(version))
-    rule = DecisionRule.from_params(contract.model, params)
-    return promote(model_name, str(version), snapshot, rule, run_id=run_id)
+    version = str(version)
+    snapshot = eval_snapshot or trained_feature_set(dataset, model_name, version)["eval_snapshot"]
+    return promote(
+        model_name,
+        version,
+        snapshot,
+        rule or DecisionRule.for_contract(contract.model),
+        force=force,
+        requested_by=requested_by,
+        run_id=run_id,
+    )

@@ -10,15 +10,32 @@ manifest commits them, and each scored day gets a drift report against the train
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ml import contracts, drift, registry, storage
+from ml import contracts, drift, storage, tracking
+from ml.cluster import dask_client
+from ml.errors import BadInputError
 from ml.features import joins, sets
 from ml.features.derived import row_keys
+from ml.model_versions import CHAMPION, ModelVersionNotFoundError, alias_version, version_uri
+from ml.scoring_plan import (
+    DEFAULT_THRESHOLD,
+    DRIFT_THRESHOLD,
+    ScoredPartition,
+    ScoringPlan,
+    ScoringResult,
+)
 from ml.settings import get_settings
+from ml.validation.execute import validate_dask
+from ml.validation.outcome import ContractViolation
+from ml.validation.report import ValidationReport
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ml.contracts import Contract
+    from ml.features.transform import FeatureTransform
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +50,9 @@ LOADS: dict[str, int] = {}  # model URI -> times loaded in this process (tests a
 def _load_model(model_uri: str, tracking_uri: str):
     model = _MODELS.get(model_uri)
     if model is None:
-        import mlflow
         import mlflow.pyfunc
 
-        mlflow.set_tracking_uri(tracking_uri)
+        tracking.use_server(tracking_uri)
         model = _MODELS[model_uri] = mlflow.pyfunc.load_model(model_uri)
         LOADS[model_uri] = LOADS.get(model_uri, 0) + 1
     return model
@@ -55,7 +71,8 @@ def predict_partition(
     threshold: float,
     keys: list[str],
 ) -> pd.DataFrame:
-    """Score one partition of joined raw rows; keep the keys, add probability, label, version."""
+    """Score one partition of joined raw rows; keep the keys, add probability, label, version
+    (column `model_version`, as the predictions contract names it)."""
     import pandas as pd
 
     out = df[keys].copy()
@@ -69,15 +86,15 @@ def predict_partition(
     return out
 
 
-def resolve_champion(dataset: str, model_name: str | None = None) -> dict[str, str]:
+def resolve_champion(dataset: str, model_name: str | None = None) -> str:
     """The champion's version, resolved once: every partition of a run is scored with it."""
     model_name = model_name or contracts.load_contract(dataset).model_name
-    version = registry.alias_version(model_name, registry.CHAMPION)
+    version = alias_version(model_name, CHAMPION)
     if version is None:
-        raise LookupError(
-            f"model {model_name!r} has no {registry.CHAMPION!r} alias: nothing to score with"
+        raise ModelVersionNotFoundError(
+            f"model {model_name!r} has no {CHAMPION!r} alias: nothing to score with"
         )
-    return {"model_name": model_name, "version": version}
+    return version
 
 
 def scored_by(dataset: str, model_name: str, version: str) -> set[str]:
@@ -110,15 +127,74 @@ def newest_partition(dataset: str) -> str:
     return max(batches)
 
 
+@dataclass(frozen=True)
+class ScoringContext:
+    """What every partition of one run is scored with: one version of the dataset's model, the
+    transform it was trained with, its drift reference, and the run's thresholds."""
+
+    contract: Contract
+    model_name: str
+    version: str
+    threshold: float
+    drift_threshold: float
+    transform: FeatureTransform
+    profile: dict[str, Any]
+
+    @classmethod
+    def load(
+        cls,
+        contract: Contract,
+        model_name: str,
+        version: str,
+        *,
+        threshold: float,
+        drift_threshold: float,
+    ) -> ScoringContext:
+        """Read the version's drift reference profile (made once per version) and transform."""
+        profile = drift.reference_profile(contract.dataset, model_name, version)
+        transform = sets.load_transform(sets.read_feature_manifest(profile["feature_set"]))
+        return cls(
+            contract=contract,
+            model_name=model_name,
+            version=version,
+            threshold=threshold,
+            drift_threshold=drift_threshold,
+            transform=transform,
+            profile=profile,
+        )
+
+    @property
+    def dataset(self) -> str:
+        return self.contract.dataset
+
+    @property
+    def model_uri(self) -> str:
+        return version_uri(self.model_name, self.version)
+
+    @property
+    def batch_id(self) -> str:
+        """The predictions batch of a partition is named by the version: a re-run replaces it."""
+        return f"model={self.version}"
+
+
+@dataclass(frozen=True)
+class PartitionInputs:
+    """The validated batch of a partition and the batches joined to it (same partition)."""
+
+    batch: storage.Manifest
+    references: dict[str, storage.Manifest]
+    upstream: list[str]  # every input's ref: the predictions manifest's lineage
+
+
 def score(
     dataset: str,
     day: str | None = None,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     *,
     version: str | None = None,
     model_name: str | None = None,
-    drift_threshold: float = drift.DEFAULT_THRESHOLD,
-) -> dict:
+    drift_threshold: float = DRIFT_THRESHOLD,
+) -> ScoredPartition:
     """Score one day (`YYYY-MM-DD`, default the newest validated day) with one version."""
     partition = f"date={day}" if day else newest_partition(dataset)
     return score_partitions(
@@ -134,148 +210,171 @@ def score(
 def score_partitions(
     dataset: str,
     partitions: list[str],
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     *,
     version: str | None = None,
     model_name: str | None = None,
-    drift_threshold: float = drift.DEFAULT_THRESHOLD,
-) -> list[dict]:
+    drift_threshold: float = DRIFT_THRESHOLD,
+) -> list[ScoredPartition]:
     """Score partitions (`date=YYYY-MM-DD`) with one version: the given one, or the champion
     resolved once here. One Dask session; each partition is committed by its own manifest."""
-    from ml.cluster import dask_client
-
     if not 0 <= threshold <= 1:
-        raise ValueError(f"threshold must be a probability in 0..1, got {threshold}")
+        raise BadInputError(f"threshold must be a probability in 0..1, got {threshold}")
     contract = contracts.load_contract(dataset)
     model_name = model_name or contract.model_name
-    if version is None:
-        version = resolve_champion(dataset, model_name)["version"]
-    version = str(version)
-    profile = drift.reference_profile(dataset, model_name, version)
-    transform = sets.load_transform(sets.read_feature_manifest(profile["feature_set"]))
-    results = []
+    version = str(version) if version is not None else resolve_champion(dataset, model_name)
+    ctx = ScoringContext.load(
+        contract, model_name, version, threshold=threshold, drift_threshold=drift_threshold
+    )
     with dask_client():
-        for partition in partitions:
-            results.append(
-                _score_one(
-                    contract,
-                    partition,
-                    model_name,
-                    version,
-                    threshold,
-                    transform,
-                    profile,
-                    drift_threshold,
-                )
-            )
-    return results
+        return [_score_one(ctx, partition) for partition in partitions]
 
 
-def _score_one(
-    contract, partition, model_name, version, threshold, transform, profile, drift_threshold
-) -> dict:
-    import dask
-    import dask.dataframe as dd
-    import pandas as pd
-
-    from ml.validation.execute import validate_dask
-    from ml.validation.outcome import ContractViolation
-
-    s = get_settings()
+def _inputs(contract: Contract, partition: str) -> PartitionInputs:
     dataset = contract.dataset
     batch = storage.latest_batches("validated", dataset).get(partition)
     if batch is None:
         raise storage.BatchNotFoundError(f"no validated {dataset} batch for {partition}")
-    upstream = [batch.ref]
-    reference_manifests = {}
+    references, upstream = {}, [batch.ref]
     for join in contract.features.get("joins", []):
         ref = storage.latest_batches("validated", join["dataset"]).get(partition)
         if ref is None:
             raise storage.BatchNotFoundError(
                 f"no validated {join['dataset']} batch for {partition} to join"
             )
-        reference_manifests[join["dataset"]] = ref
+        references[join["dataset"]] = ref
         upstream.append(ref.ref)
-    model_uri = registry.champion_uri(model_name, version)
-    keys = row_keys(contract)
-    batch_id = f"model={version}"
-    options = s.s3_storage_options()
-    fs = storage.filesystem(s)
-    prefix = f"{s.bucket('predictions')}/{dataset}/{partition}/{batch_id}"
+    return PartitionInputs(batch, references, upstream)
+
+
+def _clear(prefix: str) -> None:
+    """A re-run of the same day and version replaces the batch, never duplicates it: the
+    manifest goes first, so readers never see a half-replaced batch as committed."""
+    fs = storage.filesystem()
     if fs.exists(prefix):
-        # A re-run of the same day and version replaces the batch, never duplicates it: the
-        # manifest goes first, so readers never see a half-replaced batch as committed.
         if fs.exists(f"{prefix}/{storage.MANIFEST}"):
             fs.rm(f"{prefix}/{storage.MANIFEST}")
         fs.rm(prefix, recursive=True)
-    rows = storage.read_dask([batch], s)
-    references = {name: storage.read_batch(m, s) for name, m in reference_manifests.items()}
-    joined = joins.join_references(rows, references, contract)
+
+
+def _predict_and_count(
+    ctx: ScoringContext, inputs: PartitionInputs, prefix: str
+) -> dict[str, list[int]]:
+    """Write the partition's predictions under `prefix` and return its drift bin counts, in
+    one pass over the input."""
+    import dask
+    import pandas as pd
+
+    s = get_settings()
+    rows = storage.read_dask([inputs.batch], s)
+    references = {name: storage.read_batch(m, s) for name, m in inputs.references.items()}
+    joined = joins.join_references(rows, references, ctx.contract)
+    keys = row_keys(ctx.contract)
     meta = joined._meta[keys].copy()
     meta["probability"] = pd.Series(dtype="float64")
     meta["label"] = pd.Series(dtype="bool")
     meta["model_version"] = pd.Series(dtype="string")
     predictions = joined.map_partitions(
-        predict_partition, model_uri, s.mlflow_tracking_uri, version, threshold, keys, meta=meta
+        predict_partition,
+        ctx.model_uri,
+        s.mlflow_tracking_uri,
+        ctx.version,
+        ctx.threshold,
+        keys,
+        meta=meta,
     )
     write = predictions.to_parquet(
         f"s3://{prefix}/",
-        storage_options=options,
+        storage_options=s.s3_storage_options(),
         compression="zstd",
         write_index=False,
         compute=False,
     )
-    counts = [dask.delayed(drift.batch_counts)(p, transform, profile) for p in joined.to_delayed()]
-    _, counts = dask.compute(write, counts)  # one pass over the input: predictions and drift
+    counts = [
+        dask.delayed(drift.batch_counts)(p, ctx.transform, ctx.profile) for p in joined.to_delayed()
+    ]
+    _, counts = dask.compute(write, counts)
+    return drift.add_counts(counts)
 
-    written = dd.read_parquet(f"s3://{prefix}/", storage_options=options)
+
+def _check(ctx: ScoringContext, partition: str, prefix: str) -> ValidationReport:
+    """The written predictions against the predictions contract; refused (report kept in
+    `reports`, nothing committed) when they break it."""
+    import dask.dataframe as dd
+
+    written = dd.read_parquet(
+        f"s3://{prefix}/", storage_options=get_settings().s3_storage_options()
+    )
     check = validate_dask(written, str(PREDICTIONS_CONTRACT), partition=partition)
     if not check.success:
-        key = f"predictions/{dataset}/{partition}/{batch_id}/_report.json"
+        key = f"predictions/{ctx.dataset}/{partition}/{ctx.batch_id}/_report.json"
         url = storage.write_json("reports", key, check.to_dict())
         raise ContractViolation(
-            f"predictions of {dataset} {partition} by {model_name} v{version} break the "
-            f"predictions contract: {check.failure_summary()}; report {url}; not committed",
+            f"predictions of {ctx.dataset} {partition} by {ctx.model_name} v{ctx.version} break "
+            f"the predictions contract: {check.failure_summary()}; report {url}; not committed",
             ref=f"s3://{prefix}",
             report=check,
             report_url=url,
         )
-    drift_doc = drift.report(
-        profile,
-        drift.add_counts(counts),
-        partition=partition,
-        predictions_ref=f"s3://{prefix}",
-        threshold=drift_threshold,
-    )
-    manifest = storage.commit_parts(
+    return check
+
+
+def _commit(
+    ctx: ScoringContext,
+    partition: str,
+    inputs: PartitionInputs,
+    drifts: drift.DriftSummary,
+    check: ValidationReport,
+) -> storage.Manifest:
+    """Commit the predictions batch; its manifest spells the version `model_version`."""
+    return storage.commit_parts(
         "predictions",
-        dataset,
+        ctx.dataset,
         partition,
-        batch_id,
-        source=model_uri,
-        contract_hash=contract.hash,
-        upstream=upstream,
+        ctx.batch_id,
+        source=ctx.model_uri,
+        contract_hash=ctx.contract.hash,
+        upstream=inputs.upstream,
         extra={
-            "model_name": model_name,
-            "model_version": version,
-            "threshold": threshold,
-            "feature_version": profile["feature_version"],
-            "drift_report": drift_doc["report"],
-            "drifted": drift_doc["drifted"],
+            "model_name": ctx.model_name,
+            "model_version": ctx.version,
+            "threshold": ctx.threshold,
+            "feature_version": ctx.profile["feature_version"],
+            "drift_report": drifts.report,
+            "drifted": list(drifts.drifted),
             "predictions_contract_hash": check.contract_hash,
         },
     )
-    log.info("scored %s rows of %s %s with %s", manifest.rows, dataset, partition, model_uri)
-    return {
-        "ref": manifest.ref,
-        "rows": manifest.rows,
-        "model_name": model_name,
-        "model_version": version,
-        "partition": partition,
-        "drift_report": drift_doc["report"],
-        "drifted": drift_doc["drifted"],
-        "max_psi": drift_doc["max_psi"],
-    }
+
+
+def _score_one(ctx: ScoringContext, partition: str) -> ScoredPartition:
+    """Predict, measure drift, check and commit one partition."""
+    inputs = _inputs(ctx.contract, partition)
+    prefix = f"{get_settings().bucket('predictions')}/{ctx.dataset}/{partition}/{ctx.batch_id}"
+    _clear(prefix)
+    counts = _predict_and_count(ctx, inputs, prefix)
+    check = _check(ctx, partition, prefix)
+    drifts = drift.report(
+        ctx.profile,
+        counts,
+        partition=partition,
+        predictions_ref=f"s3://{prefix}",
+        threshold=ctx.drift_threshold,
+    )
+    manifest = _commit(ctx, partition, inputs, drifts, check)
+    log.info(
+        "scored %s rows of %s %s with %s", manifest.rows, ctx.dataset, partition, ctx.model_uri
+    )
+    return ScoredPartition(
+        ref=manifest.ref,
+        rows=manifest.rows,
+        model_name=ctx.model_name,
+        version=ctx.version,
+        partition=partition,
+        drift_report=drifts.report,
+        drifted=drifts.drifted,
+        max_psi=drifts.max_psi,
+    )
 
 
 def plan_run(
@@ -285,7 +384,7 @@ def plan_run(
     alias_moved: bool = False,
     max_days: int | None = None,
     model_name: str | None = None,
-) -> dict[str, Any]:
+) -> ScoringPlan:
     """A scoring run's plan: the champion resolved once, and the partitions to score.
 
     A given day is scored as asked; an alias move scores the newest validated day; the daily
@@ -293,52 +392,45 @@ def plan_run(
     """
     model_name = model_name or contracts.load_contract(dataset).model_name
     try:
-        champion = resolve_champion(dataset, model_name)  # the one alias read of the run
-    except LookupError:
+        version = resolve_champion(dataset, model_name)  # the one alias read of the run
+    except ModelVersionNotFoundError:
         if alias_moved or score_date:
             raise
         log.info("no %s champion yet: the daily run has nothing to score", model_name)
-        return {"model_name": model_name, "version": None, "partitions": []}
+        return ScoringPlan(model_name, None)
     if score_date:
         partitions = [f"date={score_date}"]
     elif alias_moved:
         partitions = [newest_partition(dataset)]
     else:
-        partitions = pending_partitions(dataset, champion["version"], max_days, model_name)
+        partitions = pending_partitions(dataset, version, max_days, model_name)
     log.info(
         "scoring plan for %s: %s v%s over %s",
         dataset,
-        champion["model_name"],
-        champion["version"],
+        model_name,
+        version,
         partitions or "nothing new",
     )
-    return {**champion, "partitions": partitions}
+    return ScoringPlan(model_name, version, tuple(partitions))
 
 
 def run_scoring(
     dataset: str,
-    plan: dict[str, Any],
-    threshold: float = 0.5,
-    drift_threshold: float = drift.DEFAULT_THRESHOLD,
-) -> dict[str, Any]:
+    plan: ScoringPlan,
+    threshold: float = DEFAULT_THRESHOLD,
+    drift_threshold: float = DRIFT_THRESHOLD,
+) -> ScoringResult:
     """Score a plan's partitions with the plan's version (never the alias again)."""
-    results = (
+    scored = (
         score_partitions(
             dataset,
-            plan["partitions"],
+            list(plan.partitions),
             threshold,
-            version=plan["version"],
-            model_name=plan["model_name"],
+            version=plan.version,
+            model_name=plan.model_name,
             drift_threshold=drift_threshold,
         )
-        if plan["partitions"]
+        if plan.partitions
         else []
     )
-    return {
-        "model_name": plan["model_name"],
-        "model_version": plan["version"],
-        "refs": [r["ref"] for r in results],
-        "rows": sum(r["rows"] for r in results),
-        "drift_reports": [r["drift_report"] for r in results],
-        "drifted": sorted({c for r in results for c in r["drifted"]}),
-    }
+    return ScoringResult.of(plan, scored)

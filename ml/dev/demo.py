@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ml import contracts, registry, storage, tracking
+from ml import contracts, storage, tracking
 from ml.dev.airflow_api import AirflowClient
 from ml.dev.stack import lifecycle
 from ml.features import joins
 from ml.ingest import days_between
+from ml.model_versions import CHALLENGER, CHAMPION, alias_version
 from ml.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def _registry_summary(
 ) -> tuple[ChampionSummary | None, ChallengerSummary | None]:
     """The champion, and a challenger that did not replace it."""
     model = None
-    version = registry.alias_version(model_name, registry.CHAMPION)
+    version = alias_version(model_name, CHAMPION)
     if version is not None:
         mv = tracking.client().get_model_version(model_name, version)
         model = ChampionSummary(
@@ -204,7 +205,7 @@ def _registry_summary(
             promotion=mv.tags.get("promotion.reason"),
             run_id=mv.run_id,
         )
-    challenger = registry.alias_version(model_name, registry.CHALLENGER)
+    challenger = alias_version(model_name, CHALLENGER)
     if challenger is None or challenger == version:
         return model, None
     tags = tracking.client().get_model_version(model_name, challenger).tags

@@ -9,11 +9,11 @@ import logging
 import mlflow
 
 from ml import tracking
+from ml.assets import CHALLENGER
 
 log = logging.getLogger(__name__)
 
 CODE_VERSION = "2"
-CHALLENGER = "challenger"
 
 
 def register(client, run_id, model_uri, contract, manifest, metrics, extra_tags=None) -> str:

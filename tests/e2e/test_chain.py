@@ -9,6 +9,7 @@ import pytest
 from ml import cli, lineage, registry, storage, tracking
 from ml.dev import demo
 from ml.dev.airflow_api import AirflowClient
+from ml.model_versions import CHAMPION, alias_version
 
 pytestmark = pytest.mark.e2e
 
@@ -74,7 +75,7 @@ def test_features_model_and_predictions(runs, stack):
     fs = storage.filesystem()
     feature_sets = fs.glob(f"{stack.bucket('features')}/flights/*/_manifest.json")
     assert len(feature_sets) == 1
-    version = registry.alias_version("flights_delay", registry.CHAMPION)
+    version = alias_version("flights_delay", CHAMPION)
     assert version is not None
     mv = tracking.client().get_model_version("flights_delay", version)
     assert float(mv.tags["test_roc_auc"]) > 0.5
@@ -106,7 +107,7 @@ def test_alias_moves_score_exactly_once_and_rollback_scores_again(runs, stack, s
     client = AirflowClient(stack.airflow_api_url)
     # The chain's promotion started exactly one scoring run.
     assert len(asset_runs(client, "batch_score_flights", since)) == 1
-    first = registry.alias_version("flights_delay", registry.CHAMPION)
+    first = alias_version("flights_delay", CHAMPION)
     # A person force-promotes another version (same weights) through the promote DAG's Params.
     mlflow_client = tracking.client()
     copy = mlflow_client.copy_model_version(f"models:/flights_delay/{first}", "flights_delay")
@@ -118,7 +119,7 @@ def test_alias_moves_score_exactly_once_and_rollback_scores_again(runs, stack, s
         "promote_flights", {"model_version": second, "force": True, "requested_by": "e2e"}
     )
     assert client.wait_for_run("promote_flights", run_id, 300)["state"] == "success"
-    assert registry.alias_version("flights_delay", registry.CHAMPION) == second
+    assert alias_version("flights_delay", CHAMPION) == second
     record = registry.history("flights_delay")[-1]
     assert record["forced"] and record["by"] == "e2e"
     scoring = _nth_asset_run(client, since, 2)
@@ -126,7 +127,7 @@ def test_alias_moves_score_exactly_once_and_rollback_scores_again(runs, stack, s
 
     # Rollback: one command moves champion back and raises the asset event: scoring again.
     assert cli.main(["model", "rollback", "flights_delay", "--by", "e2e"]) == 0
-    assert registry.alias_version("flights_delay", registry.CHAMPION) == first
+    assert alias_version("flights_delay", CHAMPION) == first
     assert _nth_asset_run(client, since, 3)["state"] == "success"
     assert [r["action"] for r in registry.history("flights_delay")] == [
         "promote",

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 
 from ml import ingest, registry, score, storage, tracking
-from ml.evaluate import DecisionRule
 from ml.features import build, sets
 from ml.features.derived import TARGET
+from ml.model_versions import CHALLENGER, CHAMPION, alias_version
+from ml.promotion_rule import DecisionRule
 from ml.training.run import train
 from ml.validation.batch import validate_batch
 
@@ -59,12 +60,12 @@ def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
     client = tracking.client()
     mv = client.get_model_version(good.model_name, good.version)
     assert mv.tags["feature_version"] == fs.feature_version
-    assert registry.alias_version(good.model_name, registry.CHALLENGER) == good.version
+    assert alias_version(good.model_name, CHALLENGER) == good.version
 
     first = registry.promote(good.model_name, good.version, good.eval_snapshot)
-    assert first["promoted"] and first["reason"] == "no champion yet"
-    assert registry.alias_version(good.model_name, registry.CHALLENGER) is None
-    assert storage.read_json(first["audit_record"])["version"] == good.version
+    assert first.promoted and first.reason == "no champion yet"
+    assert alias_version(good.model_name, CHALLENGER) is None
+    assert storage.read_json(first.audit_record)["version"] == good.version
 
     # A barely trained challenger must not take the title; the reason is recorded.
     worse = train(fs.ref, {"epochs": 1, "learning_rate": 1e-7, "seed": 7})
@@ -74,28 +75,29 @@ def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
         worse.eval_snapshot,
         DecisionRule(min_improvement=0.01),
     )
-    assert not second["promoted"]
-    assert registry.alias_version(good.model_name, registry.CHALLENGER) == worse.version
-    assert "does not beat champion" in second["reason"]
-    assert registry.alias_version(good.model_name, registry.CHAMPION) == good.version
+    assert not second.promoted
+    assert alias_version(good.model_name, CHALLENGER) == worse.version
+    assert "does not beat champion" in second.reason
+    assert alias_version(good.model_name, CHAMPION) == good.version
     tags = client.get_model_version(worse.model_name, worse.version).tags
     assert tags["promotion.promoted"] == "False"
 
     result = score.score("flights")
-    assert result["partition"] == f"date={DAYS[-1]}"
-    manifest = storage.read_manifest(result["ref"])
+    assert result.partition == f"date={DAYS[-1]}" and result.version == good.version
+    manifest = storage.read_manifest(result.ref)
     predictions = storage.read_batch(manifest)
-    day_rows = storage.latest_batches("validated", "flights")[result["partition"]].rows
+    day_rows = storage.latest_batches("validated", "flights")[result.partition].rows
     assert len(predictions) == manifest.rows == day_rows
     assert (predictions["model_version"] == good.version).all()
     assert predictions["probability"].between(0, 1).all()
     assert manifest.extra["model_version"] == good.version
     assert validated[("flights", DAYS[-1])] in manifest.upstream
+    assert manifest.extra["drift_report"] == result.drift_report
 
     # Re-scoring the same day with the same version replaces the output, never duplicates it.
     again = score.score("flights", DAYS[-1])
-    assert again["ref"] == result["ref"]
-    assert len(storage.read_batch(storage.read_manifest(again["ref"]))) == day_rows
+    assert again.ref == result.ref
+    assert len(storage.read_batch(storage.read_manifest(again.ref))) == day_rows
 
     # The registered model takes raw joined rows and applies the transform it was trained with.
     import mlflow.pyfunc

@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from ml import cli, registry, storage, tracking
-from ml.evaluate import DecisionRule
+from ml.model_versions import CHAMPION, PREVIOUS, alias_version
+from ml.promotion_rule import DecisionRule
 from tests.integration import _models
 
 pytestmark = pytest.mark.integration
@@ -30,32 +31,30 @@ def test_worse_is_refused_better_is_promoted_force_is_recorded_and_rollback_rest
     v_worse = _models.copy_version(versions["worse"], name)
 
     first = registry.promote(name, v_good, snapshot)
-    assert first["promoted"] and first["reason"] == "no champion yet"
-    assert first["eval_snapshot_hash"] and first["eval_rows"] > 500
+    assert first.promoted and first.reason == "no champion yet"
+    assert first.eval_snapshot_hash and first.eval_rows > 500
 
     second = registry.promote(name, v_worse, snapshot, DecisionRule(min_improvement=0.01))
-    assert not second["promoted"] and "does not beat champion" in second["reason"]
+    assert not second.promoted and "does not beat champion" in second.reason
     # Both were scored on the same pinned rows.
-    assert second["eval_snapshot_hash"] == first["eval_snapshot_hash"]
-    assert second["champion_metrics"]["roc_auc"] > second["challenger_metrics"]["roc_auc"]
-    assert registry.alias_version(name, registry.CHAMPION) == v_good
+    assert second.eval_snapshot_hash == first.eval_snapshot_hash
+    assert second.champion_metrics["roc_auc"] > second.challenger_metrics["roc_auc"]
+    assert alias_version(name, CHAMPION) == v_good
     tags = tracking.client().get_model_version(name, v_worse).tags
     assert tags["promotion.promoted"] == "False"
     assert "does not beat" in tags["promotion.reason"]
-    assert tags["promotion.eval_snapshot_hash"] == first["eval_snapshot_hash"]
+    assert tags["promotion.eval_snapshot_hash"] == first.eval_snapshot_hash
 
-    forced = registry.promote(
-        name, v_worse, snapshot, DecisionRule(force=True, requested_by="alice")
-    )
-    assert forced["promoted"] and forced["forced"] and forced["by"] == "alice"
-    assert forced["reason"].startswith("FORCED by alice")
-    assert registry.alias_version(name, registry.CHAMPION) == v_worse
-    assert registry.alias_version(name, registry.PREVIOUS) == v_good
+    forced = registry.promote(name, v_worse, snapshot, force=True, requested_by="alice")
+    assert forced.promoted and forced.forced and forced.by == "alice"
+    assert forced.reason.startswith("FORCED by alice")
+    assert alias_version(name, CHAMPION) == v_worse
+    assert alias_version(name, PREVIOUS) == v_good
 
     assert cli.main(["model", "rollback", name, "--by", "bob", "--no-trigger"]) == 0
     assert f"champion {v_worse} -> {v_good}" in capsys.readouterr().out
-    assert registry.alias_version(name, registry.CHAMPION) == v_good
-    assert registry.alias_version(name, registry.PREVIOUS) is None  # v_good had no predecessor
+    assert alias_version(name, CHAMPION) == v_good
+    assert alias_version(name, PREVIOUS) is None  # v_good had no predecessor
     with pytest.raises(registry.RegistryError, match="no 'previous' alias"):
         registry.rollback(name)
 
@@ -69,7 +68,11 @@ def test_worse_is_refused_better_is_promoted_force_is_recorded_and_rollback_rest
     assert log[-1]["by"] == "bob" and log[-1]["rolled_back"] == v_worse
     # Append-only: each record is its own object and none was rewritten.
     assert len({r["audit_record"] for r in log}) == 4
-    assert storage.read_json(first["audit_record"])["action"] == "promote"
+    assert storage.read_json(first.audit_record)["action"] == "promote"
+    # The record as stored: what the decision said, the rule with the force asked for.
+    stored = storage.read_json(forced.audit_record)
+    assert stored == {**forced.audit_fields(), "model_name": name, "at": stored["at"]}
+    assert stored["rule"]["force"] is True and stored["rule"]["requested_by"] == "alice"
     assert cli.main(["model", "history", name]) == 0
     out = capsys.readouterr().out
     assert "refused" in out and "(forced)" in out and "ROLLBACK" in out
@@ -98,9 +101,9 @@ def test_two_concurrent_promotions_end_in_one_champion_and_two_records(versions)
     for t in threads:
         t.join(timeout=300)
     assert not errors, errors
-    promoted = [v for v, d in results.items() if d["promoted"]]
+    promoted = [v for v, d in results.items() if d.promoted]
     assert len(promoted) == 1, results
-    assert registry.alias_version(name, registry.CHAMPION) == promoted[0]
+    assert alias_version(name, CHAMPION) == promoted[0]
     log = registry.history(name)
     assert len(log) == 2
     assert sorted(r["action"] for r in log) == ["promote", "refuse"]

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from ml import cli, lineage, registry, score, storage, tracking
+from ml.model_versions import CHAMPION, version_uri
 from ml.score import PREDICTIONS_CONTRACT
 from ml.validation.suite import validate_frame
 from tests.integration import _models
@@ -30,14 +31,14 @@ def champion(s3_server, dask_cluster, mlflow_server):
 def scored(champion):
     """A daily run planned with v1; `champion` moves to v2 before it scores."""
     plan = score.plan_run("flights", model_name=NAME, max_days=3)
-    assert plan["version"] == champion["v1"]
-    assert plan["partitions"] == [f"date={d}" for d in _models.DAYS[-3:]]
-    tracking.client().set_registered_model_alias(NAME, registry.CHAMPION, champion["v2"])
+    assert plan.version == champion["v1"]
+    assert list(plan.partitions) == [f"date={d}" for d in _models.DAYS[-3:]]
+    tracking.client().set_registered_model_alias(NAME, CHAMPION, champion["v2"])
     try:
         result = score.run_scoring("flights", plan)
     finally:
-        tracking.client().set_registered_model_alias(NAME, registry.CHAMPION, champion["v1"])
-    return {**result, "plan": plan}
+        tracking.client().set_registered_model_alias(NAME, CHAMPION, champion["v1"])
+    return {**result.to_dict(), "plan": plan}
 
 
 def test_a_run_scores_every_partition_with_the_one_version_it_resolved(champion, scored):
@@ -54,13 +55,13 @@ def test_a_run_scores_every_partition_with_the_one_version_it_resolved(champion,
         assert len(rows) == manifest.rows == day_rows
     # The daily run has nothing left to do for v1 on these days.
     pending = score.pending_partitions("flights", v1, model_name=NAME)
-    assert not set(scored["plan"]["partitions"]) & set(pending)
+    assert not set(scored["plan"].partitions) & set(pending)
 
 
 def test_the_model_is_loaded_once_per_worker(champion, scored, dask_cluster):
     from distributed import Client
 
-    uri = registry.champion_uri(NAME, champion["v1"])
+    uri = version_uri(NAME, champion["v1"])
     with Client(dask_cluster) as client:
         loads = client.run(score.worker_loads)
     assert all(w.get(uri, 0) <= 1 for w in loads.values()), loads
@@ -70,7 +71,7 @@ def test_the_model_is_loaded_once_per_worker(champion, scored, dask_cluster):
 def test_rescoring_a_day_with_the_same_version_replaces_it(champion, scored):
     day = _models.DAYS[-1]
     again = score.score("flights", day, version=champion["v1"], model_name=NAME)
-    assert again["ref"] in scored["refs"]
+    assert again.ref in scored["refs"] and again.version == champion["v1"]
     same = [
         m
         for m in storage.list_batches("predictions", "flights", f"date={day}")

@@ -7,6 +7,7 @@ import pytest
 
 from ml import drift
 from ml.features.transform import FeatureTransform
+from ml.scoring_plan import DRIFT_THRESHOLD
 
 pytestmark = pytest.mark.unit
 
@@ -16,7 +17,7 @@ def test_psi_is_zero_for_the_same_shares_and_grows_with_the_shift():
     assert drift.psi(ref, [25, 25, 25, 25]) == pytest.approx(0.0)
     small = drift.psi(ref, [30, 25, 25, 20])
     large = drift.psi(ref, [70, 10, 10, 10])
-    assert 0 < small < 0.1 < drift.DEFAULT_THRESHOLD < large
+    assert 0 < small < 0.1 < DRIFT_THRESHOLD < large
 
 
 def test_empty_bins_stay_finite():

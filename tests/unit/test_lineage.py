@@ -1,12 +1,10 @@
-"""Lineage output for people, and where the predictions contract lives (no servers)."""
+"""Lineage output for people (no servers)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ml import contracts, lineage
-from ml.score import PREDICTIONS_CONTRACT
-from ml.validation.rules import rule_ids
+from ml import lineage
 
 pytestmark = pytest.mark.unit
 
@@ -57,16 +55,3 @@ def test_downstream_tree_says_when_nothing_was_made_yet():
         "predictions": [],
     }
     assert "(nothing downstream yet)" in lineage.format_downstream(tree)
-
-
-def test_the_predictions_contract_is_not_a_dataset_to_ingest():
-    assert PREDICTIONS_CONTRACT.parent.parent == contracts.CONTRACTS_DIR
-    assert "predictions" not in contracts.available_datasets()
-    contract = contracts.load_contract(PREDICTIONS_CONTRACT)
-    assert not contract.source
-    assert {
-        "predictions.probability.min",
-        "predictions.probability.max",
-        "predictions.label.not_null",
-        "predictions.model_version.regex",
-    } <= set(rule_ids(contract))

@@ -1,0 +1,41 @@
+"""Batch scoring's pieces that need no servers: where the predictions contract lives, and what
+every partition of a run is scored with."""
+
+from __future__ import annotations
+
+import pytest
+
+from ml import contracts
+from ml.score import PREDICTIONS_CONTRACT, ScoringContext
+from ml.validation.rules import rule_ids
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_predictions_contract_is_not_a_dataset_to_ingest():
+    assert PREDICTIONS_CONTRACT.parent.parent == contracts.CONTRACTS_DIR
+    assert "predictions" not in contracts.available_datasets()
+    contract = contracts.load_contract(PREDICTIONS_CONTRACT)
+    assert not contract.source
+    assert {
+        "predictions.probability.min",
+        "predictions.probability.max",
+        "predictions.label.not_null",
+        "predictions.model_version.regex",
+    } <= set(rule_ids(contract))
+
+
+def test_a_run_scores_with_one_version_uri_and_names_its_batches_by_it():
+    contract = contracts.load_contract("flights")
+    ctx = ScoringContext(
+        contract=contract,
+        model_name="flights_delay",
+        version="7",
+        threshold=0.5,
+        drift_threshold=0.2,
+        transform=None,
+        profile={},
+    )
+    assert ctx.dataset == "flights"
+    assert ctx.model_uri == "models:/flights_delay/7"  # a version, never the alias
+    assert ctx.batch_id == "model=7"
