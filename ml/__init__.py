@@ -1,0 +1,1 @@
+"""mlpipe's library: every piece of logic, importable and testable without Airflow (rooms: see the README)."""
