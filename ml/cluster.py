@@ -26,7 +26,7 @@ WORKER_DASK_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD
 WORKER_ENV = {"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": '{"MALLOC_TRIM_THRESHOLD_": None}'}
 
 
-class ClusterUnavailable(TransientError, ConnectionError):
+class ClusterUnavailable(TransientError):
     """No Dask scheduler answered at the configured address."""
 
 

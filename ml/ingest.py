@@ -23,7 +23,7 @@ REASON = "_reason.json"
 _RESERVED_NAMES = {storage.MANIFEST, REASON, "_report.json"}
 
 
-class DateRangeError(BadInputError, ValueError):
+class DateRangeError(BadInputError):
     """A date range that cannot be ingested (backwards, or too long for one run)."""
 
 

@@ -53,7 +53,7 @@ def upstream(predictions_ref: str) -> dict[str, Any]:
     """Walk from a predictions batch to model, run, features, validated and raw batches."""
     try:
         pred = storage.read_manifest(predictions_ref)
-    except ValueError as exc:
+    except (storage.BadBatchRef, ValueError) as exc:
         raise LineageError(f"{predictions_ref}: {exc}") from None
     if pred.zone != "predictions":
         raise LineageError(

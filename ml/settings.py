@@ -20,7 +20,7 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 ZONES = ("raw", "validated", "quarantine", "features", "predictions", "reports", "mlflow")
 
 
-class UnknownZone(ConfigurationError, ValueError):
+class UnknownZone(ConfigurationError):
     """A storage zone that is not one of `ZONES`."""
 
 

@@ -37,7 +37,7 @@ class BatchNotFoundError(NotFoundError):
     """No committed batch matches the request."""
 
 
-class BadBatchRef(BadInputError, ValueError):
+class BadBatchRef(BadInputError):
     """A string that is not a batch reference (`s3://bucket/dataset/partition/batch_id`)."""
 
 

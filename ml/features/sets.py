@@ -25,7 +25,7 @@ SPLITS = ("train", "validation", "test")
 EVAL_SNAPSHOT = "eval"  # the joined raw rows of the test split, for champion/challenger scoring
 
 
-class TooFewPartitions(NotFoundError, ValueError):
+class TooFewPartitions(NotFoundError):
     """Fewer validated partitions than a split by date needs (one per split)."""
 
 

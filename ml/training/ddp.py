@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ml.errors import ConfigurationError
 
 
-class NotUnderTorchrunError(ConfigurationError, RuntimeError):
+class NotUnderTorchrunError(ConfigurationError):
     """A DDP worker started without the environment torchrun sets (names what is missing)."""
 
 

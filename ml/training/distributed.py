@@ -35,7 +35,7 @@ from ml.training.tensors import frame_tensors
 log = logging.getLogger(__name__)
 
 
-class DistributedTrainingError(TransientError, RuntimeError):
+class DistributedTrainingError(TransientError):
     """torchrun ended with an error; a retry resumes from the last checkpoint."""
 
 

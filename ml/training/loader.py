@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class NoTrainingInputError(NotFoundError, FileNotFoundError):
+class NoTrainingInputError(NotFoundError):
     """A split folder without parquet files (names the folder)."""
 
 

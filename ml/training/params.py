@@ -12,7 +12,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _AT_LEAST_ONE = ("epochs", "batch_size", "hidden", "layers", "emb_dim", "nproc_per_node")
 
 
-class InvalidParamsError(BadInputError, ValueError):
+class InvalidParamsError(BadInputError):
     """A training param out of its range: names the param, its value and the rule."""
 
 

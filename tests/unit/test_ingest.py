@@ -9,6 +9,7 @@ import pytest
 
 from ml import contracts, ingest
 from ml.errors import BadInputError
+from ml.ingest import DateRangeError
 from ml.sources.read import read_source
 
 pytestmark = pytest.mark.unit
@@ -22,7 +23,7 @@ def test_days_between():
         "2013-02-02",
     ]
     assert ingest.days_between("2013-01-01") == ["2013-01-01"]
-    with pytest.raises(ValueError, match="before date_from"):
+    with pytest.raises(DateRangeError, match="before date_from"):
         ingest.days_between("2013-01-02", "2013-01-01")
 
 

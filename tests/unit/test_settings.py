@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ml.settings import Settings
+from ml.settings import Settings, UnknownZone
 
 pytestmark = pytest.mark.unit
 
@@ -32,5 +32,5 @@ def test_loopback_endpoint_starts_a_local_s3_server(monkeypatch, tmp_path):
 
 
 def test_unknown_zone_is_an_error():
-    with pytest.raises(ValueError, match="unknown storage zone 'gold'"):
+    with pytest.raises(UnknownZone, match="unknown storage zone 'gold'"):
         Settings().bucket("gold")

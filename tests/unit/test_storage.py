@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from ml import storage
+from ml.storage import BadBatchRef
 
 pytestmark = pytest.mark.unit
 
@@ -28,7 +29,7 @@ def test_manifest_round_trip_and_refs():
         "20260101T000000-abcd1234",
     )
     assert m.part_urls == [f"{m.ref}/part-00000.parquet"]
-    with pytest.raises(ValueError, match="not a batch reference"):
+    with pytest.raises(BadBatchRef, match="not a batch reference"):
         storage.parse_ref("s3://raw/flights")
 
 

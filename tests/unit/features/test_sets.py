@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ml.features import sets
+from ml.features.sets import TooFewPartitions
 
 pytestmark = pytest.mark.unit
 
@@ -20,7 +21,7 @@ def test_split_is_by_time_without_leakage():
         < min(split["test"])
     )
     assert sorted(split["train"] + split["validation"] + split["test"]) == parts
-    with pytest.raises(ValueError, match="at least 3 partitions"):
+    with pytest.raises(TooFewPartitions, match="at least 3 partitions"):
         sets.split_partitions(parts[:2], {})
 
 

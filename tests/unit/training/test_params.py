@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 
 from ml.errors import BadInputError
-from ml.training.params import CompressParams, TrainParams
+from ml.training.params import CompressParams, InvalidParamsError, TrainParams
 
 pytestmark = pytest.mark.unit
 
 
 def test_params_are_checked():
-    with pytest.raises(ValueError, match="precision"):
+    with pytest.raises(InvalidParamsError, match="precision"):
         TrainParams.from_dict({"precision": "fp8"})
-    with pytest.raises(ValueError, match="epochs"):
+    with pytest.raises(InvalidParamsError, match="epochs"):
         TrainParams.from_dict({"epochs": 0})
     with pytest.raises(BadInputError, match="learning_rate"):
         TrainParams.from_dict({"learning_rate": 0})
