@@ -50,9 +50,6 @@ def load_snapshot(uri: str) -> tuple[pd.DataFrame, str]:
 
 def evaluate_version(model_name: str, version: str, rows: pd.DataFrame) -> dict[str, float]:
     """A registered model version's metrics on labelled joined raw rows (its own transform)."""
-    import mlflow.pyfunc
-
-    tracking.use_server()
-    model = mlflow.pyfunc.load_model(version_uri(model_name, version))
+    model = tracking.load_model(version_uri(model_name, version))
     proba = model.predict(rows.drop(columns=[TARGET]))["probability"]
     return metrics(rows[TARGET], proba)

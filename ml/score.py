@@ -50,10 +50,7 @@ LOADS: dict[str, int] = {}  # model URI -> times loaded in this process (tests a
 def _load_model(model_uri: str, tracking_uri: str):
     model = _MODELS.get(model_uri)
     if model is None:
-        import mlflow.pyfunc
-
-        tracking.use_server(tracking_uri)
-        model = _MODELS[model_uri] = mlflow.pyfunc.load_model(model_uri)
+        model = _MODELS[model_uri] = tracking.load_model(model_uri, tracking_uri)
         LOADS[model_uri] = LOADS.get(model_uri, 0) + 1
     return model
 

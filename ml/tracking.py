@@ -8,8 +8,11 @@ callers (DAG parsing, the CLI's other commands) never need it.
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from ml.settings import Settings, get_settings
 
@@ -33,6 +36,33 @@ def client(tracking_uri: str | None = None, settings: Settings | None = None) ->
     import mlflow
 
     return mlflow.MlflowClient(tracking_uri=use_server(tracking_uri, settings))
+
+
+@contextmanager
+def sys_path_kept() -> Iterator[None]:
+    """Undo what MLflow adds to `sys.path` while it logs or loads a model.
+
+    A registered model ships its own copy of part of `ml` (its `code/` folder, see
+    `ml.training.package`), and MLflow puts that folder first on `sys.path`. This process has the
+    library imported already, but a process it starts afterwards (a Dask worker of a
+    `LocalCluster`, torchrun) inherits `sys.path` and would import the model's partial copy as
+    `ml`: found by the scoring bench, whose workers failed with `cannot import name 'joins'`.
+    """
+    saved = list(sys.path)
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
+def load_model(model_uri: str, tracking_uri: str | None = None) -> Any:
+    """A registered model as a pyfunc (the model's code put on `sys.path` only while it loads:
+    `sys_path_kept`)."""
+    import mlflow.pyfunc
+
+    use_server(tracking_uri)
+    with sys_path_kept():
+        return mlflow.pyfunc.load_model(model_uri)
 
 
 def find_or_create_run(

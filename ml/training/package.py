@@ -20,6 +20,7 @@ import mlflow
 import torch
 from mlflow.models import infer_signature
 
+from ml import tracking
 from ml.features import sets
 from ml.training.model import CONFIG_ARTIFACT, TRANSFORM_ARTIFACT, WEIGHTS_ARTIFACT, DelayModel
 
@@ -84,16 +85,17 @@ def log_pyfunc(network, transform, network_config: dict, example, extra_config=N
         config = {"network": network_config, **(extra_config or {})}
         (tmp / "config.json").write_text(json.dumps(config))
         torch.save(network.state_dict(), tmp / "weights.pt")
-        return mlflow.pyfunc.log_model(
-            name="model",
-            python_model=DelayModel(),
-            artifacts={
-                TRANSFORM_ARTIFACT: str(tmp / "transform.json"),
-                CONFIG_ARTIFACT: str(tmp / "config.json"),
-                WEIGHTS_ARTIFACT: str(tmp / "weights.pt"),
-            },
-            code_paths=[str(copy_shipped_code(tmp / "code"))],
-            signature=infer_signature(example, model_output_example(example)),
-            input_example=example,
-            pip_requirements=requirements(),
-        )
+        with tracking.sys_path_kept():  # MLflow loads the model back to check its example
+            return mlflow.pyfunc.log_model(
+                name="model",
+                python_model=DelayModel(),
+                artifacts={
+                    TRANSFORM_ARTIFACT: str(tmp / "transform.json"),
+                    CONFIG_ARTIFACT: str(tmp / "config.json"),
+                    WEIGHTS_ARTIFACT: str(tmp / "weights.pt"),
+                },
+                code_paths=[str(copy_shipped_code(tmp / "code"))],
+                signature=infer_signature(example, model_output_example(example)),
+                input_example=example,
+                pip_requirements=requirements(),
+            )

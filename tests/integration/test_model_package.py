@@ -86,12 +86,14 @@ def fresh_venv(folder: Path) -> Path:
 def test_the_registered_model_loads_and_predicts_without_mlpipe(s3_server, mlflow_server, tmp_path):
     import mlflow
 
+    from ml import tracking
     from ml.features import sets
     from ml.training.package import SHIPPED_MODULES
     from ml.training.run import train
 
     contract = _models.contract_as(tmp_path, DATASET)
     ref = _models.synthetic_feature_set(DATASET, "fv-package", contract, rows=2000)
+    path_before = list(sys.path)
     result = train(ref, PARAMS)
     uri = f"models:/{result.model_name}/{result.version}"
 
@@ -104,7 +106,10 @@ def test_the_registered_model_loads_and_predicts_without_mlpipe(s3_server, mlflo
 
     raw = sets.read_split(sets.read_feature_manifest(ref), "eval")
     raw.to_parquet(tmp_path / "rows.parquet")
-    expected = mlflow.pyfunc.load_model(uri).predict(raw)["probability"].to_numpy()
+    expected = tracking.load_model(uri).predict(raw)["probability"].to_numpy()
+    # Logging and loading put the model's code on sys.path only for a while: a process started
+    # from this one afterwards (a Dask worker) imports the library, not the model's copy.
+    assert sys.path == path_before
 
     python = fresh_venv(tmp_path / "venv")
     cwd = tmp_path / "elsewhere"
