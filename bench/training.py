@@ -219,7 +219,9 @@ def real_flights_splits(contract_name: str = "flights"):
 
     contract = contracts.load_contract(contract_name)
     flights = table(contract_name)
-    references = {j["dataset"]: table(j["dataset"]) for j in contract.features.get("joins", [])}
+    # Every reference table from the package's CSV files: the joined day's weather and the
+    # planes and airports lookups (the pipeline would read their latest validated snapshots).
+    references = {r.dataset: table(r.dataset) for r in joins.references_of(contract)}
     joined = joins.join_references(flights, references, contract)
     joined = add_target(joined, contract.target).dropna(subset=[TARGET])
     day = pd.to_datetime(joined[["year", "month", "day"]])
