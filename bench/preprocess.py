@@ -1,4 +1,4 @@
-"""Preprocessing at scale: ours (`ml.features.build_features` on two Dask workers) against the
+"""Preprocessing at scale: ours (`ml.features.build.build_features` on two Dask workers) against the
 reference (a straightforward single-process pandas implementation of the same features).
 
     python -m bench.preprocess [--rows 1000000 3367760 10000000] [--repeat 3] [--workers 2]
