@@ -34,7 +34,7 @@ from ml.model_versions import (
     alias_version,
     trained_feature_set,
 )
-from ml.promotion_rule import DecisionRule, Verdict, decide
+from ml.promotion_rule import DecisionRule, EvaluationError, Verdict, decide
 from ml.settings import get_settings
 
 if TYPE_CHECKING:
@@ -238,23 +238,29 @@ def _judge(
     *,
     force: bool,
     requested_by: str,
-) -> tuple[Verdict, dict[str, float] | None]:
-    """The verdict on `version` against the current champion, and the champion's metrics on
-    the same rows (None when there is no champion to measure)."""
+) -> tuple[Verdict, dict[str, float] | None, str | None]:
+    """The verdict on `version` against the current champion, the champion's metrics on the same
+    rows (None when there is no champion to measure), and why the champion could not be
+    measured (None when it could). A champion that cannot be evaluated is not beaten: the
+    promotion is refused unless a person forces it."""
     if champion == version:
-        return Verdict(False, (f"version {version} is already the champion",)), None
-    champion_metrics = None
-    if champion is not None:
-        try:
-            champion_metrics = evaluate_version(model_name, champion, rows)
-        except Exception as exc:  # a champion whose artifacts are gone cannot defend
-            log.warning("champion %s of %s not evaluable: %s", champion, model_name, exc)
-            reason = f"champion version {champion} could not be evaluated: {exc}"
-            return Verdict(True, (reason,)), None
+        return Verdict(False, (f"version {version} is already the champion",)), None, None
+    if champion is None:
+        verdict = decide(challenger_metrics, None, rule, force=force, requested_by=requested_by)
+        return verdict, None, None
+    try:
+        champion_metrics = evaluate_version(model_name, champion, rows)
+    except Exception as exc:  # any failure: the comparison cannot be made, so it is not made
+        error = f"champion version {champion} could not be evaluated ({type(exc).__name__}: {exc})"
+        log.warning("promotion of %s version %s: %s", model_name, version, error)
+        if force:
+            who = requested_by or "a person"
+            return Verdict(True, (f"FORCED by {who}: {error}",), forced=True), None, error
+        return Verdict(False, (f"refused: {error}",)), None, error
     verdict = decide(
         challenger_metrics, champion_metrics, rule, force=force, requested_by=requested_by
     )
-    return verdict, champion_metrics
+    return verdict, champion_metrics, None
 
 
 def _move_champion(model_name: str, version: str, champion: str | None) -> None:
@@ -301,7 +307,7 @@ def promote(
     challenger_metrics = evaluate_version(model_name, version, rows)
     with alias_lock(model_name):
         champion = alias_version(model_name, CHAMPION)  # read under the lock
-        verdict, champion_metrics = _judge(
+        verdict, champion_metrics, error = _judge(
             model_name,
             version,
             champion,
@@ -334,7 +340,19 @@ def promote(
         audit = _audit(model_name, decision.audit_fields())
         decision = dataclasses.replace(decision, audit_record=audit)
     _tag_version(decision)
+    if error and not decision.promoted:
+        _refused_for_an_error(decision, error)
     return decision
+
+
+def _refused_for_an_error(decision: PromotionDecision, error: str) -> None:
+    """A refusal because a version could not be measured fails the task (it is not a verdict on
+    the numbers); the refusal is already audited and tagged."""
+    raise EvaluationError(
+        f"promotion of {decision.model_name} version {decision.version} refused: {error}; "
+        f"champion unchanged; audit {decision.audit_record}. Fix the champion, or force the "
+        "promotion (recorded as forced)"
+    )
 
 
 def rollback(model_name: str, by: str = "", reason: str = "") -> dict[str, Any]:

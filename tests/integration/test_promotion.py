@@ -8,7 +8,7 @@ import pytest
 
 from ml import cli, registry, storage, tracking
 from ml.model_versions import CHAMPION, PREVIOUS, alias_version
-from ml.promotion_rule import DecisionRule
+from ml.promotion_rule import DecisionRule, EvaluationError
 from tests.integration import _models
 
 pytestmark = pytest.mark.integration
@@ -77,6 +77,31 @@ def test_worse_is_refused_better_is_promoted_force_is_recorded_and_rollback_rest
     out = capsys.readouterr().out
     assert "refused" in out and "(forced)" in out and "ROLLBACK" in out
     assert f"champion={v_good}" in out
+
+
+def test_a_champion_that_cannot_be_evaluated_refuses_the_promotion_unless_forced(versions):
+    """Fail closed: the champion's model cannot be loaded (its artifacts are not there), so the
+    comparison cannot be made: the promotion is refused, audited and fails the task; a person
+    may force it, recorded as forced."""
+    name = "flights_delay_unevaluable"
+    snapshot = versions["fs"].eval_snapshot
+    v_good = _models.copy_version(versions["good"], name)
+    client = tracking.client()
+    broken = str(client.create_model_version(name, source="s3://mlflow/no-such-model").version)
+    client.set_registered_model_alias(name, CHAMPION, broken)
+
+    with pytest.raises(EvaluationError, match=f"champion version {broken} could not be evaluated"):
+        registry.promote(name, v_good, snapshot)
+    assert alias_version(name, CHAMPION) == broken
+    refused = registry.history(name)[-1]
+    assert refused["promoted"] is False and refused["reason"].startswith("refused: champion")
+    tags = client.get_model_version(name, v_good).tags
+    assert tags["promotion.promoted"] == "False"
+
+    forced = registry.promote(name, v_good, snapshot, force=True, requested_by="alice")
+    assert forced.promoted and forced.forced and "could not be evaluated" in forced.reason
+    assert alias_version(name, CHAMPION) == v_good
+    assert alias_version(name, PREVIOUS) == broken
 
 
 def test_two_concurrent_promotions_end_in_one_champion_and_two_records(versions):

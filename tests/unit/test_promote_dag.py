@@ -98,3 +98,38 @@ def test_no_param_and_no_event_leaves_the_version_to_the_challenger_alias(probe)
     args = probe["nothing"]
     assert args["version"] is None and args["eval_snapshot"] is None
     assert args["requested_by"] == ""
+
+
+RETRY_PROBE = """
+import json, runpy, sys
+sys.path.insert(0, sys.argv[1])
+policy = runpy.run_path(sys.argv[1] + "/promote.py")["PROMOTION_RETRY_POLICY"]
+from ml.model_versions import RegistryUnavailable
+from ml.promotion_rule import EvaluationError
+from ml.registry import RegistryError
+errors = [RegistryUnavailable, EvaluationError, RegistryError]
+print(json.dumps({e.__name__: policy.evaluate(e("x"), 1, 3).action.name for e in errors}))
+"""
+
+
+def test_a_registry_that_did_not_answer_is_retried_a_refusal_is_not(tmp_path):
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", RETRY_PROBE, str(DAGS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    actions = json.loads(out.stdout.strip().splitlines()[-1])
+    assert actions == {
+        "RegistryUnavailable": "RETRY",
+        "EvaluationError": "FAIL",
+        "RegistryError": "FAIL",
+    }
