@@ -79,7 +79,10 @@ def make_report(
     started: float,
     gx_version: str,
 ) -> ValidationReport:
-    """The report of rule results computed since `started` (a `time.perf_counter()` value)."""
+    """The report of rule results computed since `started` (a `time.perf_counter()` value).
+    Sample values of the contract's PII columns are redacted: reports are read more widely than
+    the data."""
+    rules = redact_pii(rules, set(contract.pii))
     report = ValidationReport(
         dataset=contract.dataset,
         contract_hash=contract.hash,
@@ -100,6 +103,28 @@ def make_report(
         "passed" if report.success else f"failed {report.failed_rules}",
     )
     return report
+
+
+REDACTED = "<redacted: pii>"
+
+
+def redact_pii(rules: list[dict[str, Any]], pii_columns: set[str]) -> list[dict[str, Any]]:
+    """The rule results with every sample value of a PII column replaced by `REDACTED` (a rule
+    on that column, or that column inside a multi-column sample such as a duplicate key)."""
+    if not pii_columns:
+        return rules
+
+    def redact(value: Any, column: str | None) -> Any:
+        if isinstance(value, dict):
+            return {k: REDACTED if k in pii_columns else v for k, v in value.items()}
+        return REDACTED if column in pii_columns else value
+
+    return [
+        {**r, "unexpected_sample": [redact(v, r.get("column")) for v in r["unexpected_sample"]]}
+        if r.get("unexpected_sample")
+        else r
+        for r in rules
+    ]
 
 
 def empty_result(spec: RuleSpec) -> dict[str, Any]:

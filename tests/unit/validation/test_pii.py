@@ -32,3 +32,27 @@ def test_pii_drop_and_hash(tmp_path):
     assert list(apply_pii(frame, contract, b"pepper")["name"]) == list(out["name"])  # stable
     assert apply_pii(frame, contract, b"salt").loc[0, "name"] != out.loc[0, "name"]
     assert list(frame.columns) == ["id", "score", "name", "at", "flag"]  # input untouched
+
+
+def test_report_samples_of_pii_columns_are_redacted(tmp_path):
+    """A broken rule on a PII column shows counts, never the values (reports are read widely)."""
+    from ml.validation.report import REDACTED
+    from tests.unit.validation._data import check
+
+    path = tmp_path / "toy.yaml"
+    contract_text = TOY_CONTRACT.replace(
+        "name:  {type: string}", "name:  {type: string, regex: '^[a-z]$'}"
+    )
+    path.write_text(contract_text + "  unique: [[id, name]]\npii: {name: hash}\n")
+    contract = load_contract(path)
+    frame = toy_frame(
+        id=pd.Series([1, 1, 3], dtype="int64"),
+        name=pd.Series(["alice@example.org", "alice@example.org", "c"], dtype="str"),
+    )
+    report = check(frame, contract)
+    by_rule = {r["rule"]: r for r in report.rules}
+    regex = by_rule["toy.name.regex"]
+    assert not regex["success"] and regex["unexpected_count"] == 2
+    assert regex["unexpected_sample"] == [REDACTED, REDACTED]
+    assert "alice" not in report.to_json()
+    assert "alice" not in report.to_html()
