@@ -16,7 +16,7 @@ from typing import Any
 from ml import contracts, storage, tracking
 from ml.errors import NotFoundError
 from ml.features import sets
-from ml.model_versions import feature_set_ref, version_uri
+from ml.model_versions import version_uri
 from ml.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def upstream(predictions_ref: str) -> dict[str, Any]:
     mv = client.get_model_version(model_name, version)
     run = client.get_run(mv.run_id)
     fv = mv.tags.get("feature_version") or pred.extra.get("feature_version")
-    fm = sets.read_feature_manifest(feature_set_ref(pred.dataset, fv))
+    fm = sets.read_feature_manifest(sets.feature_set_ref(pred.dataset, fv))
     return {
         "predictions": {
             "ref": pred.ref,

@@ -10,7 +10,6 @@ from ml import tracking
 from ml.assets import CHALLENGER, CHAMPION, PREVIOUS  # noqa: F401  (the aliases, read here by every later stage)
 from ml.errors import NotFoundError, TransientError
 from ml.features import sets
-from ml.settings import get_settings
 
 
 class ModelVersionNotFoundError(NotFoundError):
@@ -66,11 +65,6 @@ def version_uri(model_name: str, version: str) -> str:
     return f"models:/{model_name}/{version}"
 
 
-def feature_set_ref(dataset: str, feature_version: str) -> str:
-    """Where a feature set of a dataset is committed."""
-    return f"s3://{get_settings().bucket('features')}/{dataset}/{feature_version}"
-
-
 def trained_feature_set(dataset: str, model_name: str, version: str) -> dict[str, Any]:
     """The manifest of the feature set a version was trained on (its `feature_version` tag)."""
     mv = tracking.client().get_model_version(model_name, version)
@@ -79,4 +73,4 @@ def trained_feature_set(dataset: str, model_name: str, version: str) -> dict[str
         raise ModelVersionNotFoundError(
             f"{model_name} version {version} has no feature_version tag"
         )
-    return sets.read_feature_manifest(feature_set_ref(dataset, fv))
+    return sets.read_feature_manifest(sets.feature_set_ref(dataset, fv))

@@ -13,7 +13,14 @@ from ml.cluster import dask_client
 from ml.errors import ContractError
 from ml.features.derived import TARGET, feature_columns, row_keys, with_target
 from ml.features.joins import join_references, reference_datasets, references_of, snapshot_manifest
-from ml.features.sets import EVAL_SNAPSHOT, SPLITS, FeatureSet, feature_version, split_partitions
+from ml.features.sets import (
+    EVAL_SNAPSHOT,
+    SPLITS,
+    FeatureSet,
+    feature_set_ref,
+    feature_version,
+    split_partitions,
+)
 from ml.features.transform import (
     DEFAULT_MIN_FREQUENCY,
     FEATURE_CODE_VERSION,
@@ -133,7 +140,7 @@ def _plan(
     inputs = [m.ref for m in batches.values()] + [m.ref for ms in references.values() for m in ms]
     params = {"date_from": date_from, "date_to": date_to, "min_frequency": min_frequency}
     version = feature_version(inputs, contract, params)
-    base = f"{s.bucket('features')}/{dataset}/{version}"
+    base = feature_set_ref(dataset, version, s).removeprefix("s3://")
     return _Plan(contract, batches, references, params, inputs, version, base)
 
 

@@ -86,6 +86,11 @@ def feature_version(inputs: list[str], contract: Contract, params: dict) -> str:
     return "fv-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def feature_set_ref(dataset: str, feature_version: str, settings=None) -> str:
+    """Where a feature set of a dataset is committed (`s3://features/<dataset>/<version>`)."""
+    return f"s3://{(settings or get_settings()).bucket('features')}/{dataset}/{feature_version}"
+
+
 def read_feature_manifest(ref: str) -> dict:
     return storage.read_json(f"{ref.rstrip('/')}/{storage.MANIFEST}")
 

@@ -7,6 +7,7 @@ import pytest
 
 from ml.features import sets
 from ml.features.sets import TooFewPartitions
+from ml.settings import get_settings
 
 pytestmark = pytest.mark.unit
 
@@ -51,3 +52,8 @@ def test_feature_version_changes_with_the_code_version(contract, monkeypatch):
     before = sets.feature_version(inputs, contract, {})
     monkeypatch.setattr(sets, "FEATURE_CODE_VERSION", "next")
     assert sets.feature_version(inputs, contract, {}) != before
+
+
+def test_feature_set_ref_is_where_the_feature_set_is_committed():
+    bucket = get_settings().bucket("features")
+    assert sets.feature_set_ref("flights", "fv-1") == f"s3://{bucket}/flights/fv-1"
