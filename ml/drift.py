@@ -181,6 +181,16 @@ def report(
     return DriftSummary(report=doc["report"], drifted=tuple(drifted), max_psi=doc["max_psi"])
 
 
+def recent_reports(dataset: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest drift reports of a dataset (newest day first), as `report` wrote them."""
+    s = get_settings()
+    fs = storage.filesystem(s)
+    base = f"{s.bucket('reports')}/drift/{dataset}"
+    fs.invalidate_cache(base)
+    paths = sorted(fs.glob(f"{base}/*/model=*.json"), reverse=True)
+    return [storage.read_json(f"s3://{path}", s) for path in paths[:limit]]
+
+
 def chart_svg(doc: dict[str, Any]) -> str:
     """A horizontal bar chart of PSI per feature, the threshold as a red line (plain SVG)."""
     from html import escape

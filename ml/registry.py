@@ -438,3 +438,9 @@ def promote_challenger(
         requested_by=requested_by,
         run_id=run_id,
     )
+
+
+def append_audit(model_name: str, record: dict[str, Any]) -> str:
+    """Append one record (with at least `action` and `version`) to a model's audit log; the
+    caller holds `alias_lock` when the record is about an alias move. Returns its s3:// URL."""
+    return _audit(model_name, record)

@@ -17,6 +17,10 @@ from ml.errors import ConfigurationError
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
+# The Airflow plugin's pages and MLflow webhook receiver, under Airflow's API server.
+PLUGIN_PREFIX = "/mlpipe"
+WEBHOOK_PATH = f"{PLUGIN_PREFIX}/mlflow/webhook"
+
 ZONES = ("raw", "validated", "quarantine", "features", "predictions", "reports", "mlflow")
 
 
@@ -86,6 +90,14 @@ class Settings(BaseSettings):
     # hashes PII).
     pii_salt: SecretStr | None = None
 
+    # The MLflow UI people open from Airflow's extra links (None: the tracking URI).
+    mlflow_ui_url: str | None = None
+    # MLflow webhooks (alias moves -> audit record + scoring, `plugins/`): the HMAC secret both
+    # sides share (None: no webhook; the local stack makes one), and the URL MLflow posts to
+    # (None: the Airflow plugin's endpoint under `airflow_api_url`).
+    mlflow_webhook_secret: SecretStr | None = None
+    mlflow_webhook_url: str | None = None
+
     # Torch threads per training process (the cores are shared with Dask and Airflow).
     torch_threads: int = 2
     # Slots of the Airflow `gpu` pool that training tasks run in; None: one per GPU (min. 1).
@@ -115,6 +127,16 @@ class Settings(BaseSettings):
             return self.local_s3
         return (urlsplit(self.s3_endpoint_url).hostname or "") in LOOPBACK_HOSTS
 
+    @property
+    def mlflow_ui(self) -> str:
+        """The MLflow UI's base URL (no trailing slash)."""
+        return (self.mlflow_ui_url or self.mlflow_tracking_uri).rstrip("/")
+
+    @property
+    def webhook_url(self) -> str:
+        """Where MLflow posts its webhooks: the Airflow plugin's receiver unless configured."""
+        return self.mlflow_webhook_url or f"{self.airflow_api_url.rstrip('/')}{WEBHOOK_PATH}"
+
     def s3_storage_options(self) -> dict:
         """Keyword arguments for s3fs / fsspec (`storage_options=` of pandas and Dask)."""
         return {
@@ -139,6 +161,10 @@ class Settings(BaseSettings):
             "MLPIPE_TORCH_THREADS": str(self.torch_threads),
             "MLPIPE_DROP_DIR": str(self.drop_path),
         }
+        if self.mlflow_ui_url:
+            env["MLPIPE_MLFLOW_UI_URL"] = self.mlflow_ui_url
+        if self.mlflow_webhook_secret is not None:
+            env["MLPIPE_MLFLOW_WEBHOOK_SECRET"] = self.mlflow_webhook_secret.get_secret_value()
         if self.pii_salt is not None:
             env["MLPIPE_PII_SALT"] = self.pii_salt.get_secret_value()
         for zone in ZONES:

@@ -71,6 +71,36 @@ def report_key(dataset: str, partition: str, batch_id: str) -> str:
     return f"{REPORT_PREFIX}/{dataset}/{partition}/{batch_id}"
 
 
+def recent_reports(dataset: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest validation reports of a dataset (newest batch first), each summed up: partition,
+    batch id, success, rows, failed rules, when, and the keys of its JSON and HTML in `reports`."""
+    from ml import storage  # deferred: reports are made without storage; only reading lists them
+    from ml.settings import get_settings  # deferred: as above
+
+    s = get_settings()
+    fs = storage.filesystem(s)
+    base = f"{s.bucket('reports')}/{REPORT_PREFIX}/{dataset}"
+    fs.invalidate_cache(base)
+    paths = sorted(fs.glob(f"{base}/*/*.json"), key=lambda p: p.rsplit("/", 1)[-1], reverse=True)
+    out = []
+    for path in paths[:limit]:
+        doc = json.loads(fs.cat_file(path).decode())
+        key = path.removeprefix(f"{s.bucket('reports')}/").removesuffix(".json")
+        out.append(
+            {
+                "partition": key.split("/")[-2],
+                "batch_id": key.split("/")[-1],
+                "success": doc.get("success"),
+                "rows": doc.get("rows"),
+                "failed_rules": doc.get("failed_rules", []),
+                "validated_at": doc.get("validated_at", ""),
+                "json_key": f"{key}.json",
+                "html_key": f"{key}.html",
+            }
+        )
+    return out
+
+
 def make_report(
     contract: Contract,
     rules: list[dict[str, Any]],

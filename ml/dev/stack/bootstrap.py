@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ml.dev.airflow_api import AirflowAPIError, AirflowClient
 from ml.dev.stack.layout import StackError, executable
 from ml.dev.stack.processes import fail, spawn
-from ml.dev.stack.services import REPO, airflow_env, mlflow_store
+from ml.dev.stack.services import REPO, airflow_env, mlflow_store, mlflow_webhook_keys
 from ml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,3 +115,29 @@ def ensure_promotion_pool(settings: Settings) -> None:
         if "-> 409" not in str(exc):
             raise
         client.request("PATCH", "/pools/promotion", json=pool)
+
+
+MLFLOW_WEBHOOK = "mlpipe-airflow"
+ALIAS_EVENTS = ["model_version_alias.created", "model_version_alias.deleted"]
+
+
+def ensure_mlflow_webhook(settings: Settings) -> str:
+    """Register (or update) the MLflow webhook that tells the Airflow plugin about alias moves,
+    so a move of `champion` anywhere (the MLflow UI, a plain client) is audited and scored.
+    Returns the webhook id."""
+    from ml import tracking  # deferred: mlflow loads only when the stack registers the webhook
+
+    client = tracking.client(settings=settings)
+    fields = {
+        "url": settings.webhook_url,
+        "events": ALIAS_EVENTS,
+        "secret": mlflow_webhook_keys(settings)["secret"],
+        "description": "alias moves -> audit record + champion asset event (plugins/)",
+    }
+    ours = [h for h in client.list_webhooks(max_results=1000) if h.name == MLFLOW_WEBHOOK]
+    if ours:
+        hook = client.update_webhook(ours[0].webhook_id, status="ACTIVE", **fields)
+    else:
+        hook = client.create_webhook(name=MLFLOW_WEBHOOK, **fields)
+    log.info("MLflow webhook %s -> %s", hook.webhook_id, settings.webhook_url)
+    return hook.webhook_id

@@ -73,6 +73,8 @@ def up(
             _wait_airflow(s, [launched[n] for n in airflow_wanted], deadline)
             bootstrap.ensure_promotion_pool(s)
             urls["Airflow"] = s.airflow_api_url
+            if "mlflow" in wanted:  # both ends are up: MLflow's alias moves reach the plugin
+                bootstrap.ensure_mlflow_webhook(s)
 
     log.info("stack is up in %.1f s", time.monotonic() - started_at)
     return urls

@@ -96,7 +96,39 @@ def _mlflow_spec(s: Settings) -> ServiceSpec:
     argv = mlflow_server_argv(
         host, port, mlflow_backend_uri(s), f"s3://{s.bucket_mlflow}/artifacts"
     )
-    return ServiceSpec(argv, dict(MLFLOW_SERVER_ENV), folder)
+    return ServiceSpec(argv, {**MLFLOW_SERVER_ENV, **mlflow_webhook_env(s)}, folder)
+
+
+def mlflow_webhook_keys(settings: Settings) -> dict[str, str]:
+    """The MLflow webhook's HMAC secret (the settings' one, else one made once and kept 0600 in
+    the state folder) and the Fernet key the MLflow server stores webhook secrets with (kept,
+    so a restarted server can still read the secret it stored)."""
+    path = settings.state_path / "mlflow" / "webhook.json"
+    if path.exists():
+        keys = json.loads(path.read_text())
+    else:
+        made = {
+            "secret": secrets.token_urlsafe(32),
+            "encryption_key": Fernet.generate_key().decode(),
+        }
+        keys = _write_new(path, made)
+    if settings.mlflow_webhook_secret is not None:
+        keys = {**keys, "secret": settings.mlflow_webhook_secret.get_secret_value()}
+    return keys
+
+
+def mlflow_webhook_env(settings: Settings) -> dict[str, str]:
+    """What the MLflow server needs to post webhooks to the local Airflow plugin: its secrets'
+    key, plain http, and (only for a loopback receiver) private addresses; a short cache of the
+    webhook list, so a webhook registered at start is used at once."""
+    env = {
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": mlflow_webhook_keys(settings)["encryption_key"],
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_CACHE_TTL": "5",
+    }
+    if (host_port(settings.webhook_url)[0] or "") in LOOPBACK_HOSTS:
+        env["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"] = "true"
+    return env
 
 
 def _dask_scheduler_spec(s: Settings) -> ServiceSpec:
@@ -322,5 +354,7 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         # Default is <tmp>/airflow, shared by every Airflow on the machine.
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(home / "dag_bundles"),
+        # The plugin's MLflow webhook receiver checks signatures with it (plugins/).
+        "MLPIPE_MLFLOW_WEBHOOK_SECRET": mlflow_webhook_keys(s)["secret"],
     }
     return env
