@@ -35,7 +35,7 @@ def test_specs_take_their_addresses_from_the_settings(settings):
     ]
     assert "s3://mlflow/artifacts" in mlflow.argv
     assert "--allowed-hosts" not in mlflow.argv  # loopback is allowed by default
-    assert mlflow.env == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    assert mlflow.env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert mlflow.cwd == settings.state_path / "mlflow"
     workers = services.service_spec(settings, "dask-workers")
     assert workers.argv[1:4] == ["worker", "tcp://127.0.0.1:18786", "--nworkers"]
@@ -46,6 +46,19 @@ def test_specs_take_their_addresses_from_the_settings(settings):
         spec = services.service_spec(settings, name)
         assert spec.argv[1] == name.removeprefix("airflow-")
         assert spec.env["AIRFLOW__API__PORT"] == "18080"
+
+
+def test_mlflow_posts_signed_webhooks_to_the_airflow_plugin(settings):
+    mlflow = services.service_spec(settings, "mlflow")
+    keys = services.mlflow_webhook_keys(settings)
+    assert keys == services.mlflow_webhook_keys(settings)  # made once, kept
+    assert mlflow.env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] == keys["encryption_key"]
+    assert mlflow.env["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"] == "true"  # the receiver is on loopback
+    assert "http" in mlflow.env["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"].split(",")
+    airflow = services.service_spec(settings, "airflow-api-server")
+    assert airflow.env["MLPIPE_MLFLOW_WEBHOOK_SECRET"] == keys["secret"]
+    assert airflow.env["AIRFLOW__CORE__PLUGINS_FOLDER"].endswith("/plugins")
+    assert settings.webhook_url == "http://127.0.0.1:18080/mlpipe/mlflow/webhook"
 
 
 def test_mlflow_on_another_host_is_allowed_by_name():
