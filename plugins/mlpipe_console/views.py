@@ -238,6 +238,8 @@ def alias_moved(body: bytes, delivery: str, raise_event) -> tuple[int, dict[str,
             "by": move.by,
         }
         answer["asset_event"] = raise_event(uri, name, extra)
+        if answer["asset_event"] is None:  # the DAG is not parsed yet: MLflow resends (same id)
+            return 503, {**answer, "error": f"Airflow has no asset {uri} yet"}
         log.info(
             "champion of %s set to %s in MLflow: asset event %s",
             move.model_name,

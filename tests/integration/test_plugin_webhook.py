@@ -67,14 +67,16 @@ def mlflow(console, tmp_path_factory):
     from ml.dev.stack import bootstrap, services
 
     s = settings.get_settings()
-    with pipeline_environment(services.mlflow_webhook_env(s)):
-        with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
-            client = tracking.client(uri)
-            bootstrap.ensure_mlflow_webhook(settings.get_settings())
-            client.create_registered_model(MODEL)
-            for _ in range(3):
-                client.create_model_version(MODEL, source="s3://mlflow/artifacts/none")
-            yield client
+    with (
+        pipeline_environment(services.mlflow_webhook_env(s)),
+        mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri,
+    ):
+        client = tracking.client(uri)
+        bootstrap.ensure_mlflow_webhook(settings.get_settings())
+        client.create_registered_model(MODEL)
+        for _ in range(3):
+            client.create_model_version(MODEL, source="s3://mlflow/artifacts/none")
+        yield client
 
 
 def _wait(condition, timeout=30.0):
@@ -156,10 +158,10 @@ def test_a_forged_delivery_is_refused(console, mlflow):
         "X-MLflow-Timestamp": str(int(time.time())),
         "X-MLflow-Signature": "v1,bm90IGEgc2lnbmF0dXJl",
     }
-    before = len(_records())
+    before, raised = len(_records()), len(events)
     answer = requests.post(f"{url}/mlflow/webhook", data=body, headers=headers, timeout=30)
     assert answer.status_code == 401 and "does not match" in answer.json()["error"]
-    assert len(_records()) == before
+    assert len(_records()) == before and len(events) == raised
 
 
 def test_the_console_lists_the_audit_log_and_renders_records(console, mlflow):

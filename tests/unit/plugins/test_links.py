@@ -79,7 +79,10 @@ def test_scoring_links_to_predictions_drift_and_version():
     assert found[links.PREDICTIONS] == (
         "/mlpipe/batches?ref=s3%3A%2F%2Fpredictions%2Fflights%2Fdate%3D2013-01-07%2Fmodel%3D4"
     )
-    assert found[links.DRIFT] == "/mlpipe/drift?key=drift%2Fflights%2Fdate%3D2013-01-07%2Fmodel%3D4.json"
+    assert (
+        found[links.DRIFT]
+        == "/mlpipe/drift?key=drift%2Fflights%2Fdate%3D2013-01-07%2Fmodel%3D4.json"
+    )
     assert found[links.VERSION].endswith("/versions/4")
 
 
