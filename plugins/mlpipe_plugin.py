@@ -107,6 +107,16 @@ class LazyApp:
 class MlpipePlugin(AirflowPlugin):
     name = "mlpipe"
     global_operator_extra_links: ClassVar[list] = EVIDENCE_LINKS
+    # In Airflow's navigation: the console, shown inside the Airflow UI.
+    external_views: ClassVar[list] = [
+        {
+            "name": "mlpipe: reports & audit",
+            "href": f"{PLUGIN_PREFIX}/",
+            "destination": "nav",
+            "url_route": "mlpipe",
+            "category": "Browse",
+        }
+    ]
     fastapi_apps: ClassVar[list] = [
         {"app": LazyApp(), "url_prefix": PLUGIN_PREFIX, "name": "mlpipe console"}
     ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -34,6 +35,16 @@ def _airflow_user():
     from airflow.api_fastapi.core_api.security import get_user
 
     return get_user
+
+
+def _login_url(next_url: str) -> str:
+    """Airflow's login page (its auth manager's), coming back to `next_url`."""
+    try:
+        from airflow.api_fastapi.app import get_auth_manager
+
+        return get_auth_manager().get_url_login(next_url=next_url)
+    except Exception:  # no auth manager here (outside the API server)
+        return f"/auth/login?next_url={quote(next_url)}"
 
 
 def _airflow_event_raiser() -> EventRaiser:
@@ -58,7 +69,7 @@ def create_app(
     async def login_first(request: Request, exc: HTTPException):
         # A person's browser without a session goes to Airflow's login, then comes back.
         if exc.status_code == 401 and "text/html" in request.headers.get("accept", ""):
-            return RedirectResponse(f"/auth/login?next={request.url}")
+            return RedirectResponse(_login_url(str(request.url)))
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     def html(title: str, body: str) -> HTMLResponse:
