@@ -21,6 +21,17 @@ MODEL = "flights_delay"
 
 @pytest.fixture(scope="module")
 def client(stack) -> AirflowClient:
+    # A busy machine can keep the API server from answering for a while after start-up.
+    health = f"{stack.airflow_api_url}/api/v2/monitor/health"
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            if requests.get(health, timeout=60).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, "Airflow's API server does not answer"
+        time.sleep(2)
     client = AirflowClient(stack.airflow_api_url)
     client.wait_for_dags(["batch_score_flights", "validate_flights"], timeout=240)
     return client
