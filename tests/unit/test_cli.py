@@ -98,3 +98,16 @@ def test_demo_json_and_exit_code(monkeypatch, capsys):
     monkeypatch.setattr(demo, "run", lambda **kwargs: summary)
     assert cli.main(["demo", "--json"]) == 1
     assert json.loads(capsys.readouterr().out) == summary.to_dict()
+
+
+def test_placeholder_secrets_stop_the_cli_with_a_clear_message(monkeypatch, tmp_path, capsys):
+    from ml.settings import reset_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLPIPE_PII_SALT", "change-me")
+    reset_settings()
+    try:
+        assert cli.main(["contract", "check", str(tmp_path / "nope.yaml")]) == 2
+    finally:
+        reset_settings()
+    assert "MLPIPE_PII_SALT" in capsys.readouterr().err
