@@ -28,22 +28,25 @@ airflow pools set promotion 1 "Alias moves, one at a time"
 # FAB users: Admin (everything), Op (runs DAGs, manages pools and connections: the CLI's
 # `mlpipe model rollback` raises its asset event as this user), Viewer (reads only).
 ensure_user() {  # ensure_user USERNAME ROLE SECRET
-    local user=$1 role=$2 secret=/run/secrets/$3 password err
+    local user=$1 role=$2 secret=${MLPIPE_SECRETS_PATH:-/run/secrets}/$3 password out
     [[ -r $secret ]] || { log "ERROR: $secret missing"; exit 1; }
     password=$(<"$secret")
-    err=$(mktemp)
-    if airflow users create --username "$user" --role "$role" --password "$password" \
-        --firstname "$user" --lastname mlpipe --email "$user@mlpipe.invalid" 2>"$err" >/dev/null; then
-        log "user '$user' created (role $role)"
-    elif grep -q "already exist" "$err"; then
+    out=$(mktemp)
+    # `users create` on an existing user prints "already exist" and exits 0: look at the output.
+    if ! airflow users create --username "$user" --role "$role" --password "$password" \
+        --firstname "$user" --lastname mlpipe --email "$user@mlpipe.invalid" >"$out" 2>&1; then
+        cat "$out" >&2
+        exit 1
+    fi
+    if grep -q "already exist" "$out"; then
         airflow users reset-password --username "$user" --password "$password" >/dev/null
+        # (add-role fails when the user has the role already: nothing to do then)
         airflow users add-role --username "$user" --role "$role" >/dev/null 2>&1 || true
         log "user '$user' kept (role $role), password set from its secret"
     else
-        cat "$err" >&2
-        exit 1
+        log "user '$user' created (role $role)"
     fi
-    rm -f "$err"
+    rm -f "$out"
 }
 ensure_user "${AIRFLOW_ADMIN_USERNAME:-admin}" Admin airflow_admin_password
 ensure_user "${AIRFLOW_OPERATOR_USERNAME:-operator}" Op airflow_operator_password

@@ -65,7 +65,7 @@ class AirflowClient:
             how = f"POST as {self.username!r}" if self.username else "GET (no credentials)"
             hint = (
                 "; set MLPIPE_AIRFLOW_USERNAME and MLPIPE_AIRFLOW_PASSWORD"
-                if resp.status_code in (401, 403, 405) and not self.username
+                if resp.status_code in (401, 403, 404, 405) and not self.username
                 else ""
             )
             raise AirflowAPIError(
