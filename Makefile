@@ -4,8 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# Where no GPU is present (no nvidia-smi), torch comes from this index: the CPU build, without
+# several GB of CUDA wheels. Used only when it answers (offline, pip's own indexes serve torch);
+# `make install TORCH_INDEX_URL=` turns it off. The torch version is always constraints.txt's.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: help install demo test test-unit test-integration test-e2e bench lint format stack-up stack-status stack-down clean
+.PHONY: help install demo test test-unit test-integration test-e2e bench lint format stack-up stack-status stack-down clean tools
 
 help:
 	@echo "make demo    set up, start the local stack, run the whole pipeline through Airflow"
@@ -18,6 +22,12 @@ help:
 $(INSTALLED): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@if [ -n "$(TORCH_INDEX_URL)" ] && ! command -v nvidia-smi >/dev/null 2>&1 \
+		&& $(BIN)/python -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX_URL)/torch/', timeout=10)" >/dev/null 2>&1; then \
+		echo "no GPU here: torch (CPU build) from $(TORCH_INDEX_URL)"; \
+		PIP_EXTRA_INDEX_URL="$(TORCH_INDEX_URL) $${PIP_EXTRA_INDEX_URL:-$$($(BIN)/python -m pip config get global.extra-index-url 2>/dev/null)}" \
+			$(BIN)/python -m pip install --quiet -c constraints.txt torch; \
+	fi
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
@@ -29,10 +39,20 @@ install: $(INSTALLED)
 demo: $(INSTALLED) .env
 	$(BIN)/mlpipe demo
 
-test: lint
+test: lint tools
 	$(BIN)/pytest
 
-test-unit: $(INSTALLED)
+# Tools the tests need beyond the venv: Debian's docker-compose (the compose file check runs
+# `docker-compose config -q`). Installed with apt-get when missing (needs root).
+tools:
+	@command -v docker-compose >/dev/null 2>&1 || { \
+		echo "installing docker-compose (apt-get)"; \
+		apt-get install -y -qq docker-compose >/dev/null 2>&1 \
+			|| { apt-get update -qq >/dev/null && apt-get install -y -qq docker-compose >/dev/null; }; \
+	}
+	@command -v docker-compose >/dev/null 2>&1 || { echo "docker-compose is missing and apt-get could not install it" >&2; exit 1; }
+
+test-unit: $(INSTALLED) tools
 	$(BIN)/pytest -m unit
 
 test-integration: $(INSTALLED)

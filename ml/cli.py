@@ -151,11 +151,11 @@ def _format_record(r: dict) -> str:
 def _champion_event(model_name: str, record: dict) -> str:
     """Tell Airflow that `champion` moved (its consumers, batch scoring, start once)."""
     from ml.assets import CHAMPION, model_alias  # deferred: fast CLI start
-    from ml.dev.airflow_api import AirflowClient  # deferred: fast CLI start
+    from ml.dev.stack.auth import airflow_client  # deferred: fast CLI start
     from ml.settings import get_settings  # deferred: fast CLI start
 
     uri = model_alias(model_name, CHAMPION).uri
-    AirflowClient(get_settings().airflow_api_url).create_asset_event(
+    airflow_client(get_settings()).create_asset_event(
         uri,
         {
             "model_name": model_name,
@@ -315,11 +315,20 @@ def _add_lineage(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ml.settings import PlaceholderSecret, get_settings  # deferred: fast CLI start
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Placeholder secrets stop every command but the ones that only look or clean up.
+    if not (args.command == "stack" and args.action in ("status", "down")):
+        try:
+            get_settings().check_secrets()
+        except PlaceholderSecret as exc:
+            print(f"mlpipe: {exc}", file=sys.stderr)
+            return 2
     return args.func(args)
 
 

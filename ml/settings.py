@@ -103,6 +103,28 @@ class Settings(BaseSettings):
     # Slots of the Airflow `gpu` pool that training tasks run in; None: one per GPU (min. 1).
     gpu_pool_slots: int | None = None
 
+    # --- Authentication and secrets -----------------------------------------------------------
+    # Local stack in `secure` mode: per-stage identities, real users on Airflow and MLflow.
+    secure: bool = False
+    # The Airflow REST API user of the CLI and the demo (a JWT from `POST /auth/token`); none:
+    # `GET /auth/token`, which only an all-admins SimpleAuthManager answers.
+    airflow_username: str | None = None
+    airflow_password: SecretStr | None = None
+    # The MLflow basic-auth admin of the local secure stack (password: generated and kept in the
+    # state folder when not set).
+    mlflow_admin_username: str = "admin"
+    mlflow_admin_password: SecretStr | None = None
+    # What MLflow clients authenticate with (MLflow's own names).
+    mlflow_tracking_username: str | None = Field(
+        None, validation_alias=_env("MLFLOW_TRACKING_USERNAME")
+    )
+    mlflow_tracking_password: SecretStr | None = Field(
+        None, validation_alias=_env("MLFLOW_TRACKING_PASSWORD")
+    )
+    # Version of `pii_salt`, recorded in validated manifests (the salt itself never is): bump it
+    # when the salt is rotated, so hashes made with different salts are never joined unknowingly.
+    pii_salt_version: str = "1"
+
     def bucket(self, zone: str) -> str:
         """The bucket name of a storage zone (`raw`, `validated`, ...)."""
         if zone not in ZONES:
@@ -173,7 +195,62 @@ class Settings(BaseSettings):
             env["AWS_ACCESS_KEY_ID"] = self.aws_access_key_id.get_secret_value()
         if self.aws_secret_access_key is not None:
             env["AWS_SECRET_ACCESS_KEY"] = self.aws_secret_access_key.get_secret_value()
+        env["MLPIPE_PII_SALT_VERSION"] = self.pii_salt_version
+        if self.mlflow_tracking_username and self.mlflow_tracking_password is not None:
+            env["MLFLOW_TRACKING_USERNAME"] = self.mlflow_tracking_username
+            env["MLFLOW_TRACKING_PASSWORD"] = self.mlflow_tracking_password.get_secret_value()
         return env
+
+    def check_secrets(self) -> None:
+        """Refuse placeholder secrets: a value from an example file (`change-me`, ...), and, once
+        the deployment is real (`secure`, or S3 not the local server), one shorter than
+        `SECRET_MIN_LENGTH`. Unset secrets are not checked (the code that needs one says so)."""
+        min_length = SECRET_MIN_LENGTH if self.secure or not self.starts_local_s3 else 1
+        bad = []
+        for name, env_name in SECRET_SETTINGS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            problem = secret_problem(value.get_secret_value(), min_length)
+            if problem:
+                bad.append(f"{env_name} ({name}) {problem}")
+        if bad:
+            raise PlaceholderSecret(
+                "refusing to start with placeholder secrets: "
+                + "; ".join(bad)
+                + " (set real values: random, at least "
+                + f"{SECRET_MIN_LENGTH} characters)"
+            )
+
+
+#: Our secrets and the environment variable each is read from.
+SECRET_SETTINGS = {
+    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "pii_salt": "MLPIPE_PII_SALT",
+    "airflow_password": "MLPIPE_AIRFLOW_PASSWORD",
+    "mlflow_admin_password": "MLPIPE_MLFLOW_ADMIN_PASSWORD",
+    "mlflow_tracking_password": "MLFLOW_TRACKING_PASSWORD",
+}
+#: The shortest secret accepted (infra/make-compose-env.sh and infra/entrypoint.sh use the same).
+SECRET_MIN_LENGTH = 16
+#: Values of example files, never real secrets (compared without case, `_`/`-` ignored).
+PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "placeholder", "xxx", "todo"}
+
+
+class PlaceholderSecret(ConfigurationError):
+    """A secret still holds an example value or is too short."""
+
+
+def secret_problem(value: str, min_length: int = SECRET_MIN_LENGTH) -> str | None:
+    """Why a secret value is a placeholder, or None when it is acceptable."""
+    folded = value.strip().lower().replace("_", "-")
+    if folded in PLACEHOLDERS or folded.replace("-", "") in PLACEHOLDERS:
+        return f"holds the placeholder {value!r}"
+    if folded.startswith("change-me") or folded.startswith("changeme"):
+        return "holds a placeholder (starts with 'change-me')"
+    if len(value) < min_length:
+        return f"is {len(value)} characters long, shorter than the minimum {min_length}"
+    return None
 
 
 def _secret(value: SecretStr | None) -> str | None:

@@ -1,10 +1,10 @@
 -- Databases and roles of the metadata store: `airflow` (Airflow metadata + Celery results) and
 -- `mlflow` (MLflow tracking and model registry), each owned by its own login role.
 --
--- Run once by the postgres image's entrypoint (/docker-entrypoint-initdb.d), as the superuser,
--- on an empty data directory only. Needs psql 15+ (\getenv): the passwords come from the
--- container environment (AIRFLOW_DB_PASSWORD, MLFLOW_DB_PASSWORD, set by docker-compose.yml from
--- infra/compose.env) and are never written in this file. To change one later:
+-- Run once by infra/postgres/init.sh (from /docker-entrypoint-initdb.d), as the superuser, on an
+-- empty data directory only. Needs psql 15+ (\getenv): the passwords come from the environment
+-- init.sh gives psql (AIRFLOW_DB_PASSWORD, MLFLOW_DB_PASSWORD, read from Docker secrets) and are
+-- never written in this file. To change one later:
 --   docker-compose exec postgres psql -U postgres -c "ALTER ROLE airflow PASSWORD '...'"
 
 \set ON_ERROR_STOP on

@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from ml.errors import MlpipeError
+
+if TYPE_CHECKING:
+    from ml.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,10 @@ class AirflowAPIError(MlpipeError):
 
 
 class AirflowClient:
+    """With a user: a JWT from `POST /auth/token` (SimpleAuthManager with users, FAB auth
+    manager); without: `GET /auth/token` (SimpleAuthManager with all admins). A stale token (401
+    expired, 403 invalid) gets one new token and one retry."""
+
     def __init__(
         self, base_url: str, username: str | None = None, password: str | None = None
     ) -> None:
@@ -33,6 +40,17 @@ class AirflowClient:
         self.password = password
         self.session = requests.Session()
         self._token: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AirflowClient:
+        """A client of `settings.airflow_api_url` as `MLPIPE_AIRFLOW_USERNAME` /
+        `MLPIPE_AIRFLOW_PASSWORD` (none set: no credentials)."""
+        password = settings.airflow_password
+        return cls(
+            settings.airflow_api_url,
+            settings.airflow_username,
+            password.get_secret_value() if password is not None else None,
+        )
 
     def _authenticate(self) -> None:
         if self.username:
@@ -44,8 +62,14 @@ class AirflowClient:
         else:  # SimpleAuthManager with all_admins: a GET issues a token
             resp = self.session.get(f"{self.base_url}/auth/token", timeout=30)
         if resp.status_code >= 400:
+            how = f"POST as {self.username!r}" if self.username else "GET (no credentials)"
+            hint = (
+                "; set MLPIPE_AIRFLOW_USERNAME and MLPIPE_AIRFLOW_PASSWORD"
+                if resp.status_code in (401, 403, 404, 405) and not self.username
+                else ""
+            )
             raise AirflowAPIError(
-                f"POST/GET {self.base_url}/auth/token -> {resp.status_code}: {resp.text[:500]}"
+                f"{how} {self.base_url}/auth/token -> {resp.status_code}: {resp.text[:500]}{hint}"
             )
         self._token = resp.json()["access_token"]
         self.session.headers["Authorization"] = f"Bearer {self._token}"
@@ -55,7 +79,7 @@ class AirflowClient:
             self._authenticate()
         url = f"{self.base_url}/api/v2{path}"
         resp = self.session.request(method, url, timeout=60, **kwargs)
-        if resp.status_code == 401:  # token expired
+        if _stale_token(resp):
             self._authenticate()
             resp = self.session.request(method, url, timeout=60, **kwargs)
         if resp.status_code >= 400:
@@ -186,6 +210,12 @@ class AirflowClient:
                 line.get("event", "") if isinstance(line, dict) else str(line) for line in content
             )
         return str(content)
+
+
+def _stale_token(resp: requests.Response) -> bool:
+    """An expired token (401) or one the server no longer accepts (403 'Invalid JWT token',
+    e.g. after its JWT secret changed): worth one new token."""
+    return resp.status_code == 401 or (resp.status_code == 403 and "JWT" in resp.text)
 
 
 def _parse_time(value: str) -> datetime:

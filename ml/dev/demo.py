@@ -15,7 +15,7 @@ from typing import Any
 
 from ml import contracts, storage, tracking
 from ml.dev.airflow_api import AirflowClient
-from ml.dev.stack import lifecycle
+from ml.dev.stack import auth, lifecycle
 from ml.features import joins
 from ml.ingest import days_between
 from ml.model_versions import CHALLENGER, CHAMPION, alias_version
@@ -232,7 +232,7 @@ def run(
     s = get_settings()
     started = time.monotonic()
     urls = lifecycle.up(s)
-    client = AirflowClient(s.airflow_api_url)
+    client = auth.airflow_client(s)
     try:
         runs = run_chain(client, dataset, date_from, date_to, timeout)
     except TimeoutError as exc:

@@ -67,7 +67,10 @@ def to_validated(
     settings: Settings,
 ) -> storage.Manifest:
     """A whole batch to `validated` under its batch id, PII dropped or hashed (a plain copy of
-    its parts when the contract has no PII)."""
+    its parts when the contract has no PII). A batch with hashed columns records the salt's
+    version (`pii_salt_version`), never the salt."""
+    if any(action == "hash" for action in contract.pii.values()):
+        extra = {**extra, "pii_salt_version": settings.pii_salt_version}
     if not contract.pii:
         return storage.copy_batch(manifest, "validated", extra=extra, settings=settings)
     frames = (apply_pii(df, contract, salt) for df in storage.read_parts(manifest, settings))

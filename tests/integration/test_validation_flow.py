@@ -302,8 +302,13 @@ def test_pii_hash_is_stable_and_needs_a_salt(s3_server, tmp_path):
         validate_batch(raw.ref, contract)
     assert not storage.committed_in_zone([raw.ref], "validated")  # nothing written
 
-    with pipeline_environment({"MLPIPE_PII_SALT": "pepper"}):
-        first = _rows(validate_batch(raw.ref, contract).manifest.ref)
+    with pipeline_environment({"MLPIPE_PII_SALT": "pepper", "MLPIPE_PII_SALT_VERSION": "v7"}):
+        first_ref = validate_batch(raw.ref, contract).manifest.ref
+        manifest = storage.read_manifest(first_ref)
+        # the manifest names the salt's version, never the salt
+        assert manifest.extra["pii_salt_version"] == "v7"
+        assert "pepper" not in manifest.to_json()
+        first = _rows(first_ref)
         again = storage.write_batch(_toy_frame(), "raw", "toy", TOY_PARTITION)
         second = _rows(validate_batch(again.ref, contract).manifest.ref)
     with pipeline_environment({"MLPIPE_PII_SALT": "salt"}):

@@ -98,3 +98,32 @@ def test_demo_json_and_exit_code(monkeypatch, capsys):
     monkeypatch.setattr(demo, "run", lambda **kwargs: summary)
     assert cli.main(["demo", "--json"]) == 1
     assert json.loads(capsys.readouterr().out) == summary.to_dict()
+
+
+def test_placeholder_secrets_stop_the_cli_with_a_clear_message(monkeypatch, tmp_path, capsys):
+    from ml.settings import reset_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLPIPE_PII_SALT", "change-me")
+    reset_settings()
+    try:
+        assert cli.main(["contract", "check", str(tmp_path / "nope.yaml")]) == 2
+    finally:
+        reset_settings()
+    assert "MLPIPE_PII_SALT" in capsys.readouterr().err
+
+
+def test_placeholder_secrets_do_not_block_stopping_the_stack(monkeypatch, tmp_path):
+    from ml.dev.stack import lifecycle
+    from ml.settings import reset_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLPIPE_PII_SALT", "change-me")
+    stopped = []
+    monkeypatch.setattr(lifecycle, "down", lambda *a, **k: stopped.append(True))
+    reset_settings()
+    try:
+        assert cli.main(["stack", "down"]) == 0
+    finally:
+        reset_settings()
+    assert stopped

@@ -12,7 +12,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from ml.dev.airflow_api import AirflowAPIError, AirflowClient
+from ml.dev.airflow_api import AirflowAPIError
+from ml.dev.stack import auth
 from ml.dev.stack.layout import StackError, executable
 from ml.dev.stack.processes import fail, spawn
 from ml.dev.stack.services import REPO, airflow_env, mlflow_store, mlflow_webhook_keys
@@ -102,7 +103,7 @@ def ensure_gpu_pool(settings: Settings) -> int:
 
 def ensure_promotion_pool(settings: Settings) -> None:
     """The one-slot Airflow pool `promotion`: alias moves (promote_<dataset>) never interleave."""
-    client = AirflowClient(settings.airflow_api_url)
+    client = auth.airflow_client(settings)
     pool = {
         "name": "promotion",
         "slots": 1,

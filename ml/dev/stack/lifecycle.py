@@ -51,6 +51,7 @@ def up(
     `timeout` seconds; processes already started are left running (`down` stops them).
     """
     s = settings or get_settings()
+    s.check_secrets()
     wanted = services_of(services)
     started_at = time.monotonic()
     deadline = started_at + timeout

@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 
 import ml
 from ml import cluster
+from ml.dev.stack import auth
 from ml.dev.stack.layout import (
     AIRFLOW_SERVICES,
     DEFAULT_DASK_PORT,
@@ -96,7 +97,9 @@ def _mlflow_spec(s: Settings) -> ServiceSpec:
     argv = mlflow_server_argv(
         host, port, mlflow_backend_uri(s), f"s3://{s.bucket_mlflow}/artifacts"
     )
-    return ServiceSpec(argv, {**MLFLOW_SERVER_ENV, **mlflow_webhook_env(s)}, folder)
+    argv += auth.mlflow_server_args(s)
+    env = {**MLFLOW_SERVER_ENV, **auth.mlflow_server_env(s), **mlflow_webhook_env(s)}
+    return ServiceSpec(argv, env, folder)
 
 
 def mlflow_webhook_keys(settings: Settings) -> dict[str, str]:
@@ -161,7 +164,7 @@ def _dask_workers_spec(s: Settings) -> ServiceSpec:
         "--local-directory",
         str(s.state_path / "dask"),
     ]
-    return ServiceSpec(argv, dict(cluster.WORKER_ENV), REPO)
+    return ServiceSpec(argv, {**cluster.WORKER_ENV, **auth.mlflow_client_env(s)}, REPO)
 
 
 _SPECS: dict[str, Callable[[Settings], ServiceSpec]] = {
@@ -339,10 +342,7 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__PARALLELISM": str(s.airflow_parallelism),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
-        "AIRFLOW__CORE__AUTH_MANAGER": (
-            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-        ),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        **auth.airflow_auth_env(s),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": s.airflow_api_url.rstrip("/") + "/execution/",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": _airflow_database_url(s),
         "AIRFLOW__API__HOST": host,

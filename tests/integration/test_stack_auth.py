@@ -1,0 +1,107 @@
+"""The local stack's `secure` mode authenticates for real: a real MLflow server with basic auth
+and a real Airflow api-server with SimpleAuthManager users refuse anonymous requests and accept
+the stack's users (through the same clients the CLI uses)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from ml.dev.airflow_api import AirflowAPIError, AirflowClient
+from ml.dev.stack import auth, bootstrap, lifecycle, processes
+from ml.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def secure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "mlpipe-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "mlpipe-test-secret")
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings(
+        _env_file=None,
+        S3_ENDPOINT_URL=f"http://127.0.0.1:{_free_port()}",
+        MLFLOW_TRACKING_URI=f"http://127.0.0.1:{_free_port()}",
+        DASK_SCHEDULER_ADDRESS=f"tcp://127.0.0.1:{_free_port()}",
+        AWS_ACCESS_KEY_ID="mlpipe-test",
+        AWS_SECRET_ACCESS_KEY="mlpipe-test-secret",
+        airflow_api_url=f"http://127.0.0.1:{_free_port()}",
+        state_dir=tmp_path / "state",
+        mlflow_database_url=None,
+        airflow_database_url=None,
+        secure=True,
+        mlflow_admin_password="an-admin-password-for-tests",
+    )
+    yield s
+    lifecycle.down(s)
+
+
+def test_mlflow_basic_auth_refuses_anonymous_and_accepts_the_admin(secure):
+    lifecycle.up(secure, ["s3", "mlflow"], timeout=180)
+    api = secure.mlflow_tracking_uri + "/api/2.0/mlflow/experiments/search"
+    body = {"max_results": 5}
+    assert requests.post(api, json=body, timeout=10).status_code == 401
+    wrong = requests.post(api, json=body, auth=("admin", "not-the-password"), timeout=10)
+    assert wrong.status_code == 401
+    ok = requests.post(api, json=body, auth=("admin", "an-admin-password-for-tests"), timeout=10)
+    assert ok.status_code == 200, ok.text
+    # what the stack hands its processes (and client_env hands the CLI) is accepted too
+    env = auth.client_env(secure)
+    creds = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    assert requests.post(api, json=body, auth=creds, timeout=10).status_code == 200
+
+
+def _wait_api(s: Settings, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    url = s.airflow_api_url + "/api/v2/monitor/health"
+    while True:
+        try:
+            if requests.get(url, timeout=5).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            raise processes.fail(s, "airflow-api-server", "did not answer in time")
+        time.sleep(1)
+
+
+def test_airflow_users_need_a_password_and_roles_hold(secure):
+    migrate = bootstrap.start_migrate(secure)
+    bootstrap.finish_migrate(secure, migrate, time.monotonic() + 300)
+    processes.ensure_started(secure, "airflow-api-server")
+    _wait_api(secure)
+    base = secure.airflow_api_url
+
+    # no all-admins: an anonymous token and anonymous API calls are refused
+    assert requests.get(base + "/auth/token", timeout=10).status_code >= 400
+    assert requests.get(base + "/api/v2/pools", timeout=10).status_code == 401
+    with pytest.raises(AirflowAPIError, match="MLPIPE_AIRFLOW_USERNAME"):
+        AirflowClient(base).request("GET", "/pools")
+    with pytest.raises(AirflowAPIError, match="-> 401"):
+        AirflowClient(base, "admin", "wrong-password").request("GET", "/pools")
+
+    # the admin (as the CLI gets it) writes; a viewer reads and may not write
+    admin = auth.airflow_client(secure)
+    bootstrap.ensure_promotion_pool(secure)
+    names = {p["name"] for p in admin.request("GET", "/pools")["pools"]}
+    assert "promotion" in names
+    viewer = AirflowClient(base, "viewer", auth.airflow_passwords(secure)["viewer"])
+    assert viewer.request("GET", "/pools/promotion")["slots"] == 1
+    with pytest.raises(AirflowAPIError, match="-> 403"):
+        viewer.request("PATCH", "/pools/promotion", json={"name": "promotion", "slots": 5})
+
+    # a token the server no longer accepts (403 "Invalid JWT token") is renewed once
+    admin.session.headers["Authorization"] = "Bearer not-a-token"
+    assert admin.request("GET", "/pools/promotion")["name"] == "promotion"
