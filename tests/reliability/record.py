@@ -86,9 +86,9 @@ class Recorder:
         directory = directory or results_dir()
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "results.json"
-        ran = {suite for suite, _ in self.rows}
-        # Suites this session did not run keep their rows from the last run that did.
-        kept = [r for r in load_rows(path) if r["suite"] not in ran]
+        # Cases this session did not run keep their rows from the last run that did (delete
+        # results.json to forget a case that no longer exists).
+        kept = [r for r in load_rows(path) if (r["suite"], r["case"]) not in self.rows]
         rows = kept + [r.to_dict() for r in self.rows.values()]
         doc = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "rows": rows}
         path.write_text(json.dumps(doc, indent=2) + "\n")
