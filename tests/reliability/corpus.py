@@ -5,6 +5,7 @@ Every case is one day's input of its own dataset (`case_<n>`) under the contract
 run through the real ingest -> validate path. Outcomes:
 
 - `accepted`: validated, and the validated rows are exactly `rows` (`BASE` unless given);
+  validated rows that differ are `accepted_changed` (values lost or changed on the way);
 - `quarantined`: held with reason `rule`: an `UnreadableInput` rule at ingest (the bytes kept
   byte for byte) or a failed contract rule (`<dataset>.<rule>`) at validation (the rows kept);
 - `refused`: `InputRefused` with rule `rule` (nothing taken, nothing kept, nothing retried);
