@@ -27,6 +27,13 @@ table:
     # partition minus max_lag_hours (measured against the partition, never the clock)
 pii: {tailnum: hash, name: drop}  # applied before the validated zone; hash = HMAC-SHA256 hex
                                   # with settings.pii_salt (MLPIPE_PII_SALT)
+extra_columns: reject            # columns the contract does not declare: reject (default: the
+  # batch is quarantined, rule <dataset>.table.extra_columns) or drop (left out of `validated`,
+  # the report lists them); `raw` keeps every column as delivered
+na_values: [NA, "n/a"]            # text that means "missing" in file sources (default none: `NA`,
+  # `None`, `null`, `n/a` stay text); an empty CSV field is missing in every column type
+limits: {max_bytes: 1048576, max_rows: 100000, max_decoded_bytes: 8388608}
+  # bounds on one input, overriding settings.max_input_* (see ml.sources.limits)
 failure_policy: quarantine_batch  # or a mapping:
   # {mode: quarantine_batch | quarantine_rows, max_bad_fraction: 0..1 (rows mode, required),
   #  on_failure: fail | warn (default fail)}
@@ -60,7 +67,16 @@ CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "data_contracts"
 COLUMN_TYPES = {"int", "float", "string", "timestamp", "bool"}
 COLUMN_KEYS = {"type", "nullable", "min", "max", "allowed", "regex", "unique", "description"}
 REQUIRED_KEYS = {"dataset", "owner", "columns"}
-DATA_KEYS = {"source", "partition", "table", "pii", "failure_policy"}  # what validation reads
+DATA_KEYS = {
+    "source",
+    "partition",
+    "table",
+    "pii",
+    "failure_policy",
+    "extra_columns",
+    "na_values",
+    "limits",
+}  # what validation reads
 TOP_KEYS = REQUIRED_KEYS | DATA_KEYS | TRAINING_KEYS | {"description"}
 PARTITION_KEYS = {"column", "granularity"}
 GRANULARITIES = {"hour", "day", "month", "snapshot"}
@@ -71,6 +87,11 @@ FAILURE_MODES = {"quarantine_batch", "quarantine_rows"}
 FAILURE_KEYS = {"mode", "max_bad_fraction", "on_failure"}
 ON_FAILURE = {"fail", "warn"}
 FAILURE_POLICIES = {"quarantine_batch"}  # the string forms
+EXTRA_COLUMNS = ("reject", "drop")
+LIMIT_KEYS = {"max_bytes", "max_rows", "max_decoded_bytes"}
+# Column names the pipeline writes itself (e.g. `_failed_rules` of quarantined rows) start with
+# `_`: a contract cannot declare one.
+RESERVED_PREFIX = "_"
 
 
 @dataclass(frozen=True)
@@ -114,6 +135,9 @@ class Contract:
     pii: dict[str, str] = field(default_factory=dict)  # column -> drop | hash
     unique_keys: tuple[tuple[str, ...], ...] = ()
     freshness: Freshness | None = None
+    extra_columns: str = "reject"  # reject | drop: what happens to undeclared columns
+    na_values: tuple[str, ...] = ()  # text read as missing in file sources (besides empty CSV)
+    limits: dict[str, int] = field(default_factory=dict)  # max_bytes, max_rows, max_decoded_bytes
 
     @property
     def column_names(self) -> list[str]:
@@ -192,6 +216,7 @@ def load_contract(name_or_path: str | Path) -> Contract:
     pii = _pii(check, raw.get("pii"), by_name)
     policy = _policy(check, raw.get("failure_policy", "quarantine_batch"))
     check_training_sections(check, raw, set(by_name), pii)
+    extra_columns, na_values, limits = _input_rules(check, raw)
     canonical = json.dumps(raw, sort_keys=True, default=str).encode()
     return Contract(
         dataset=raw["dataset"],
@@ -204,6 +229,9 @@ def load_contract(name_or_path: str | Path) -> Contract:
         pii=pii,
         unique_keys=unique_keys,
         freshness=freshness,
+        extra_columns=extra_columns,
+        na_values=na_values,
+        limits=limits,
     )
 
 
@@ -250,6 +278,12 @@ def _source_and_partition(check: Checker, raw: dict[str, Any]) -> None:
 
 def _column(check: Checker, name: str, spec: Any) -> Column:
     where = ("columns", name)
+    if name.startswith(RESERVED_PREFIX) or name != name.strip() or not name:
+        check.fail(
+            where,
+            f"column name {name!r}: names starting with {RESERVED_PREFIX!r} are the pipeline's "
+            "own, and a name cannot be empty or start or end with whitespace",
+        )
     if isinstance(spec, str):
         spec = {"type": spec}
     if not isinstance(spec, dict):
@@ -394,3 +428,21 @@ def _policy(check: Checker, spec: Any) -> FailurePolicy:
     elif fraction is not None:
         check.fail((*where, "max_bad_fraction"), "only mode quarantine_rows has a max_bad_fraction")
     return FailurePolicy(mode=mode, max_bad_fraction=float(fraction or 0.0), on_failure=on_failure)
+
+
+def _input_rules(
+    check: Checker, raw: dict[str, Any]
+) -> tuple[str, tuple[str, ...], dict[str, int]]:
+    """`extra_columns` (reject | drop), `na_values` (a list of strings) and `limits` (whole
+    numbers > 0 of `LIMIT_KEYS`)."""
+    extra = raw.get("extra_columns", "reject")
+    if extra not in EXTRA_COLUMNS:
+        check.fail(("extra_columns",), f"{extra!r} is not one of {list(EXTRA_COLUMNS)}")
+    na_values = raw.get("na_values", [])
+    if not isinstance(na_values, list) or any(not isinstance(v, str) for v in na_values):
+        check.fail(("na_values",), f"must be a list of strings, got {show(na_values)}")
+    limits = check.mapping(("limits",), raw.get("limits") or {}, LIMIT_KEYS)
+    for key, value in limits.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            check.fail(("limits", key), f"must be a whole number > 0, got {value!r}")
+    return extra, tuple(na_values), dict(limits)

@@ -10,11 +10,14 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from pyarrow import ArrowException
+
 from ml import contracts, storage
 from ml.errors import BadInputError
 from ml.settings import Settings, get_settings
-from ml.sources.errors import SourceError, UnreadableInput
-from ml.sources.read import read_source
+from ml.sources.errors import InputRefused, SourceError, UnreadableInput
+from ml.sources.limits import Limits
+from ml.sources.read import SourceRows, read_input
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +76,17 @@ def ingest_partition(dataset: str, day: date | str) -> IngestResult:
     content, it is returned and nothing is written. Changed content becomes a new batch whose
     manifest names the one it supersedes (`extra.supersedes`); the old batch is kept.
 
-    Input that cannot be read is kept byte for byte in `quarantine` (see
+    Raw is raw: the bytes the rows were parsed from are kept as delivered, once per content, at
+    `s3://raw/_sources/sha256/<hex>` (`storage.put_content_addressed`); the manifest names them
+    (`extra.source_bytes`: url, sha256, bytes, name; the final URL after redirects is
+    `source`, the one asked for `extra.requested_url`). Every column is kept as delivered;
+    validation applies the contract's `extra_columns` policy.
+
+    Input that cannot be read (or stored) is kept byte for byte in `quarantine` (see
     `quarantine_unreadable`) and `UnreadableInput` is raised naming the source, the rule
-    broken and the quarantine path; nothing reaches `raw`. A day with nothing delivered raises
-    `SourceNotFound` and quarantines nothing (both in `ml.sources.errors`).
+    broken and the quarantine path; nothing reaches `raw`. Input refused before it was taken
+    (over the bounds, or from a forbidden address) raises `InputRefused`; a day with nothing
+    delivered raises `SourceNotFound`; neither quarantines anything (`ml.sources.errors`).
 
     A snapshot reference table (planes, airports) is read whole into the partition `snapshot`;
     `day` only fills in a file source's date pattern.
@@ -84,24 +94,7 @@ def ingest_partition(dataset: str, day: date | str) -> IngestResult:
     day = date.fromisoformat(day) if isinstance(day, str) else day
     contract = contracts.load_contract(dataset)
     partition = contracts.SNAPSHOT if contract.is_snapshot else partition_name(day)
-    try:
-        df, source = read_source(
-            contract.source, day, contract.columns, whole_table=contract.is_snapshot
-        )
-    except UnreadableInput as exc:
-        ref = quarantine_unreadable(dataset, partition, exc, contract_hash=contract.hash)
-        raise UnreadableInput(
-            f"{dataset} {partition}: {exc}; nothing was ingested, the input is kept byte for "
-            f"byte at {ref}",
-            source=exc.source,
-            rule=exc.rule,
-            detail=exc.detail,
-            name=exc.name,
-            quarantine_ref=ref,
-        ) from None
-    if df.empty:
-        raise SourceError(f"{source}: no rows for {dataset} on {day.isoformat()}")
-    digest = storage.content_hash(df)
+    got, digest = _read(contract, partition, day)
     existing = storage.list_batches("raw", dataset, partition)
     if existing and existing[-1].content_hash == digest:
         log.info(
@@ -111,16 +104,105 @@ def ingest_partition(dataset: str, day: date | str) -> IngestResult:
             existing[-1].ref,
         )
         return IngestResult(ref=existing[-1].ref, rows=existing[-1].rows, new=False)
-    manifest = storage.write_batch(
-        df,
-        "raw",
-        dataset,
-        partition,
-        source=source,
-        contract_hash=contract.hash,
-        extra={"supersedes": existing[-1].ref} if existing else None,
-    )
+    extra = _source_extra(got)
+    if existing:
+        extra["supersedes"] = existing[-1].ref
+    try:
+        manifest = storage.write_batch(
+            got.df,
+            "raw",
+            dataset,
+            partition,
+            source=got.location,
+            contract_hash=contract.hash,
+            extra=extra or None,
+        )
+    except _UNSTORABLE as exc:  # a value no check foresaw: held, never a bare traceback
+        raise _quarantined(dataset, partition, _unstorable(got, exc), contract.hash) from None
     return IngestResult(ref=manifest.ref, rows=manifest.rows, new=True)
+
+
+def _read(contract: contracts.Contract, partition: str, day: date) -> tuple[SourceRows, str]:
+    """The day's rows and their content hash; unreadable input quarantined (raised as
+    `UnreadableInput` naming where), refused input raised as `InputRefused`."""
+    dataset = contract.dataset
+    try:
+        got = read_input(
+            contract.source,
+            day,
+            contract.columns,
+            whole_table=contract.is_snapshot,
+            na_values=contract.na_values,
+            limits=Limits.of(contract.limits),
+        )
+        if got.df.empty:
+            raise SourceError(f"{got.location}: no rows for {dataset} on {day.isoformat()}")
+        return got, _storable_hash(got)
+    except UnreadableInput as exc:
+        raise _quarantined(dataset, partition, exc, contract.hash) from None
+    except InputRefused as exc:
+        raise InputRefused(
+            f"{dataset} {partition}: {exc}; nothing was ingested", source=exc.source, rule=exc.rule
+        ) from None
+
+
+_UNSTORABLE = (TypeError, ValueError, OverflowError, ArrowException)
+
+
+def _storable_hash(got: SourceRows) -> str:
+    """The rows' content hash; rows that cannot even be hashed are unreadable input."""
+    try:
+        return storage.content_hash(got.df)
+    except _UNSTORABLE as exc:
+        raise _unstorable(got, exc) from None
+
+
+def _unstorable(got: SourceRows, exc: Exception) -> UnreadableInput:
+    detail = f"the rows cannot be stored: {type(exc).__name__}: {exc}"[:500]
+    fetched = got.fetched
+    return UnreadableInput(
+        f"{got.location}: unreadable input, rule unstorable: {detail}",
+        source=got.location,
+        rule="unstorable",
+        detail=detail,
+        name=fetched.name if fetched else "input",
+        data=fetched.data if fetched else b"",
+    )
+
+
+def _quarantined(
+    dataset: str, partition: str, exc: UnreadableInput, contract_hash: str
+) -> UnreadableInput:
+    """The input's bytes kept in quarantine; the error to raise, naming where."""
+    ref = quarantine_unreadable(dataset, partition, exc, contract_hash=contract_hash)
+    return UnreadableInput(
+        f"{dataset} {partition}: {exc}; nothing was ingested, the input is kept byte for "
+        f"byte at {ref}",
+        source=exc.source,
+        rule=exc.rule,
+        detail=exc.detail,
+        name=exc.name,
+        quarantine_ref=ref,
+    )
+
+
+def _source_extra(got: SourceRows) -> dict[str, Any]:
+    """The delivered bytes, kept once by content; what the manifest says about them."""
+    fetched = got.fetched
+    if fetched is None:
+        return {}
+    url = storage.put_content_addressed("raw", fetched.data)
+    extra: dict[str, Any] = {
+        "source_bytes": {
+            "url": url,
+            "sha256": fetched.sha256,
+            "bytes": len(fetched.data),
+            "name": fetched.name,
+        }
+    }
+    if fetched.requested:
+        extra["requested_url"] = fetched.requested
+    return extra
 
 
 def safe_file_name(name: str) -> str:

@@ -125,6 +125,20 @@ class Settings(BaseSettings):
     # when the salt is rotated, so hashes made with different salts are never joined unknowingly.
     pii_salt_version: str = "1"
 
+    # Bounds on one input (a day's file, object or HTTP body), overridable per contract
+    # (`limits:`): bytes as delivered, rows, and bytes once decoded (parquet metadata). Checked
+    # before decoding where the format tells (file size, Content-Length, parquet metadata) and
+    # while streaming otherwise; see `ml.sources.limits`.
+    max_input_bytes: int = 256 * 2**20
+    max_input_rows: int = 5_000_000
+    max_input_decoded_bytes: int = 2 * 2**30
+    # HTTP sources: hosts that may be fetched although they resolve to a loopback, private,
+    # link-local or reserved address (e.g. `["127.0.0.1"]` for a test server; JSON list in
+    # MLPIPE_HTTP_ALLOWED_PRIVATE_HOSTS), and hosts a redirect may lead to besides the URL's own
+    # host (MLPIPE_HTTP_REDIRECT_HOSTS). Default: none of either.
+    http_allowed_private_hosts: list[str] = Field(default_factory=list)
+    http_redirect_hosts: list[str] = Field(default_factory=list)
+
     def bucket(self, zone: str) -> str:
         """The bucket name of a storage zone (`raw`, `validated`, ...)."""
         if zone not in ZONES:

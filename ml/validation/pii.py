@@ -1,4 +1,6 @@
-"""PII before the `validated` zone: the contract's PII columns dropped or hashed (HMAC with a salt).
+"""PII before the `validated` zone: the contract's PII columns dropped or hashed (HMAC with a salt),
+and only the contract's columns: an undeclared column (an `ssn` nobody declared) never reaches
+`validated`, whatever the `extra_columns` policy or a release says.
 
 Used by validation (rows that pass) and by `ml.quarantine` (rows a person releases). The
 quarantine zone keeps rows as they came, PII included: it is restricted.
@@ -14,6 +16,7 @@ from ml import storage
 from ml.contracts import Contract
 from ml.errors import ConfigurationError
 from ml.settings import Settings, get_settings
+from ml.validation.rules import undeclared
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,10 +41,13 @@ def pii_salt(contract: Contract, settings: Settings | None = None) -> bytes | No
 
 
 def apply_pii(df: pd.DataFrame, contract: Contract, salt: bytes | None) -> pd.DataFrame:
-    """Drop or hash the contract's PII columns (hash: HMAC-SHA256 hex of the value's text with
-    the salt; missing values stay missing)."""
+    """Drop undeclared columns; drop or hash the contract's PII columns (hash: HMAC-SHA256 hex
+    of the value's text with the salt; missing values stay missing)."""
     import pandas as pd
 
+    extra = undeclared(contract, df.columns)
+    if extra:
+        df = df.drop(columns=extra)
     if not contract.pii:
         return df
     out = df.drop(columns=[c for c, a in contract.pii.items() if a == "drop" and c in df])
@@ -66,12 +72,12 @@ def to_validated(
     extra: dict[str, Any],
     settings: Settings,
 ) -> storage.Manifest:
-    """A whole batch to `validated` under its batch id, PII dropped or hashed (a plain copy of
-    its parts when the contract has no PII). A batch with hashed columns records the salt's
-    version (`pii_salt_version`), never the salt."""
+    """A whole batch to `validated` under its batch id, undeclared columns dropped, PII dropped
+    or hashed (a plain copy of its parts when there is nothing to drop or hash). A batch with
+    hashed columns records the salt's version (`pii_salt_version`), never the salt."""
     if any(action == "hash" for action in contract.pii.values()):
         extra = {**extra, "pii_salt_version": settings.pii_salt_version}
-    if not contract.pii:
+    if not contract.pii and not undeclared(contract, manifest.schema):
         return storage.copy_batch(manifest, "validated", extra=extra, settings=settings)
     frames = (apply_pii(df, contract, salt) for df in storage.read_parts(manifest, settings))
     return storage.write_parts(frames, "validated", manifest, extra=extra, settings=settings)

@@ -16,6 +16,7 @@ Expectations and no pandas here: the CLI lists rules without them.
 | `<dataset>.table.row_count` | `table.row_count` | `ExpectTableRowCountToBeBetween` |
 | `<dataset>.table.unique.<a>+<b>` | `table.unique: [[a, b]]` | computed (pandas / Dask), reported as `expect_compound_columns_to_be_unique` |
 | `<dataset>.table.freshness` | `table.freshness` | computed, reported as `expect_column_max_to_be_between` |
+| `<dataset>.table.extra_columns` | every contract (`extra_columns`, default `reject`) | computed, reported as `expect_table_columns_to_match_set`: fails on undeclared columns under `reject`; under `drop` passes and lists them (they never reach `validated`) |
 
 Value rules ignore missing values (only `not_null` looks at them). `unique` (a column or a key)
 counts every row whose value occurs more than once (both copies of a duplicate); rows with a
@@ -89,10 +90,11 @@ EXPECTATIONS = {
     "row_count": "expect_table_row_count_to_be_between",
     "unique_key": "expect_compound_columns_to_be_unique",
     "freshness": "expect_column_max_to_be_between",
+    "extra_columns": "expect_table_columns_to_match_set",
 }
 ROW_KINDS = frozenset({"not_null", "min", "max", "allowed", "regex"})  # judged row by row
-GLOBAL_KINDS = frozenset({"unique", "row_count", "unique_key", "freshness"})
-COMPUTED_KINDS = frozenset({"unique_key", "freshness"})  # never a GX expectation
+GLOBAL_KINDS = frozenset({"unique", "row_count", "unique_key", "freshness", "extra_columns"})
+COMPUTED_KINDS = frozenset({"unique_key", "freshness", "extra_columns"})  # never a GX expectation
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,21 @@ def _table_rules(contract: Contract) -> list[RuleSpec]:
                 {"max_lag_hours": f.max_lag_hours},
             )
         )
+    specs.append(
+        RuleSpec(
+            f"{ds}.table.extra_columns",
+            "extra_columns",
+            None,
+            {"declared": contract.column_names, "policy": contract.extra_columns},
+        )
+    )
     return specs
+
+
+def undeclared(contract: Contract, columns: Iterable[str]) -> list[str]:
+    """The columns a contract does not declare, in their order."""
+    declared = set(contract.column_names)
+    return [str(c) for c in columns if str(c) not in declared]
 
 
 def rule_specs(contract: Contract) -> list[RuleSpec]:

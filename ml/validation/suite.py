@@ -16,7 +16,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ml.contracts import Contract
-from ml.validation.checks import freshness_result, partition_of, unique_key_pandas
+from ml.validation.checks import (
+    extra_columns_result,
+    freshness_result,
+    partition_of,
+    unique_key_pandas,
+)
 from ml.validation.report import (
     SAMPLE_SIZE,
     ValidationReport,
@@ -266,6 +271,8 @@ def validate_frame(
         elif spec.kind == "freshness":
             newest = df[spec.column].max() if spec.column in columns else None
             rules.append(freshness_result(spec, contract, partition, newest, columns))
+        elif spec.kind == "extra_columns":
+            rules.append(extra_columns_result(spec, [str(c) for c in df.columns]))
         else:
             rules.append(rule_result(spec, by_rule.get(spec.rule), columns))
     return make_report(contract, rules, len(df), batch_ref, started, gx_version)

@@ -215,12 +215,15 @@ class _Shop(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def shop():
+    """The shop's export server on loopback, which HTTP sources may reach only when allowed by
+    name (settings.http_allowed_private_hosts)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Shop)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     _Shop.files, _Shop.flaky, _Shop.hits = {}, Counter(), Counter()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        with pipeline_environment({"MLPIPE_HTTP_ALLOWED_PRIVATE_HOSTS": '["127.0.0.1"]'}):
+            yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -271,7 +274,8 @@ def test_unreachable_http_server_is_transient(drop, monkeypatch):
 
     url = f"http://127.0.0.1:{free_port()}/{{date}}.csv"
     _with_source(monkeypatch, {"kind": "http", "url": url, "retries": 1, "backoff": 0.01})
-    with pytest.raises(TransientSourceError, match="ConnectionError"):
+    allowed = pipeline_environment({"MLPIPE_HTTP_ALLOWED_PRIVATE_HOSTS": '["127.0.0.1"]'})
+    with allowed, pytest.raises(TransientSourceError, match="ConnectionError"):
         ingest.ingest_partition("orders", date(2024, 5, 6))
 
 

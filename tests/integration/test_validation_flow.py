@@ -60,7 +60,7 @@ def test_clean_batch_lands_in_validated(s3_server, flights_day, contract):
     assert outcome.report_url == f"s3://reports/{key}.json"
     stored = storage.read_json(outcome.report_url)
     assert stored["success"] is True and stored["failed_rules"] == []
-    assert stored["contract_hash"] == contract.hash and len(stored["rules"]) == 85
+    assert stored["contract_hash"] == contract.hash and len(stored["rules"]) == 86
     fs = storage.filesystem()
     page = fs.cat_file(f"reports/{key}.html").decode()
     assert "flights.dep_delay.max" in page and "PASSED" in page

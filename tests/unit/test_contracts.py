@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ml import contracts
@@ -314,3 +316,41 @@ def test_contract_check_fails_on_a_bad_contract(tmp_path, capsys):
     assert code == 1
     assert "flights.yaml: OK" in captured.out
     assert f"{bad}:8: columns.amount.min: must be a number, got 'high'" in captured.err
+
+
+def test_input_rules_default_and_declared(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("dataset: x\nowner: o\ncolumns: {a: int}\n")
+    c = contracts.load_contract(path)
+    assert (c.extra_columns, c.na_values, c.limits) == ("reject", (), {})
+    path.write_text(
+        "dataset: x\nowner: o\ncolumns: {a: int}\nextra_columns: drop\nna_values: [NA, 'n/a']\n"
+        "limits: {max_rows: 10, max_bytes: 1000}\n"
+    )
+    c = contracts.load_contract(path)
+    assert (c.extra_columns, c.na_values) == ("drop", ("NA", "n/a"))
+    assert c.limits == {"max_rows": 10, "max_bytes": 1000}
+
+
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        ("extra_columns: keep\n", "extra_columns: 'keep' is not one of"),
+        ("na_values: NA\n", "na_values: must be a list of strings"),
+        ("limits: {max_rows: 0}\n", "limits.max_rows: must be a whole number > 0"),
+        ("limits: {rows: 5}\n", "unknown key(s) ['rows']"),
+    ],
+)
+def test_bad_input_rules_are_named(tmp_path, tail, message):
+    path = tmp_path / "x.yaml"
+    path.write_text("dataset: x\nowner: o\ncolumns: {a: int}\n" + tail)
+    with pytest.raises(contracts.ContractError, match=re.escape(message)):
+        contracts.load_contract(path)
+
+
+@pytest.mark.parametrize("name", ["_failed_rules", "' a'", "'a '"])
+def test_reserved_or_padded_column_names_are_refused(tmp_path, name):
+    path = tmp_path / "x.yaml"
+    path.write_text(f"dataset: x\nowner: o\ncolumns: {{{name}: int}}\n")
+    with pytest.raises(contracts.ContractError, match="column name"):
+        contracts.load_contract(path)

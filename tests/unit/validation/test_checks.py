@@ -48,3 +48,22 @@ def test_row_failures_agree_with_gx(flights, day):
     assert failed[2] == ["flights.dep_delay.max", "flights.origin.allowed"]
     for rule in report.failed_rules:
         assert report.rule(rule)["unexpected_count"] == sum(rule in r for r in failed)
+
+
+def test_undeclared_columns_fail_under_reject_and_are_listed_under_drop(tmp_path):
+    from ml.contracts import load_contract
+    from tests.unit.validation._data import TOY_CONTRACT, toy_frame
+
+    path = tmp_path / "toy.yaml"
+    path.write_text(TOY_CONTRACT)
+    frame = toy_frame().assign(ssn=["1", "2", "3"])
+    report = validate_frame(frame, load_contract(path))
+    rule = report.rule("toy.table.extra_columns")
+    assert not report.success and report.failed_rules == ["toy.table.extra_columns"]
+    assert rule["observed_value"] == ["ssn"] and "extra_columns: reject" in rule["error"]
+    assert validate_frame(toy_frame(), load_contract(path)).success
+
+    path.write_text(TOY_CONTRACT + "extra_columns: drop\n")
+    report = validate_frame(frame, load_contract(path))
+    assert report.success
+    assert report.rule("toy.table.extra_columns")["dropped_columns"] == ["ssn"]

@@ -56,3 +56,11 @@ def test_report_samples_of_pii_columns_are_redacted(tmp_path):
     assert regex["unexpected_sample"] == [REDACTED, REDACTED]
     assert "alice" not in report.to_json()
     assert "alice" not in report.to_html()
+
+
+def test_undeclared_columns_never_reach_validated(tmp_path):
+    path = tmp_path / "toy.yaml"
+    path.write_text(TOY_CONTRACT)
+    frame = toy_frame().assign(ssn="078-05-1120")
+    assert "ssn" not in apply_pii(frame, load_contract(path), None).columns
+    assert "ssn" in frame.columns  # input untouched

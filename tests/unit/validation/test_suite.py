@@ -139,7 +139,7 @@ def test_weather_day_passes():
     report = check(df, weather)
     assert report.success, report.failure_summary()
     assert report.rows == len(df) > 0
-    assert len(report.rules) == len(rule_ids(weather)) == len(build_suite(weather).expectations) + 2
+    assert len(report.rules) == len(rule_ids(weather)) == len(build_suite(weather).expectations) + 3
 
 
 # --- dtypes: every form pandas 3, parquet round trips and pyarrow give a contract type ----------
