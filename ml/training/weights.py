@@ -53,6 +53,14 @@ def load_weights(path: str | Path) -> OrderedDict:
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise WeightsFileError(f"weights file {path}: one bare array, not an .npz archive")
         with loaded:
+            # Only `.npy` members: numpy hands any other member (a torch zip's `data.pkl`) back
+            # as bytes, and nothing here reads them.
+            odd = [m for m in loaded.zip.namelist() if not m.endswith(".npy")]
+            if odd:
+                raise WeightsFileError(
+                    f"weights file {path}: not a plain-array weights file (members that are "
+                    f"not arrays: {odd[:3]}); it is not loaded"
+                )
             arrays = {name: loaded[name] for name in loaded.files}
     except WeightsFileError:
         raise
