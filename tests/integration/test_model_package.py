@@ -98,7 +98,9 @@ def registered(s3_server, mlflow_server, tmp_path_factory):
     return f"models:/{result.model_name}/{result.version}", ref, path_before
 
 
-def test_the_registered_model_loads_and_predicts_without_mlpipe(registered, mlflow_server, tmp_path):
+def test_the_registered_model_loads_and_predicts_without_mlpipe(
+    registered, mlflow_server, tmp_path
+):
     import mlflow
 
     from ml import tracking

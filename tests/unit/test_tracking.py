@@ -99,9 +99,19 @@ def test_a_model_from_code_with_our_entry_file_passes_the_check(model_dir):
     "tamper, rule",
     [
         (("MLmodel", "mlflow.pyfunc.loaders.code_model", "mlflow.pyfunc.model"), "loader"),
-        (("MLmodel", "model_code_path: ", "python_model: python_model.pkl\n    model_code_path: "), "pickled"),
+        (
+            (
+                "MLmodel",
+                "model_code_path: ",
+                "python_model: python_model.pkl\n    model_code_path: ",
+            ),
+            "pickled",
+        ),
         (("MLmodel", "model_code.py", "evil.py"), "entry file"),
-        (("model_code.py", "set_model(DelayModel())", "import os\nset_model(DelayModel())"), "not mlpipe's"),
+        (
+            ("model_code.py", "set_model(DelayModel())", "import os\nset_model(DelayModel())"),
+            "not mlpipe's",
+        ),
         (("MLmodel", "path: artifacts/weights.npz", "path: ../../etc/passwd"), "outside"),
         (("MLmodel", "flavors:", "flavors: [\n"), "cannot be read"),
     ],
@@ -114,7 +124,9 @@ def test_a_tampered_or_foreign_model_is_refused(model_dir, tamper, rule):
         tracking.check_model_dir(model_dir, "models:/m/1")
 
 
-def test_load_model_refuses_before_running_anything_and_leaves_no_files(model_dir, tmp_path, monkeypatch):
+def test_load_model_refuses_before_running_anything_and_leaves_no_files(
+    model_dir, tmp_path, monkeypatch
+):
     """A model whose MLmodel asks for a pickled python_model is refused: the pickle (which
     would create a marker file) is never read."""
     import pickle
@@ -128,7 +140,11 @@ def test_load_model_refuses_before_running_anything_and_leaves_no_files(model_di
             return (open, (str(marker), "w"))
 
     (model_dir / "python_model.pkl").write_bytes(pickle.dumps(Payload()))
-    _edit(model_dir / "MLmodel", "loader_module: mlflow.pyfunc.loaders.code_model", "loader_module: mlflow.pyfunc.model\n    python_model: python_model.pkl")
+    _edit(
+        model_dir / "MLmodel",
+        "loader_module: mlflow.pyfunc.loaders.code_model",
+        "loader_module: mlflow.pyfunc.model\n    python_model: python_model.pkl",
+    )
     monkeypatch.setattr(tracking, "use_server", lambda uri=None, settings=None: "file:///unused")
     temp = tmp_path / "temp"
     temp.mkdir()
@@ -137,7 +153,11 @@ def test_load_model_refuses_before_running_anything_and_leaves_no_files(model_di
         tracking.load_model(str(model_dir))
     assert not marker.exists() and list(temp.iterdir()) == []
     # The untampered model loads through the same path, without its shipped code.
-    _edit(model_dir / "MLmodel", "loader_module: mlflow.pyfunc.model\n    python_model: python_model.pkl", "loader_module: mlflow.pyfunc.loaders.code_model")
+    _edit(
+        model_dir / "MLmodel",
+        "loader_module: mlflow.pyfunc.model\n    python_model: python_model.pkl",
+        "loader_module: mlflow.pyfunc.loaders.code_model",
+    )
     model = tracking.load_model(str(model_dir))
     assert model.unwrap_python_model().network is not None and not marker.exists()
     assert list(temp.iterdir()) == [] and (model_dir / "code").is_dir()

@@ -40,12 +40,16 @@ def test_a_state_dict_round_trips_exactly(tmp_path, quantized):
     save_weights(state, tmp_path / "w.npz")
     back = load_weights(tmp_path / "w.npz")
     assert list(back) == list(state)
-    assert all(_same(state[k], back[k]) for k in state), [k for k in state if not _same(state[k], back[k])]
+    assert all(_same(state[k], back[k]) for k in state), [
+        k for k in state if not _same(state[k], back[k])
+    ]
 
 
 def test_per_channel_quantized_tensors_round_trip(tmp_path):
     w = torch.randn(4, 3)
-    q = torch.quantize_per_channel(w, torch.rand(4) + 0.01, torch.zeros(4, dtype=torch.long), 0, torch.qint8)
+    q = torch.quantize_per_channel(
+        w, torch.rand(4) + 0.01, torch.zeros(4, dtype=torch.long), 0, torch.qint8
+    )
     save_weights({"w": q, "none": None, "dtype": torch.qint8}, tmp_path / "w.npz")
     back = load_weights(tmp_path / "w.npz")
     assert _same(q, back["w"]) and back["none"] is None and back["dtype"] is torch.qint8
@@ -69,7 +73,9 @@ def test_a_pickle_in_place_of_the_weights_is_refused_and_not_run(tmp_path, write
         torch.save({"w": Payload(str(marker))}, path)
     else:  # a real .npz whose member is a pickled object array
         with open(path, "wb") as fh:
-            np.savez(fh, __layout__=np.array("{}"), a0=np.array([Payload(str(marker))], dtype=object))
+            np.savez(
+                fh, __layout__=np.array("{}"), a0=np.array([Payload(str(marker))], dtype=object)
+            )
     with pytest.raises(WeightsFileError, match=r"w\.npz"):
         load_weights(path)
     assert not marker.exists()
@@ -77,7 +83,7 @@ def test_a_pickle_in_place_of_the_weights_is_refused_and_not_run(tmp_path, write
 
 def test_a_bare_array_or_a_foreign_layout_is_refused(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros(3))
-    with pytest.raises(WeightsFileError, match="not an .npz"):
+    with pytest.raises(WeightsFileError, match=r"not an \.npz"):
         load_weights(tmp_path / "a.npy")
     with open(tmp_path / "b.npz", "wb") as fh:
         np.savez(fh, __layout__=np.array('{"format": "other", "entries": {}}'))
