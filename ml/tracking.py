@@ -91,7 +91,8 @@ def load_model(model_uri: str, tracking_uri: str | None = None) -> Any:
 def check_model_dir(local: Path, model_uri: str) -> None:
     """Refuse (`RefusedError`) a downloaded model that would make a loader unpickle or run code
     that is not mlpipe's: its MLmodel must name the models-from-code loader and entry file, no
-    pickled `python_model` and no other data; the entry file must be mlpipe's (compared as code,
+    pickled `python_model`, no other data and no code folder but `code/` (which `load_model`
+    removes before MLflow puts it on `sys.path`); the entry file must be mlpipe's (compared as code,
     docstring aside); its artifacts must lie in its `artifacts/` folder."""
     from mlflow.models import Model
 
@@ -108,6 +109,8 @@ def check_model_dir(local: Path, model_uri: str) -> None:
         raise refuse(f"entry file {conf.get('model_code_path')!r} is not {MODEL_ENTRY_FILE!r}")
     if {"python_model", "data"} & set(conf):
         raise refuse("its MLmodel names a pickled python_model or data")
+    if conf.get("code") not in (None, "code"):  # the folder MLflow puts on sys.path
+        raise refuse(f"its code folder is {conf.get('code')!r}, not 'code'")
     entry = local / MODEL_ENTRY_FILE
     ours = Path(importlib.util.find_spec(MODEL_ENTRY_MODULE).origin)
     if not entry.is_file() or _code_of(entry.read_text()) != _code_of(ours.read_text()):

@@ -108,6 +108,7 @@ def test_a_model_from_code_with_our_entry_file_passes_the_check(model_dir):
             "pickled",
         ),
         (("MLmodel", "model_code.py", "evil.py"), "entry file"),
+        (("MLmodel", "code: code", "code: artifacts"), "code folder"),
         (
             ("model_code.py", "set_model(DelayModel())", "import os\nset_model(DelayModel())"),
             "not mlpipe's",
