@@ -7,13 +7,19 @@ callers (DAG parsing, the CLI's other commands) never need it.
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import logging
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ml.errors import RefusedError
 from ml.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -55,14 +61,77 @@ def sys_path_kept() -> Iterator[None]:
         sys.path[:] = saved
 
 
+# A registered model is MLflow models-from-code (`ml.training.package`): its MLmodel names this
+# loader and this entry file, and nothing else of it is code mlpipe runs.
+CODE_MODEL_LOADER = "mlflow.pyfunc.loaders.code_model"
+MODEL_ENTRY_FILE = "model_code.py"
+MODEL_ENTRY_MODULE = "ml.training.model_code"
+
+
 def load_model(model_uri: str, tracking_uri: str | None = None) -> Any:
-    """A registered model as a pyfunc (the model's code put on `sys.path` only while it loads:
-    `sys_path_kept`)."""
+    """A registered model as a pyfunc, loaded so that nothing of it is unpickled and no code of
+    it runs: only mlpipe's installed code, over the model's JSON and plain-array files.
+
+    The model is downloaded to a temporary folder and checked first (`check_model_dir`): a model
+    that is not models-from-code with mlpipe's own entry file is refused. Its shipped copy of
+    the code (`code/`) is removed there: this process imports the installed `ml`. The model's
+    code path is on `sys.path` only while it loads (`sys_path_kept`).
+    """
+    import mlflow.artifacts
     import mlflow.pyfunc
 
     use_server(tracking_uri)
-    with sys_path_kept():
-        return mlflow.pyfunc.load_model(model_uri)
+    with tempfile.TemporaryDirectory(prefix="mlpipe-model-") as tmp, sys_path_kept():
+        local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
+        check_model_dir(local, model_uri)
+        shutil.rmtree(local / "code", ignore_errors=True)
+        return mlflow.pyfunc.load_model(str(local))
+
+
+def check_model_dir(local: Path, model_uri: str) -> None:
+    """Refuse (`RefusedError`) a downloaded model that would make a loader unpickle or run code
+    that is not mlpipe's: its MLmodel must name the models-from-code loader and entry file, no
+    pickled `python_model`, no other data and no code folder but `code/` (which `load_model`
+    removes before MLflow puts it on `sys.path`); the entry file must be mlpipe's (compared as code,
+    docstring aside); its artifacts must lie in its `artifacts/` folder."""
+    from mlflow.models import Model
+
+    def refuse(rule: str) -> RefusedError:
+        return RefusedError(f"model {model_uri}: {rule}; it is not loaded (tampered or foreign?)")
+
+    try:
+        conf = Model.load(str(local / "MLmodel")).flavors.get("python_function") or {}
+    except Exception as exc:  # an unreadable MLmodel is refused like a wrong one
+        raise refuse(f"its MLmodel cannot be read ({exc})") from None
+    if conf.get("loader_module") != CODE_MODEL_LOADER:
+        raise refuse(f"loader {conf.get('loader_module')!r} is not {CODE_MODEL_LOADER!r}")
+    if Path(str(conf.get("model_code_path"))).name != MODEL_ENTRY_FILE:
+        raise refuse(f"entry file {conf.get('model_code_path')!r} is not {MODEL_ENTRY_FILE!r}")
+    if {"python_model", "data"} & set(conf):
+        raise refuse("its MLmodel names a pickled python_model or data")
+    if conf.get("code") not in (None, "code"):  # the folder MLflow puts on sys.path
+        raise refuse(f"its code folder is {conf.get('code')!r}, not 'code'")
+    entry = local / MODEL_ENTRY_FILE
+    ours = Path(importlib.util.find_spec(MODEL_ENTRY_MODULE).origin)
+    if not entry.is_file() or _code_of(entry.read_text()) != _code_of(ours.read_text()):
+        raise refuse(f"its {MODEL_ENTRY_FILE} is not mlpipe's entry file ({ours})")
+    folder = (local / "artifacts").resolve()
+    for name, info in (conf.get("artifacts") or {}).items():
+        path = (local / str(info.get("path") if isinstance(info, dict) else "")).resolve()
+        if folder not in path.parents:
+            raise refuse(f"artifact {name!r} lies outside its artifacts/ folder")
+
+
+def _code_of(source: str) -> str:
+    """A module's code as an AST dump, its docstring left out (parsing runs nothing)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return ""
+    body = tree.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return ast.dump(ast.Module(body=body, type_ignores=[]))
 
 
 def find_or_create_run(

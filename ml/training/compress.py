@@ -25,6 +25,8 @@ from ml.training.params import CompressParams, TrainParams
 from ml.training.register import register
 from ml.training.result import CompactResult, TrainResult
 from ml.training.tensors import frame_tensors
+from ml.training.weights import FILE_NAME as WEIGHTS_FILE
+from ml.training.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +98,10 @@ def _compact_of(client, name: str, version: str):
 
 
 def _full_network(name: str, version: str, transform, hp: TrainParams):
-    """The network of a registered full version (its weights artifact), in eval mode."""
+    """The network of a registered full version (its plain-array weights artifact), in eval
+    mode."""
     network = network_from_config(transform, hp.network_config())
     weights = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=None)
-    network.load_state_dict(
-        torch.load(f"{weights}/artifacts/weights.pt", map_location="cpu", weights_only=True)
-    )
+    network.load_state_dict(load_weights(f"{weights}/artifacts/{WEIGHTS_FILE}"))
     network.eval()
     return network

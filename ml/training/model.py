@@ -2,8 +2,9 @@
 of a delay, with the fitted feature transform and the network inside.
 
 Scoring applies exactly the transform that training used. Ships inside the registered model with
-the modules it imports (`ml.features.transform`, `ml.training.network`; see
-`ml.training.package`).
+the modules it imports (`ml.features.transform`, `ml.training.network`, `ml.training.weights`;
+see `ml.training.package`). The model is logged from code (`ml.training.model_code`), so no
+instance of this class is ever pickled: `load_context` builds it from JSON and plain arrays.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
-import torch
 
 from ml.features.transform import FeatureTransform
 from ml.training.network import network_from_config, predict_proba, quantize_dynamic
+from ml.training.weights import load_weights
 
 if TYPE_CHECKING:
     # Only a name in the hints: resolvable hints would switch on MLflow's type-hint handling.
@@ -38,13 +39,8 @@ class DelayModel(mlflow.pyfunc.PythonModel):
         if self.config.get("quantized"):
             # A dynamic-int8 network: rebuild the same quantized modules, then load its weights.
             self.network = quantize_dynamic(self.network)
-        # Our own artifact; a quantized state dict holds packed params that weights_only rejects.
-        state = torch.load(
-            context.artifacts[WEIGHTS_ARTIFACT],
-            map_location="cpu",
-            weights_only=not self.config.get("quantized"),
-        )
-        self.network.load_state_dict(state)
+        # Plain arrays (`ml.training.weights`): a weights file is data, never unpickled.
+        self.network.load_state_dict(load_weights(context.artifacts[WEIGHTS_ARTIFACT]))
         self.network.eval()
 
     def predict(

@@ -1,6 +1,11 @@
 """The registered model's package: the pyfunc logged with the code it needs, its artifacts,
 signature, input example and explicit requirements, so it loads where mlpipe is not installed.
 
+The model is logged from code (MLflow models-from-code): `python_model` is the entry file
+`ml/training/model_code.py`, which MLflow copies into the model as `model_code.py` and runs at
+load time; nothing is pickled (no `python_model.pkl`). Its state is data: the transform and the
+config as JSON, the weights as plain arrays (`ml.training.weights`, read without unpickling).
+
 The code travels as MLflow `code_paths`: a copy of `SHIPPED_MODULES` in an `ml/` folder, which
 MLflow puts on `sys.path` when it loads the model. Where mlpipe is installed and `ml` is already
 imported (every mlpipe process that loads a model), `ml.*` resolves to the installed package;
@@ -22,7 +27,8 @@ from mlflow.models import infer_signature
 
 from ml import tracking
 from ml.features import sets
-from ml.training.model import CONFIG_ARTIFACT, TRANSFORM_ARTIFACT, WEIGHTS_ARTIFACT, DelayModel
+from ml.training import weights
+from ml.training.model import CONFIG_ARTIFACT, TRANSFORM_ARTIFACT, WEIGHTS_ARTIFACT
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,8 +45,13 @@ SHIPPED_MODULES = (
     "ml.training",
     "ml.training.tensors",
     "ml.training.network",
+    "ml.training.weights",
     "ml.training.model",
 )
+
+# The models-from-code entry file (`python_model`): MLflow copies it to the model's root
+# (`tracking.MODEL_ENTRY_FILE`). Not one of the shipped modules: MLflow runs it, nothing imports it.
+ENTRY_MODULE = tracking.MODEL_ENTRY_MODULE
 
 
 def requirements() -> list[str]:
@@ -63,6 +74,11 @@ def copy_shipped_code(folder: Path) -> Path:
     return folder / "ml"
 
 
+def entry_file() -> str:
+    """The models-from-code entry file of this installation (`ENTRY_MODULE`'s source)."""
+    return importlib.util.find_spec(ENTRY_MODULE).origin
+
+
 def input_example(manifest: dict, transform) -> pd.DataFrame:
     """A few raw rows of the feature set's eval snapshot, as the model takes them."""
     eval_rows = sets.read_split(manifest, sets.EVAL_SNAPSHOT)
@@ -75,25 +91,32 @@ def model_output_example(example: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"probability": [0.5] * len(example)})
 
 
+def model_files(folder: Path, network, transform, config: dict) -> dict[str, str]:
+    """The model's state as data files in `folder`: the transform and the config as JSON, the
+    weights as plain arrays. Returns the pyfunc's `artifacts` mapping (name -> file)."""
+    (folder / "transform.json").write_text(transform.to_json())
+    (folder / "config.json").write_text(json.dumps(config))
+    weights.save_weights(network.state_dict(), folder / weights.FILE_NAME)
+    return {
+        TRANSFORM_ARTIFACT: str(folder / "transform.json"),
+        CONFIG_ARTIFACT: str(folder / "config.json"),
+        WEIGHTS_ARTIFACT: str(folder / weights.FILE_NAME),
+    }
+
+
 def log_pyfunc(network, transform, network_config: dict, example, extra_config=None):
-    """Log the network + fitted transform as a pyfunc taking raw rows, with its code, a
-    signature and `example` (raw rows: `input_example`) as its input example."""
+    """Log the network + fitted transform as a pyfunc from code (`entry_file`) taking raw rows,
+    with its code, a signature and `example` (raw rows: `input_example`) as its input example."""
     example = example[transform.input_columns].head(5)
+    config = {"network": network_config, **(extra_config or {})}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        (tmp / "transform.json").write_text(transform.to_json())
-        config = {"network": network_config, **(extra_config or {})}
-        (tmp / "config.json").write_text(json.dumps(config))
-        torch.save(network.state_dict(), tmp / "weights.pt")
+        artifacts = model_files(tmp, network, transform, config)
         with tracking.sys_path_kept():  # MLflow loads the model back to check its example
             return mlflow.pyfunc.log_model(
                 name="model",
-                python_model=DelayModel(),
-                artifacts={
-                    TRANSFORM_ARTIFACT: str(tmp / "transform.json"),
-                    CONFIG_ARTIFACT: str(tmp / "config.json"),
-                    WEIGHTS_ARTIFACT: str(tmp / "weights.pt"),
-                },
+                python_model=entry_file(),
+                artifacts=artifacts,
                 code_paths=[str(copy_shipped_code(tmp / "code"))],
                 signature=infer_signature(example, model_output_example(example)),
                 input_example=example,

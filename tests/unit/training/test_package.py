@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from ml.training.package import SHIPPED_MODULES, copy_shipped_code, requirements
+from ml.training.package import (
+    ENTRY_MODULE,
+    SHIPPED_MODULES,
+    copy_shipped_code,
+    entry_file,
+    requirements,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -52,7 +58,8 @@ def _is_module(name: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize("name", SHIPPED_MODULES)
+# The entry file runs where the model loads too (MLflow runs it; it is not in `code/`).
+@pytest.mark.parametrize("name", [*SHIPPED_MODULES, ENTRY_MODULE])
 def test_a_shipped_module_imports_only_shipped_modules_and_light_libraries(name):
     tree = ast.parse(Path(importlib.util.find_spec(name).origin).read_text())
     for module, names, in_function in _imports(tree):
@@ -80,3 +87,9 @@ def test_requirements_are_explicit_and_do_not_name_mlpipe():
     reqs = requirements()
     assert reqs[0].startswith("torch==") and "+" not in reqs[0]
     assert {"pandas", "pyarrow"} <= set(reqs) and not any("mlpipe" in r for r in reqs)
+
+
+def test_the_entry_file_sets_the_model_and_is_not_shipped_as_a_module():
+    source = Path(entry_file()).read_text()
+    assert Path(entry_file()).name == "model_code.py" and "set_model(DelayModel())" in source
+    assert ENTRY_MODULE not in SHIPPED_MODULES
