@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ml.errors import ConfigurationError
+from ml.identity import S3Identity, active_identity, dask_identity
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -115,16 +116,28 @@ class Settings(BaseSettings):
             return self.local_s3
         return (urlsplit(self.s3_endpoint_url).hostname or "") in LOOPBACK_HOSTS
 
-    def s3_storage_options(self) -> dict:
-        """Keyword arguments for s3fs / fsspec (`storage_options=` of pandas and Dask)."""
+    def s3_storage_options(self, *, dask: bool = False) -> dict:
+        """Keyword arguments for s3fs / fsspec (`storage_options=` of pandas and Dask).
+
+        The keys are those of the identity in use (`ml.identity.use_identity`), else the
+        settings' own; `dask=True`: for I/O that runs on the Dask workers (their identity).
+        """
+        identity = dask_identity() if dask else active_identity()
+        key, secret = self.s3_keys(identity)
         return {
-            "key": _secret(self.aws_access_key_id),
-            "secret": _secret(self.aws_secret_access_key),
+            "key": key,
+            "secret": secret,
             "client_kwargs": {
                 "endpoint_url": self.s3_endpoint_url,
                 "region_name": self.aws_region,
             },
         }
+
+    def s3_keys(self, identity: S3Identity | None = None) -> tuple[str | None, str | None]:
+        """(access key, secret key) of `identity`, or the settings' own when None."""
+        if identity is not None:
+            return identity.access_key_id, identity.secret_access_key
+        return _secret(self.aws_access_key_id), _secret(self.aws_secret_access_key)
 
     def service_env(self) -> dict[str, str]:
         """Environment for child processes (Airflow tasks, Dask workers, MLflow server)."""
