@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     # Slots of the Airflow `gpu` pool that training tasks run in; None: one per GPU (min. 1).
     gpu_pool_slots: int | None = None
 
+    # Local stack: run as deployed (env MLPIPE_SECURE): the S3 server enforces the policies of
+    # infra/minio/policies, each stage and service with its own keys (ml.dev.stack.secure_s3).
+    secure: bool = False
+
     def bucket(self, zone: str) -> str:
         """The bucket name of a storage zone (`raw`, `validated`, ...)."""
         if zone not in ZONES:

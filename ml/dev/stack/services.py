@@ -24,6 +24,7 @@ from ml.dev.stack.layout import (
     host_port,
     url_host,
 )
+from ml.dev.stack.secure_s3 import secure_s3_server_env, secure_s3_service_env
 from ml.settings import LOOPBACK_HOSTS, Settings, get_settings
 
 REPO = Path(ml.__file__).resolve().parents[1]
@@ -86,7 +87,8 @@ def mlflow_server_argv(host: str, port: int, backend_uri: str, artifacts: str) -
 
 
 def _s3_spec(s: Settings) -> ServiceSpec:
-    return ServiceSpec(moto_server_argv(*host_port(s.s3_endpoint_url)), {}, s.state_path)
+    argv = moto_server_argv(*host_port(s.s3_endpoint_url))
+    return ServiceSpec(argv, secure_s3_server_env(s), s.state_path)
 
 
 def _mlflow_spec(s: Settings) -> ServiceSpec:
@@ -96,7 +98,8 @@ def _mlflow_spec(s: Settings) -> ServiceSpec:
     argv = mlflow_server_argv(
         host, port, mlflow_backend_uri(s), f"s3://{s.bucket_mlflow}/artifacts"
     )
-    return ServiceSpec(argv, dict(MLFLOW_SERVER_ENV), folder)
+    env = {**MLFLOW_SERVER_ENV, **secure_s3_service_env(s, "mlflow")}
+    return ServiceSpec(argv, env, folder)
 
 
 def _dask_scheduler_spec(s: Settings) -> ServiceSpec:
@@ -129,7 +132,8 @@ def _dask_workers_spec(s: Settings) -> ServiceSpec:
         "--local-directory",
         str(s.state_path / "dask"),
     ]
-    return ServiceSpec(argv, dict(cluster.WORKER_ENV), REPO)
+    env = {**cluster.WORKER_ENV, **secure_s3_service_env(s, "dask-workers")}
+    return ServiceSpec(argv, env, REPO)
 
 
 _SPECS: dict[str, Callable[[Settings], ServiceSpec]] = {
@@ -323,4 +327,5 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         # Default is <tmp>/airflow, shared by every Airflow on the machine.
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(home / "dag_bundles"),
     }
+    env.update(secure_s3_service_env(s, "airflow"))  # secure mode: per-stage S3 connections
     return env
