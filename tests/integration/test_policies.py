@@ -8,7 +8,8 @@ the `dask` identity, the MLflow server with the `mlflow` one.
 
 moto evaluates actions and resource ARNs (wildcards included) of identity policies; it does not
 evaluate `Condition` blocks for S3 (a statement with one always denies), so the policies use
-none. It honours `If-None-Match: *` on PutObject and `If-Match` on DeleteObject, which the raw
+none. It fails on presigned URLs (MLflow's direct downloads: proxied here, `PROXIED_DOWNLOADS`).
+It honours `If-None-Match: *` on PutObject and `If-Match` on DeleteObject, which the raw
 zone, the audit log and the alias lock rely on.
 """
 
@@ -25,6 +26,7 @@ import pytest
 from ml import contracts, ingest, lineage, quarantine, registry, score, storage
 from ml.alias_lock import alias_lock, lock_key
 from ml.dev.stack import iam
+from ml.dev.stack.secure_s3 import PROXIED_DOWNLOADS
 from ml.features import build
 from ml.identity import S3Identity, use_identity
 from ml.model_versions import CHAMPION, PREVIOUS, alias_version
@@ -91,6 +93,7 @@ def enforcing(tmp_path_factory) -> Iterator[Stack]:
             with pipeline_environment(
                 {
                     "MLFLOW_S3_ENDPOINT_URL": endpoint,
+                    **PROXIED_DOWNLOADS,
                     "AWS_ACCESS_KEY_ID": keys.access_key_id,
                     "AWS_SECRET_ACCESS_KEY": keys.secret_access_key,
                 }

@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 
 ADMIN = "admin"
 
+# MLflow clients would fetch large artifacts straight from S3 with URLs the server presigns;
+# moto's server enforcing IAM fails on presigned URLs (HTTP 500), so clients go through the
+# server (which holds the `mlflow` keys) instead.
+PROXIED_DOWNLOADS = {"MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}
+
 
 def identities_file(settings: Settings) -> Path:
     return settings.state_path / "s3" / "identities.json"
@@ -93,8 +98,9 @@ def secure_s3_service_env(settings: Settings, service: str) -> dict[str, str]:
     if service == "mlflow":
         return _keys_env(ids.get("mlflow"))
     if service == "dask-workers":
-        return _keys_env(ids.get("dask"))
+        return {**_keys_env(ids.get("dask")), **PROXIED_DOWNLOADS}
     if service == "airflow":
         stages = {k: v for k, v in ids.items() if k not in (ADMIN, "airflow", "mlflow")}
-        return {**_keys_env(ids.get("airflow")), **iam.connection_env(stages, settings)}
+        conns = iam.connection_env(stages, settings)
+        return {**_keys_env(ids.get("airflow")), **conns, **PROXIED_DOWNLOADS}
     return {}
