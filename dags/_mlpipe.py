@@ -59,3 +59,42 @@ def task_key_parts(ti: Any) -> dict[str, Any]:
         "task_id": ti.task_id,
         "map_index": ti.map_index if ti.map_index is not None else -1,
     }
+
+
+# --- per-stage S3 identities ---------------------------------------------------------------------
+
+S3_CONNECTION = "mlpipe_s3_{}"  # an `aws` connection per stage (login/password = S3 keys)
+
+
+def s3_identity(name: str):
+    """The S3 identity of connection `mlpipe_s3_<name>`, or None when it is not configured
+    (then the settings' keys apply, as without per-stage identities)."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from ml.identity import S3Identity
+
+    try:
+        conn = Connection.get(S3_CONNECTION.format(name))
+    except AirflowNotFoundException:
+        return None
+    if not conn.login or not conn.password:
+        return None
+    return S3Identity(name, conn.login, conn.password)
+
+
+def as_stage(stage: str):
+    """Run a task body with the S3 identity of `stage` (and Dask work with the `dask` one)."""
+    import functools
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            from ml.identity import use_identity
+
+            with use_identity(s3_identity(stage), dask=s3_identity("dask")):
+                return fn(*args, **kwargs)
+
+        return run
+
+    return wrap

@@ -22,7 +22,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from _mlpipe import DAG_DEFAULTS, alias_asset, trained_contracts, zone_asset
+from _mlpipe import DAG_DEFAULTS, alias_asset, as_stage, trained_contracts, zone_asset
 from ml.assets import CHAMPION
 from ml.scoring_plan import DAILY_MAX_DAYS, DEFAULT_THRESHOLD, DRIFT_THRESHOLD
 
@@ -76,6 +76,7 @@ def build(dataset: str, model_name: str):
     )
     def batch_score_dag():
         @task
+        @as_stage("score")
         def plan(params=None, triggering_asset_events=None) -> dict:
             """Resolve `champion` to one version and pick the days this run scores."""
             from ml.score import plan_run
@@ -88,6 +89,7 @@ def build(dataset: str, model_name: str):
             ).to_dict()
 
         @task(outlets=[predictions], retries=2, retry_delay=pendulum.duration(seconds=15))
+        @as_stage("score")
         def score(run_plan: dict, params=None, outlet_events=None) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
@@ -106,10 +108,12 @@ def build(dataset: str, model_name: str):
             return xcom
 
         @task.short_circuit
+        @as_stage("score")
         def drifted(result: dict, params=None) -> bool:
             return bool(params["retrain_on_drift"] and result["drifted"])
 
         @task
+        @as_stage("score")
         def retrain() -> None:
             """Start preprocess_<dataset> (new features -> train -> promote)."""
             # Imported here: the operator module costs over a second, too much for parsing.

@@ -27,7 +27,7 @@ from airflow.sdk import (
     task,
 )
 
-from _mlpipe import DAG_DEFAULTS, contracts, zone_asset
+from _mlpipe import DAG_DEFAULTS, as_stage, contracts, zone_asset
 
 # First matching rule wins; exceptions named by path so parsing imports nothing heavy.
 SOURCE_RETRY_POLICY = ExceptionRetryPolicy(
@@ -69,6 +69,7 @@ def build(dataset: str):
     )
     def ingest_dag():
         @task
+        @as_stage("ingest")
         def plan_days(params=None) -> list[str]:
             from ml.ingest import plan_partitions
 
@@ -80,12 +81,14 @@ def build(dataset: str):
             retry_policy=SOURCE_RETRY_POLICY,
             map_index_template="{{ day }}",
         )
+        @as_stage("ingest")
         def ingest_day(day: str) -> dict:
             from ml.ingest import ingest_partition
 
             return ingest_partition(dataset, day).to_dict()
 
         @task(outlets=[raw])
+        @as_stage("ingest")
         def publish(results, outlet_events=None) -> list[str]:
             refs = [r["ref"] for r in results]
             outlet_events[raw].extra = {"batches": refs}

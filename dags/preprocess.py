@@ -19,7 +19,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from _mlpipe import DAG_DEFAULTS, contracts, zone_asset
+from _mlpipe import DAG_DEFAULTS, as_stage, contracts, zone_asset
 
 # Light at parse time: numpy and pandas load only when a transform runs.
 from ml.features.transform import DEFAULT_MIN_FREQUENCY
@@ -64,6 +64,7 @@ def build(dataset: str, joins: list[str]):
     )
     def preprocess_dag():
         @task(outlets=[features], retries=2, retry_delay=pendulum.duration(seconds=15))
+        @as_stage("preprocess")
         def build_features(params=None, outlet_events=None) -> dict:
             from ml.features.build import build_features
 

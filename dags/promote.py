@@ -23,7 +23,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
 
-from _mlpipe import DAG_DEFAULTS, alias_asset, event_extras, trained_contracts
+from _mlpipe import DAG_DEFAULTS, alias_asset, as_stage, event_extras, trained_contracts
 from ml.assets import CHALLENGER, CHAMPION
 from ml.contracts import Contract
 from ml.promotion_rule import KNOWN_METRICS, DecisionRule
@@ -123,6 +123,7 @@ def build(dataset: str, contract: Contract):
     )
     def promote_dag():
         @task(pool="promotion", outlets=[champion], retries=2, retry_policy=PROMOTION_RETRY_POLICY)
+        @as_stage("promote")
         def promote(params=None, triggering_asset_events=None, outlet_events=None, run_id=None):
             from airflow.sdk.exceptions import AirflowSkipException
 

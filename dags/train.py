@@ -17,6 +17,7 @@ from airflow.sdk import Param, dag, task
 from _mlpipe import (
     DAG_DEFAULTS,
     alias_asset,
+    as_stage,
     event_extras,
     task_key_parts,
     trained_contracts,
@@ -102,6 +103,7 @@ def build(dataset: str, model_name: str):
     )
     def train_dag():
         @task
+        @as_stage("train")
         def feature_set(params=None, triggering_asset_events=None) -> str:
             if params["feature_set"]:
                 return params["feature_set"]
@@ -117,6 +119,7 @@ def build(dataset: str, model_name: str):
             return refs[-1]
 
         @task(retries=2, retry_delay=pendulum.duration(seconds=30))
+        @as_stage("train")
         def baseline(feature_ref: str, params=None, ti=None) -> dict:
             from ml.training.baseline import train_baseline
 
@@ -131,6 +134,7 @@ def build(dataset: str, model_name: str):
             retry_delay=pendulum.duration(seconds=30),
             outlets=[challenger],
         )
+        @as_stage("train")
         def train_model(
             feature_ref: str, baseline_result: dict, params=None, ti=None, outlet_events=None
         ) -> dict:
@@ -153,6 +157,7 @@ def build(dataset: str, model_name: str):
             return result.to_dict()
 
         @task(retries=1)
+        @as_stage("train")
         def compress(result: dict, params=None) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 

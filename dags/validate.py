@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from _mlpipe import DAG_DEFAULTS, contracts, event_extras, zone_asset
+from _mlpipe import DAG_DEFAULTS, as_stage, contracts, event_extras, zone_asset
 
 
 # long: DAG builder (the task graph of one contract's validate DAG)
@@ -34,6 +34,7 @@ def build(dataset: str):
     )
     def validate_dag():
         @task
+        @as_stage("validate")
         def new_batches(triggering_asset_events=None) -> list[str]:
             # Events raised while this DAG was busy or paused arrive together: take them all.
             refs = {
@@ -45,12 +46,14 @@ def build(dataset: str):
 
         # A contract violation is not transient: no retry.
         @task(retries=0, map_index_template="{{ ref.split('/')[-2] }}")
+        @as_stage("validate")
         def validate(ref: str) -> str:
             from ml.validation.batch import validate_batch
 
             return validate_batch(ref, dataset).manifest.ref
 
         @task(outlets=[validated], trigger_rule="all_done")
+        @as_stage("validate")
         def publish(refs: list[str], outlet_events=None) -> list[str]:
             from airflow.sdk.exceptions import AirflowSkipException
 
@@ -66,6 +69,7 @@ def build(dataset: str):
         # fail`), even though the good ones went on. Batches whose bad rows alone were held
         # back went on (their good rows are published).
         @task(trigger_rule="all_done")
+        @as_stage("validate")
         def verdict(refs: list[str]) -> None:
             import logging
 

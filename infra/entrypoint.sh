@@ -43,6 +43,23 @@ for pair in ${MLPIPE_SECRET_ENV:-}; do
 done
 unset MLPIPE_SECRET_ENV
 
+# MLPIPE_SECRET_CONN="CONN_ID=login:secret ...": an Airflow connection AIRFLOW_CONN_<CONN_ID>
+# (JSON, type aws) whose password is the content of /run/secrets/<secret>: the per-stage S3
+# identities (dags/_mlpipe.py reads `mlpipe_s3_<stage>`).
+for entry in ${MLPIPE_SECRET_CONN:-}; do
+    conn=${entry%%=*}
+    spec=${entry#*=}
+    path=$secrets_path/${spec#*:}
+    if [[ $entry != *=*:* || ! -r $path ]]; then
+        printf 'entrypoint: %s: %s is not a readable file (is the Docker secret defined?)\n' \
+            "$entry" "$path" >&2
+        exit 64
+    fi
+    secret=$(<"$path")
+    export "AIRFLOW_CONN_${conn}={\"conn_type\": \"aws\", \"login\": \"${spec%%:*}\", \"password\": \"${secret}\"}"
+done
+unset MLPIPE_SECRET_CONN
+
 if [[ -d $secrets_path ]]; then
     for path in "$secrets_path"/*; do
         [[ -f $path && -r $path ]] || continue

@@ -44,7 +44,7 @@ RANDOM = [
     "minio_root_password",
     "minio_airflow_secret_key", "minio_dask_secret_key", "minio_mlflow_secret_key",
     "minio_ingest_secret_key", "minio_validate_secret_key", "minio_preprocess_secret_key",
-    "minio_train_secret_key", "minio_score_secret_key",
+    "minio_train_secret_key", "minio_promote_secret_key", "minio_score_secret_key",
     "postgres_password", "airflow_db_password", "mlflow_db_password", "redis_password",
     "mlflow_admin_password", "mlflow_flask_secret_key",
     "mlflow_pipeline_password", "mlflow_reader_password",

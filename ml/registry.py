@@ -2,29 +2,25 @@
 
 Aliases, not stages (`ml.model_versions` names them and reads them): `challenger` (set by
 training), `champion` (what scoring uses) and `previous` (the champion before the last move).
-Every alias move takes a lock (an object created with a conditional write in the `reports`
-bucket, so two promotions in two processes are serialized even outside Airflow's one-slot pool)
-and writes one audit record: one object per record under `reports/promotions/<model>/`, with a
-time-sortable key, never rewritten.
+Every alias move takes the model's alias lock (`ml.alias_lock`: its own prefix in `reports`,
+conditional create and delete, so two promotions in two processes are serialized even outside
+Airflow's one-slot pool) and writes one audit record: one object per record under
+`reports/promotions/<model>/`, with a time-sortable key, created only if absent, never
+rewritten.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import getpass
 import json
 import logging
-import os
-import socket
-import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ml import contracts, storage, tracking
+from ml.alias_lock import alias_lock, holder_name
 from ml.errors import RefusedError
 from ml.evaluate import evaluate_version, load_snapshot
 from ml.model_versions import (
@@ -43,8 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AUDIT_PREFIX = "promotions"
-LOCK_NAME = "_lock.json"
-LOCK_STALE_AFTER_S = 900.0  # a holder that died leaves its lock; after this it is broken
+LOCK_NAME = "_lock.json"  # where the lock lived before `ml.alias_lock`: never an audit record
 
 
 class RegistryError(RefusedError):
@@ -52,73 +47,6 @@ class RegistryError(RefusedError):
 
 
 # --- lock and audit log -----------------------------------------------------------------------
-
-
-def _s3():
-    import boto3
-
-    s = get_settings()
-    return boto3.client("s3", **{k: v for k, v in _boto_kwargs(s).items() if v is not None})
-
-
-def _boto_kwargs(s) -> dict[str, Any]:
-    opts = s.s3_storage_options()
-    return {
-        "endpoint_url": s.s3_endpoint_url,
-        "region_name": s.aws_region,
-        "aws_access_key_id": opts["key"],
-        "aws_secret_access_key": opts["secret"],
-    }
-
-
-def _holder() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
-
-
-@contextlib.contextmanager
-def alias_lock(model_name: str, timeout: float = 300.0) -> Iterator[str]:
-    """Serialize alias moves of one model across processes (S3 create-if-absent)."""
-    from botocore.exceptions import ClientError
-
-    s3 = _s3()
-    bucket = get_settings().bucket("reports")
-    key = f"{AUDIT_PREFIX}/{model_name}/{LOCK_NAME}"
-    token = uuid.uuid4().hex
-    body = json.dumps({"token": token, "holder": _holder(), "since": time.time()}).encode()
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
-            break
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] not in {
-                "PreconditionFailed",
-                "ConditionalRequestConflict",
-                "412",
-                "409",
-            }:
-                raise
-        try:
-            held = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-        except ClientError:
-            continue  # released meanwhile: try again at once
-        if time.time() - held.get("since", 0) > LOCK_STALE_AFTER_S:
-            log.warning("breaking stale alias lock of %s held by %s", model_name, held)
-            s3.delete_object(Bucket=bucket, Key=key)
-            continue
-        if time.monotonic() > deadline:
-            raise RegistryError(
-                f"alias moves of {model_name} are locked by {held.get('holder')} "
-                f"(s3://{bucket}/{key}); waited {timeout:.0f}s"
-            )
-        time.sleep(0.2)
-    try:
-        yield token
-    finally:
-        with contextlib.suppress(ClientError):
-            held = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-            if held.get("token") == token:
-                s3.delete_object(Bucket=bucket, Key=key)
 
 
 def _audit(model_name: str, record: dict[str, Any]) -> str:
@@ -129,7 +57,7 @@ def _audit(model_name: str, record: dict[str, Any]) -> str:
         f"{AUDIT_PREFIX}/{model_name}/{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"
         f"-{record['action']}-v{record.get('version')}.json"
     )
-    url = storage.write_json("reports", key, record)
+    url = storage.write_json("reports", key, record, create_only=True)
     record["audit_record"] = url
     return url
 
@@ -305,7 +233,7 @@ def promote(
     version = str(version)
     rows, snapshot_hash = load_snapshot(eval_snapshot)
     challenger_metrics = evaluate_version(model_name, version, rows)
-    with alias_lock(model_name):
+    with alias_lock(model_name) as lock:
         champion = alias_version(model_name, CHAMPION)  # read under the lock
         verdict, champion_metrics, error = _judge(
             model_name,
@@ -318,6 +246,7 @@ def promote(
             requested_by=requested_by,
         )
         if verdict.promoted:
+            lock.check()  # fencing: a lock broken as stale moves nothing
             _move_champion(model_name, version, champion)
         decision = PromotionDecision(
             model_name=model_name,
@@ -329,7 +258,7 @@ def promote(
             rule=rule,
             force=force,
             requested_by=requested_by,
-            by=requested_by or _holder(),
+            by=requested_by or holder_name(),
             challenger_metrics=challenger_metrics,
             champion_metrics=champion_metrics,
             eval_snapshot=eval_snapshot,
@@ -361,7 +290,7 @@ def rollback(model_name: str, by: str = "", reason: str = "") -> dict[str, Any]:
     `previous` then points at the champion that preceded the restored one (from the audit
     log), or is removed when there was none.
     """
-    with alias_lock(model_name):
+    with alias_lock(model_name) as lock:
         champion = alias_version(model_name, CHAMPION)
         previous = alias_version(model_name, PREVIOUS)
         if previous is None:
@@ -377,6 +306,7 @@ def rollback(model_name: str, by: str = "", reason: str = "") -> dict[str, Any]:
             ):
                 before_previous = record.get("previous_champion")
                 break
+        lock.check()  # fencing: a lock broken as stale moves nothing
         mlflow_client = tracking.client()
         mlflow_client.set_registered_model_alias(model_name, CHAMPION, previous)
         if before_previous and before_previous not in (previous, champion):
@@ -395,7 +325,7 @@ def rollback(model_name: str, by: str = "", reason: str = "") -> dict[str, Any]:
             if before_previous not in (None, previous, champion)
             else None,
             "reason": reason or f"rollback of version {champion}",
-            "by": by or _holder(),
+            "by": by or holder_name(),
         }
         record["audit_record"] = _audit(model_name, record)
     if champion is not None:

@@ -282,7 +282,7 @@ def _predict_and_count(
     )
     write = predictions.to_parquet(
         f"s3://{prefix}/",
-        storage_options=s.s3_storage_options(),
+        storage_options=s.s3_storage_options(dask=True),
         compression="zstd",
         write_index=False,
         compute=False,
@@ -300,7 +300,7 @@ def _check(ctx: ScoringContext, partition: str, prefix: str) -> ValidationReport
     import dask.dataframe as dd
 
     written = dd.read_parquet(
-        f"s3://{prefix}/", storage_options=get_settings().s3_storage_options()
+        f"s3://{prefix}/", storage_options=get_settings().s3_storage_options(dask=True)
     )
     check = validate_dask(written, str(PREDICTIONS_CONTRACT), partition=partition)
     if not check.success:

@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ml.errors import ConfigurationError
+from ml.identity import S3Identity, active_identity, dask_identity
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -104,7 +105,9 @@ class Settings(BaseSettings):
     gpu_pool_slots: int | None = None
 
     # --- Authentication and secrets -----------------------------------------------------------
-    # Local stack in `secure` mode: per-stage identities, real users on Airflow and MLflow.
+    # Local stack in `secure` mode (env MLPIPE_SECURE), run as deployed: the S3 server enforces
+    # the policies of infra/minio/policies, each stage and service with its own keys
+    # (ml.dev.stack.secure_s3), and Airflow and MLflow have real users (ml.dev.stack.auth).
     secure: bool = False
     # The Airflow REST API user of the CLI and the demo (a JWT from `POST /auth/token`); none:
     # `GET /auth/token`, which only an all-admins SimpleAuthManager answers.
@@ -173,16 +176,28 @@ class Settings(BaseSettings):
         """Where MLflow posts its webhooks: the Airflow plugin's receiver unless configured."""
         return self.mlflow_webhook_url or f"{self.airflow_api_url.rstrip('/')}{WEBHOOK_PATH}"
 
-    def s3_storage_options(self) -> dict:
-        """Keyword arguments for s3fs / fsspec (`storage_options=` of pandas and Dask)."""
+    def s3_storage_options(self, *, dask: bool = False) -> dict:
+        """Keyword arguments for s3fs / fsspec (`storage_options=` of pandas and Dask).
+
+        The keys are those of the identity in use (`ml.identity.use_identity`), else the
+        settings' own; `dask=True`: for I/O that runs on the Dask workers (their identity).
+        """
+        identity = dask_identity() if dask else active_identity()
+        key, secret = self.s3_keys(identity)
         return {
-            "key": _secret(self.aws_access_key_id),
-            "secret": _secret(self.aws_secret_access_key),
+            "key": key,
+            "secret": secret,
             "client_kwargs": {
                 "endpoint_url": self.s3_endpoint_url,
                 "region_name": self.aws_region,
             },
         }
+
+    def s3_keys(self, identity: S3Identity | None = None) -> tuple[str | None, str | None]:
+        """(access key, secret key) of `identity`, or the settings' own when None."""
+        if identity is not None:
+            return identity.access_key_id, identity.secret_access_key
+        return _secret(self.aws_access_key_id), _secret(self.aws_secret_access_key)
 
     def service_env(self) -> dict[str, str]:
         """Environment for child processes (Airflow tasks, Dask workers, MLflow server)."""

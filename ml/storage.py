@@ -54,10 +54,11 @@ def minio_client(settings: Settings | None = None) -> Minio:
 
     s = settings or get_settings()
     url = urlsplit(s.s3_endpoint_url)
+    options = s.s3_storage_options()
     return Minio(
         url.netloc,
-        access_key=s.aws_access_key_id.get_secret_value() if s.aws_access_key_id else None,
-        secret_key=s.aws_secret_access_key.get_secret_value() if s.aws_secret_access_key else None,
+        access_key=options["key"],
+        secret_key=options["secret"],
         region=s.aws_region,
         secure=url.scheme == "https",
     )
@@ -172,7 +173,7 @@ def write_batch(
         chunk = df.iloc[start : start + rows_per_part]
         data = _parquet_bytes(chunk)
         name = f"part-{i:05d}.parquet"
-        fs.pipe_file(f"{prefix}/{name}", data)
+        fs.pipe_file(f"{prefix}/{name}", data, mode="create")  # a new batch: never a rewrite
         parts.append(
             {"name": name, "rows": len(chunk), "bytes": len(data), "sha256": _sha256(data)}
         )
@@ -185,6 +186,7 @@ def write_batch(
         parts,
         _schema(df),
         content_hash=content_hash(df),
+        create_only=True,
         **provenance,
     )
 
@@ -235,6 +237,7 @@ def _commit_manifest(
     contract_hash: str = "",
     upstream: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    create_only: bool = False,
 ) -> Manifest:
     manifest = Manifest(
         zone=zone,
@@ -252,13 +255,16 @@ def _commit_manifest(
         extra=dict(extra or {}),
         created_at=datetime.now(UTC).isoformat(),
     )
-    _commit(filesystem(s), manifest)
+    _commit(filesystem(s), manifest, create_only=create_only)
     log.info("committed %s rows in %s part(s) to %s", manifest.rows, len(parts), manifest.ref)
     return manifest
 
 
-def _commit(fs: s3fs.S3FileSystem, manifest: Manifest) -> None:
-    fs.pipe_file(f"{manifest.prefix}/{MANIFEST}", manifest.to_json().encode())
+def _commit(fs: s3fs.S3FileSystem, manifest: Manifest, *, create_only: bool = False) -> None:
+    """Write the manifest (the commit); `create_only`: refused if one is there (`If-None-Match`),
+    for zones that are never rewritten (`raw`)."""
+    mode = "create" if create_only else "overwrite"
+    fs.pipe_file(f"{manifest.prefix}/{MANIFEST}", manifest.to_json().encode(), mode=mode)
 
 
 def _sha256(data: bytes) -> str:
@@ -433,7 +439,7 @@ def read_dask(manifests: list[Manifest], settings: Settings | None = None):
         raise BatchNotFoundError("no committed parts to read")
     return dd.read_parquet(
         urls,
-        storage_options=(settings or get_settings()).s3_storage_options(),
+        storage_options=(settings or get_settings()).s3_storage_options(dask=True),
         dataset={"partitioning": None},
     )
 
@@ -469,11 +475,15 @@ def copy_batch(
     return target
 
 
-def write_json(zone: str, key: str, obj: Any, settings: Settings | None = None) -> str:
-    """Write a JSON document to `<zone bucket>/<key>`; return its s3:// URL."""
+def write_json(
+    zone: str, key: str, obj: Any, settings: Settings | None = None, *, create_only: bool = False
+) -> str:
+    """Write a JSON document to `<zone bucket>/<key>`; return its s3:// URL. `create_only`:
+    refused (`FileExistsError`) when the key exists (`If-None-Match: *`), for append-only logs."""
     s = settings or get_settings()
     path = f"{s.bucket(zone)}/{key}"
-    filesystem(s).pipe_file(path, json.dumps(obj, indent=2, default=str).encode())
+    data = json.dumps(obj, indent=2, default=str).encode()
+    filesystem(s).pipe_file(path, data, mode="create" if create_only else "overwrite")
     return f"s3://{path}"
 
 

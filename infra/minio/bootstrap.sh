@@ -15,8 +15,8 @@
 #   MINIO_<SERVICE>_SECRET_KEY     secret key of the user <service> (its access key is the
 #                                  service name). A user whose secret is unset is skipped, except
 #                                  the ones in MINIO_REQUIRED_USERS, whose absence is an error.
-#   MINIO_REQUIRED_USERS           default "airflow dask mlflow" (the identities the compose
-#                                  stack runs with)
+#   MINIO_REQUIRED_USERS           default "airflow dask mlflow" (compose requires every user:
+#                                  the read-only `airflow`, the services and one per stage)
 #   POLICY_DIR                     default: policies/ beside this script
 #
 # Only bash builtins, coreutils and `mc` are used: the minio/mc image has no sed, grep or jq.

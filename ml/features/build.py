@@ -106,7 +106,7 @@ def read_grouped(
     groups = group_parts(manifests, target_rows or TARGET_ROWS_PER_PARTITION, max_parts)
     if not groups:
         raise storage.BatchNotFoundError("no committed parts to read")
-    options = s.s3_storage_options()
+    options = s.s3_storage_options(dask=True)
     meta = _read_group(groups[0][:1], options).iloc[:0]
     return dd.from_map(
         _read_group,
@@ -232,7 +232,7 @@ def _compute(
     snapshot; returns each one's parts (`path`, `rows`)."""
     import dask
 
-    base, options = plan.base, s.s3_storage_options()
+    base, options = plan.base, s.s3_storage_options(dask=True)
     kept = [*row_keys(plan.contract), TARGET]
     with dask_client(s):
         references = _read_references(plan.references, s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import torch.distributed as dist
 from ml import tracking
 from ml.errors import TransientError
 from ml.features import sets
+from ml.identity import identity_env
 from ml.training.checkpoint import CheckpointStore
 from ml.training.ddp import DistContext, setup
 from ml.training.fit import fit_network
@@ -57,7 +59,8 @@ def launch(feature_ref: str, hp: TrainParams, run_id: str, checkpoint_url: str):
     ]
     log.info("launching %s", " ".join(argv))
     try:
-        done = subprocess.run(argv, check=False)
+        # the ranks act with this task's S3 identity (a child does not inherit the block)
+        done = subprocess.run(argv, check=False, env={**os.environ, **identity_env()})
         if done.returncode != 0:
             raise DistributedTrainingError(
                 f"torchrun training of {feature_ref} failed with exit code {done.returncode} "

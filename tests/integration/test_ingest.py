@@ -70,7 +70,7 @@ def test_crash_mid_write_leaves_no_visible_batch(drop, monkeypatch):
     part = "date=2024-03-02"
     drop_orders(drop, day)
 
-    def crash(fs, manifest):
+    def crash(fs, manifest, **kwargs):
         raise RuntimeError("worker killed before the commit")
 
     with monkeypatch.context() as m:

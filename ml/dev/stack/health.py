@@ -32,8 +32,14 @@ def _http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
 
 
 def s3_healthy(settings: Settings) -> bool:
-    """The S3 endpoint answers HTTP (any status: an anonymous request may be refused)."""
-    status, _ = _http_get(settings.s3_endpoint_url)
+    """The S3 endpoint answers HTTP (any status: an anonymous request may be refused).
+
+    The local server in secure mode is asked on its own API, not S3's: moto counts every S3
+    request towards the few it lets through before it enforces IAM (the admin's)."""
+    url = settings.s3_endpoint_url
+    if settings.secure and settings.starts_local_s3:
+        url = url.rstrip("/") + "/moto-api/"
+    status, _ = _http_get(url)
     return status > 0
 
 

@@ -14,10 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ml import storage
-from ml.dev.stack import bootstrap, health, processes
+from ml.dev.stack import bootstrap, health, processes, secure_s3
 from ml.dev.stack.layout import AIRFLOW_SERVICES, SERVICES, log_dir, pid_file, run_dir, services_of
 from ml.dev.stack.processes import Launched, ensure_started, running_pid, wait_healthy
 from ml.dev.stack.services import airflow_log_ports, service_url
+from ml.identity import use_identity
 from ml.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,15 @@ def up(
         folder.mkdir(parents=True, exist_ok=True)
 
     with processes.locked(s):
-        launched = _launch_servers(s, wanted)
+        # Secure mode: the services get keys the S3 server makes, so they start after it.
+        first = ["s3"] if s.secure and "s3" in wanted else wanted
+        launched = _launch_servers(s, first)
         # `airflow db migrate` runs meanwhile; the Airflow services start once it is done.
         airflow_wanted = [n for n in AIRFLOW_SERVICES if n in wanted]
         migrate = _begin_airflow(s, airflow_wanted)
         urls = _wait_s3(s, wanted, launched, deadline)
+        if first != wanted:
+            launched.update(_launch_servers(s, [n for n in wanted if n != "s3"]))
         if migrate is not None:
             bootstrap.finish_migrate(s, migrate, deadline)
             bootstrap.ensure_gpu_pool(s)
@@ -113,7 +118,11 @@ def _wait_s3(
         wait_healthy(s, [launched["s3"]], lambda: health.s3_healthy(s), deadline, "s3")
     else:
         wait_healthy(s, [], lambda: health.s3_healthy(s), deadline, "s3 (external endpoint)")
-    storage.ensure_buckets(s)
+    if s.secure and "s3" in launched and launched["s3"].popen is not None:  # started now
+        secure_s3.provision_secure_s3(s)  # users, policies, keys, buckets (by the admin)
+    else:
+        with use_identity(secure_s3.admin_identity(s)):
+            storage.ensure_buckets(s)
     return {"S3": s.s3_endpoint_url}
 
 

@@ -25,6 +25,7 @@ from ml.dev.stack.layout import (
     host_port,
     url_host,
 )
+from ml.dev.stack.secure_s3 import secure_s3_server_env, secure_s3_service_env
 from ml.settings import LOOPBACK_HOSTS, Settings, get_settings
 
 REPO = Path(ml.__file__).resolve().parents[1]
@@ -87,7 +88,8 @@ def mlflow_server_argv(host: str, port: int, backend_uri: str, artifacts: str) -
 
 
 def _s3_spec(s: Settings) -> ServiceSpec:
-    return ServiceSpec(moto_server_argv(*host_port(s.s3_endpoint_url)), {}, s.state_path)
+    argv = moto_server_argv(*host_port(s.s3_endpoint_url))
+    return ServiceSpec(argv, secure_s3_server_env(s), s.state_path)
 
 
 def _mlflow_spec(s: Settings) -> ServiceSpec:
@@ -98,7 +100,12 @@ def _mlflow_spec(s: Settings) -> ServiceSpec:
         host, port, mlflow_backend_uri(s), f"s3://{s.bucket_mlflow}/artifacts"
     )
     argv += auth.mlflow_server_args(s)
-    env = {**MLFLOW_SERVER_ENV, **auth.mlflow_server_env(s), **mlflow_webhook_env(s)}
+    env = {
+        **MLFLOW_SERVER_ENV,
+        **auth.mlflow_server_env(s),
+        **mlflow_webhook_env(s),
+        **secure_s3_service_env(s, "mlflow"),
+    }
     return ServiceSpec(argv, env, folder)
 
 
@@ -164,7 +171,12 @@ def _dask_workers_spec(s: Settings) -> ServiceSpec:
         "--local-directory",
         str(s.state_path / "dask"),
     ]
-    return ServiceSpec(argv, {**cluster.WORKER_ENV, **auth.mlflow_client_env(s)}, REPO)
+    env = {
+        **cluster.WORKER_ENV,
+        **auth.mlflow_client_env(s),
+        **secure_s3_service_env(s, "dask-workers"),
+    }
+    return ServiceSpec(argv, env, REPO)
 
 
 _SPECS: dict[str, Callable[[Settings], ServiceSpec]] = {
@@ -357,4 +369,5 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         # The plugin's MLflow webhook receiver checks signatures with it (plugins/).
         "MLPIPE_MLFLOW_WEBHOOK_SECRET": mlflow_webhook_keys(s)["secret"],
     }
+    env.update(secure_s3_service_env(s, "airflow"))  # secure mode: per-stage S3 connections
     return env
