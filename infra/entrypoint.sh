@@ -43,8 +43,7 @@ for pair in ${MLPIPE_SECRET_ENV:-}; do
 done
 unset MLPIPE_SECRET_ENV
 
-# MLPIPE_SECRET_CONN="CONN_ID=login:secret ...": an Airflow connection AIRFLOW_CONN_<CONN_ID>
-# (JSON, type aws) whose password is the content of /run/secrets/<secret>: the per-stage S3
+# MLPIPE_SECRET_CONN="AIRFLOW_CONN_<ID>=login:secret ...": an Airflow connection (JSON, type aws) whose password is the content of /run/secrets/<secret>: the per-stage S3
 # identities (dags/_mlpipe.py reads `mlpipe_s3_<stage>`).
 for entry in ${MLPIPE_SECRET_CONN:-}; do
     conn=${entry%%=*}
@@ -56,7 +55,7 @@ for entry in ${MLPIPE_SECRET_CONN:-}; do
         exit 64
     fi
     secret=$(<"$path")
-    export "AIRFLOW_CONN_${conn}={\"conn_type\": \"aws\", \"login\": \"${spec%%:*}\", \"password\": \"${secret}\"}"
+    export "${conn}={\"conn_type\": \"aws\", \"login\": \"${spec%%:*}\", \"password\": \"${secret}\"}"
 done
 unset MLPIPE_SECRET_CONN
 

@@ -33,6 +33,7 @@ COMPOSE_ONLY = {
     "MLPIPE_BIND_ADDRESS",
     "MLPIPE_SECRETS_DIR",
     "MLPIPE_SECRET_ENV",
+    "MLPIPE_SECRET_CONN",
     "MLPIPE_SECRETS_PATH",
     "MLPIPE_SECRET_MIN_LENGTH",
 }
@@ -63,9 +64,14 @@ def _env_names_in(text: str) -> set[str]:
 
 
 def _secret_env_targets(env: dict) -> dict[str, str]:
-    """MLPIPE_SECRET_ENV of a service: variable -> secret name."""
+    """MLPIPE_SECRET_ENV and MLPIPE_SECRET_CONN of a service: variable -> secret name (a
+    connection's entry is `AIRFLOW_CONN_<ID>=login:secret`)."""
     pairs = str(env.get("MLPIPE_SECRET_ENV", "")).split()
-    return dict(pair.split("=", 1) for pair in pairs)
+    conns = str(env.get("MLPIPE_SECRET_CONN", "")).split()
+    return {
+        **dict(pair.split("=", 1) for pair in pairs),
+        **{var: spec.split(":", 1)[1] for var, spec in (c.split("=", 1) for c in conns)},
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,6 +351,10 @@ def test_compose_and_the_local_stack_define_the_same_airflow_connections(compose
         for k in stack_services.airflow_env(settings_env)
         if k.startswith("AIRFLOW_CONN_")
     }
+    # Secure mode: one S3 connection per stage identity (a user per policy file; `airflow` and
+    # `mlflow` are process keys, not connections), as `ml.dev.stack.iam.connection_env` makes.
+    policies = {p.stem for p in (ROOT / "infra" / "minio" / "policies").glob("*.json")}
+    local |= {f"mlpipe_s3_{name}" for name in policies - {"airflow", "mlflow"}}
     assert in_compose == local
     assert used <= in_compose, used - in_compose
 
