@@ -91,6 +91,16 @@ class Settings(BaseSettings):
     # Slots of the Airflow `gpu` pool that training tasks run in; None: one per GPU (min. 1).
     gpu_pool_slots: int | None = None
 
+    # Modules that register feature hooks (`@ml.features.derived.feature_hook(name)`), comma
+    # separated (env MLPIPE_FEATURE_HOOKS); hooks installed as entry points of the group
+    # `mlpipe.features` need nothing here. A hook's module must be importable where the model
+    # trains and where it scores.
+    feature_hooks: str = ""
+
+    @property
+    def feature_hook_modules(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.feature_hooks.split(",") if m.strip())
+
     def bucket(self, zone: str) -> str:
         """The bucket name of a storage zone (`raw`, `validated`, ...)."""
         if zone not in ZONES:
@@ -139,6 +149,8 @@ class Settings(BaseSettings):
             "MLPIPE_TORCH_THREADS": str(self.torch_threads),
             "MLPIPE_DROP_DIR": str(self.drop_path),
         }
+        if self.feature_hooks:
+            env["MLPIPE_FEATURE_HOOKS"] = self.feature_hooks
         if self.pii_salt is not None:
             env["MLPIPE_PII_SALT"] = self.pii_salt.get_secret_value()
         for zone in ZONES:
