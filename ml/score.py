@@ -291,8 +291,12 @@ def _check(ctx: ScoringContext, partition: str, prefix: str) -> ValidationReport
     `reports`, nothing committed) when they break it."""
     import dask.dataframe as dd
 
+    # No Hive partitioning: `date=`/`model=` folder names are not columns (a dataset may have
+    # its own `date` or `model` column).
     written = dd.read_parquet(
-        f"s3://{prefix}/", storage_options=get_settings().s3_storage_options()
+        f"s3://{prefix}/",
+        storage_options=get_settings().s3_storage_options(),
+        dataset={"partitioning": None},
     )
     check = validate_dask(written, str(PREDICTIONS_CONTRACT), partition=partition)
     if not check.success:

@@ -407,6 +407,15 @@ def feature_columns(contract: Contract) -> tuple[list[str], list[str]]:
     return numeric, categorical
 
 
+def timestamp_inputs(contract: Contract) -> list[str]:
+    """The timestamp columns the model reads (calendar parts of one column)."""
+    out = []
+    for spec in (contract.features.get("derived") or {}).values():
+        if spec.get("op") == "calendar" and "column" in spec and spec["column"] not in out:
+            out.append(spec["column"])
+    return out
+
+
 def derived_inputs(features: list[Derived]) -> list[str]:
     """The columns the derived features read that none of them makes."""
     made: set[str] = set()

@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from ml import contracts, storage
+from ml.features.derived import timestamp_inputs
 from ml.features.lags import PARTITION_TAG, lag_table, lags_of
 
 if TYPE_CHECKING:
@@ -154,7 +155,21 @@ def join_references(left, references: dict[str, Any], contract: Contract):
         else:
             batch.append((ref, ref.prepare(right)))
     left = _join_broadcast(left, batch + lagged)
-    return left.drop(columns=[PARTITION_TAG]) if PARTITION_TAG in left.columns else left
+    left = left.drop(columns=[PARTITION_TAG]) if PARTITION_TAG in left.columns else left
+    return _naive_utc(left, timestamp_inputs(contract))
+
+
+def _naive_utc(left, columns: list[str]):
+    """Time-zone-aware timestamp columns the model reads, as naive UTC: an MLflow signature
+    takes no time zone (the calendar features read naive timestamps as UTC: same values)."""
+    import pandas as pd
+
+    aware = [
+        c for c in columns if c in left.columns and isinstance(left[c].dtype, pd.DatetimeTZDtype)
+    ]
+    if not aware:
+        return left
+    return left.assign(**{c: left[c].dt.tz_convert("UTC").dt.tz_localize(None) for c in aware})
 
 
 def _lag_references(left, references: dict, contract: Contract) -> list:
