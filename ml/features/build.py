@@ -81,9 +81,9 @@ def group_parts(
     return groups
 
 
-def _read_group(urls: list[str], options: dict, tag: bool = False) -> pd.DataFrame:
-    """The parts at `urls` as one frame; `tag`: each row's partition (from its part's key
-    `<bucket>/<dataset>/<partition>/<batch>/part-*`) in `PARTITION_TAG`, for lags."""
+def _read_group(urls: list[str], options: dict, tags: dict[str, str] | None = None) -> pd.DataFrame:
+    """The parts at `urls` as one frame; `tags` (part URL -> its batch's partition): each
+    row's partition in `PARTITION_TAG`, for lags."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import s3fs
@@ -94,10 +94,10 @@ def _read_group(urls: list[str], options: dict, tag: bool = False) -> pd.DataFra
     # One arrow table, converted to pandas once: a pandas frame per daily part costs more than
     # parsing it (2x for 32 weather days).
     tables = [pq.read_table(pa.BufferReader(blobs[p])) for p in paths]
-    if tag:
+    if tags is not None:
         tables = [
-            t.append_column(PARTITION_TAG, pa.array([p.split("/")[-3]] * t.num_rows, pa.string()))
-            for t, p in zip(tables, paths, strict=True)
+            t.append_column(PARTITION_TAG, pa.array([tags[u]] * t.num_rows, pa.string()))
+            for t, u in zip(tables, urls, strict=True)
         ]
     if len(tables) > 1:
         return pa.concat_tables(tables, promote_options="permissive").to_pandas()
@@ -116,12 +116,13 @@ def read_grouped(
     if not groups:
         raise storage.BatchNotFoundError("no committed parts to read")
     options = s.s3_storage_options()
-    meta = _read_group(groups[0][:1], options, tag).iloc[:0]
+    tags = {u: m.partition for m in manifests for u in m.part_urls} if tag else None
+    meta = _read_group(groups[0][:1], options, tags).iloc[:0]
     return dd.from_map(
         _read_group,
         groups,
         options=options,
-        tag=tag,
+        tags=tags,
         meta=meta,
         label="read-batches",
         enforce_metadata=False,

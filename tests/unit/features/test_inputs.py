@@ -9,6 +9,7 @@ import pytest
 
 from ml import contracts, storage
 from ml.errors import NotFoundError, RefusedError
+from ml.features import joins
 from ml.features.inputs import (
     MissingJoinPartitions,
     PartitionSkipped,
@@ -118,3 +119,15 @@ def test_lags_read_only_earlier_days(tmp_path):
     assert [m.partition for m in found.lag_batches] == DAYS[1:-1]
     assert all(m.partition < min(window) or m.partition in window for m in found.lag_batches)
     assert {m.ref for m in found.lag_batches} <= set(found.upstream)
+
+
+def test_an_imputed_join_leaves_its_columns_missing(tables, contract):
+    """Scoring a day whose weather is missing (impute): the empty reference joins nothing."""
+    refs = {
+        "weather": empty_reference(contract, "weather"),
+        "planes": tables["planes"],
+        "airports": tables["airports"],
+    }
+    rows = tables["flights"].reset_index(drop=True)
+    got = joins.join_references(rows, refs, contract)
+    assert len(got) == len(rows) and got["temp"].isna().all() and got["plane_seats"].notna().any()
