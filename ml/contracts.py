@@ -37,12 +37,15 @@ limits: {max_bytes: 1048576, max_rows: 100000, max_decoded_bytes: 8388608}
 failure_policy: quarantine_batch  # or a mapping:
   # {mode: quarantine_batch | quarantine_rows, max_bad_fraction: 0..1 (rows mode, required),
   #  on_failure: fail | warn (default fail)}
-features: {row_keys: [...], joins: [{dataset, keys, columns}], numeric: [...],
+features: {row_keys: [...], joins: [{dataset, keys, columns, missing}], numeric: [...],
            lookups: [{dataset, keys, columns, right_keys, prefix}], categorical: [...],
-           derived: [...]}
-  # joins: a reference table partitioned like this dataset (same partition joined);
+           lags: {name: {column, partitions, keys, agg}}, derived: {name: {op, ...}}}
+  # joins: a reference table partitioned like this dataset (same partition joined); missing:
+  # impute (default) | skip_day | fail, what a partition it lacks does (ml.features.inputs);
   # lookups: a snapshot reference table (its latest validated snapshot joined); right_keys
   # name its key columns when they differ, prefix renames the joined columns.
+  # lags: a column N days earlier (ml.features.lags); derived: the vocabulary of
+  # ml.features.derived (calendar, clock, concat, difference, ratio, bucket, hook).
 target: {name, source_column, threshold, missing, task}
 split: {by, fractions: {train, validation, test}}
 model: {name, metric, margin}

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from ml import contracts, drift, storage, tracking
 from ml.cluster import dask_client
 from ml.errors import BadInputError
-from ml.features import joins, sets
+from ml.features import sets
 from ml.features.derived import row_keys
+from ml.features.inputs import FeatureInputs, PartitionSkipped, partition_inputs, read_joined
 from ml.model_versions import CHAMPION, ModelVersionNotFoundError, alias_version, version_uri
 from ml.scoring_plan import (
     DEFAULT_THRESHOLD,
@@ -100,7 +101,8 @@ def scored_by(dataset: str, model_name: str, version: str) -> set[str]:
     for m in storage.list_batches("predictions", dataset):
         extra = m.extra
         if extra.get("model_name") == model_name and str(extra.get("model_version")) == version:
-            done.update(m.upstream)
+            # The scored day's own batches: a lag's earlier day is upstream too, not scored.
+            done.update(r for r in m.upstream if storage.parse_ref(r)[2] == m.partition)
     return done
 
 
@@ -174,13 +176,9 @@ class ScoringContext:
         return f"model={self.version}"
 
 
-@dataclass(frozen=True)
-class PartitionInputs:
-    """The validated batch of a partition and the batches joined to it (same partition)."""
-
-    batch: storage.Manifest
-    references: dict[str, storage.Manifest]
-    upstream: list[str]  # every input's ref: the predictions manifest's lineage
+# The validated batch of a partition and what its features read (the same partition of the
+# joined tables, lookups' snapshots, lags' earlier days): `ml.features.inputs`.
+PartitionInputs = FeatureInputs
 
 
 def score(
@@ -194,14 +192,17 @@ def score(
 ) -> ScoredPartition:
     """Score one day (`YYYY-MM-DD`, default the newest validated day) with one version."""
     partition = f"date={day}" if day else newest_partition(dataset)
-    return score_partitions(
+    scored = score_partitions(
         dataset,
         [partition],
         threshold,
         version=version,
         model_name=model_name,
         drift_threshold=drift_threshold,
-    )[0]
+    )
+    if not scored:
+        raise PartitionSkipped(f"{dataset} {partition} was not scored (see the log)")
+    return scored[0]
 
 
 def score_partitions(
@@ -223,25 +224,18 @@ def score_partitions(
     ctx = ScoringContext.load(
         contract, model_name, version, threshold=threshold, drift_threshold=drift_threshold
     )
+    scored = []
     with dask_client():
-        return [_score_one(ctx, partition) for partition in partitions]
+        for partition in partitions:
+            try:
+                scored.append(_score_one(ctx, partition))
+            except PartitionSkipped as exc:  # the contract's `missing: skip_day`: stays pending
+                log.warning("%s %s not scored: %s", dataset, partition, exc)
+    return scored
 
 
 def _inputs(contract: Contract, partition: str) -> PartitionInputs:
-    dataset = contract.dataset
-    batch = storage.latest_batches("validated", dataset).get(partition)
-    if batch is None:
-        raise storage.BatchNotFoundError(f"no validated {dataset} batch for {partition}")
-    references, upstream = {}, [batch.ref]
-    for join in contract.features.get("joins", []):
-        ref = storage.latest_batches("validated", join["dataset"]).get(partition)
-        if ref is None:
-            raise storage.BatchNotFoundError(
-                f"no validated {join['dataset']} batch for {partition} to join"
-            )
-        references[join["dataset"]] = ref
-        upstream.append(ref.ref)
-    return PartitionInputs(batch, references, upstream)
+    return partition_inputs(contract, partition)
 
 
 def _clear(prefix: str) -> None:
@@ -263,9 +257,7 @@ def _predict_and_count(
     import pandas as pd
 
     s = get_settings()
-    rows = storage.read_dask([inputs.batch], s)
-    references = {name: storage.read_batch(m, s) for name, m in inputs.references.items()}
-    joined = joins.join_references(rows, references, ctx.contract)
+    joined = read_joined(ctx.contract, inputs, s)
     keys = row_keys(ctx.contract)
     meta = joined._meta[keys].copy()
     meta["probability"] = pd.Series(dtype="float64")
@@ -299,8 +291,12 @@ def _check(ctx: ScoringContext, partition: str, prefix: str) -> ValidationReport
     `reports`, nothing committed) when they break it."""
     import dask.dataframe as dd
 
+    # No Hive partitioning: `date=`/`model=` folder names are not columns (a dataset may have
+    # its own `date` or `model` column).
     written = dd.read_parquet(
-        f"s3://{prefix}/", storage_options=get_settings().s3_storage_options(dask=True)
+        f"s3://{prefix}/",
+        storage_options=get_settings().s3_storage_options(dask=True),
+        dataset={"partitioning": None},
     )
     check = validate_dask(written, str(PREDICTIONS_CONTRACT), partition=partition)
     if not check.success:

@@ -142,6 +142,16 @@ class Settings(BaseSettings):
     http_allowed_private_hosts: list[str] = Field(default_factory=list)
     http_redirect_hosts: list[str] = Field(default_factory=list)
 
+    # Modules that register feature hooks (`@ml.features.derived.feature_hook(name)`), comma
+    # separated (env MLPIPE_FEATURE_HOOKS); hooks installed as entry points of the group
+    # `mlpipe.features` need nothing here. A hook's module must be importable where the model
+    # trains and where it scores.
+    feature_hooks: str = ""
+
+    @property
+    def feature_hook_modules(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.feature_hooks.split(",") if m.strip())
+
     def bucket(self, zone: str) -> str:
         """The bucket name of a storage zone (`raw`, `validated`, ...)."""
         if zone not in ZONES:
@@ -216,6 +226,8 @@ class Settings(BaseSettings):
             env["MLPIPE_MLFLOW_UI_URL"] = self.mlflow_ui_url
         if self.mlflow_webhook_secret is not None:
             env["MLPIPE_MLFLOW_WEBHOOK_SECRET"] = self.mlflow_webhook_secret.get_secret_value()
+        if self.feature_hooks:
+            env["MLPIPE_FEATURE_HOOKS"] = self.feature_hooks
         if self.pii_salt is not None:
             env["MLPIPE_PII_SALT"] = self.pii_salt.get_secret_value()
         for zone in ZONES:

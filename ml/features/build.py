@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 from ml import contracts, storage
 from ml.cluster import dask_client
 from ml.errors import ContractError
-from ml.features.derived import TARGET, feature_columns, row_keys, with_target
-from ml.features.joins import join_references, reference_datasets, references_of, snapshot_manifest
+from ml.features.derived import TARGET, derived_of, feature_columns, row_keys, with_target
+from ml.features.inputs import FeatureInputs, empty_reference, feature_inputs
+from ml.features.joins import LAGS, join_references, reference_datasets
+from ml.features.lags import PARTITION_TAG, lags_of, read_columns
 from ml.features.sets import (
     EVAL_SNAPSHOT,
     SPLITS,
@@ -79,7 +81,9 @@ def group_parts(
     return groups
 
 
-def _read_group(urls: list[str], options: dict) -> pd.DataFrame:
+def _read_group(urls: list[str], options: dict, tags: dict[str, str] | None = None) -> pd.DataFrame:
+    """The parts at `urls` as one frame; `tags` (part URL -> its batch's partition): each
+    row's partition in `PARTITION_TAG`, for lags."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import s3fs
@@ -90,16 +94,21 @@ def _read_group(urls: list[str], options: dict) -> pd.DataFrame:
     # One arrow table, converted to pandas once: a pandas frame per daily part costs more than
     # parsing it (2x for 32 weather days).
     tables = [pq.read_table(pa.BufferReader(blobs[p])) for p in paths]
+    if tags is not None:
+        tables = [
+            t.append_column(PARTITION_TAG, pa.array([tags[u]] * t.num_rows, pa.string()))
+            for t, u in zip(tables, urls, strict=True)
+        ]
     if len(tables) > 1:
         return pa.concat_tables(tables, promote_options="permissive").to_pandas()
     return tables[0].to_pandas()
 
 
 def read_grouped(
-    manifests: list[storage.Manifest], settings=None, target_rows=None, max_parts=None
+    manifests: list[storage.Manifest], settings=None, target_rows=None, max_parts=None, tag=False
 ):
     """Committed batches as a lazy Dask frame of partitions of about `target_rows` rows (and at
-    most `max_parts` parts)."""
+    most `max_parts` parts); `tag`: with each row's partition (`PARTITION_TAG`)."""
     import dask.dataframe as dd
 
     s = settings or get_settings()
@@ -107,11 +116,13 @@ def read_grouped(
     if not groups:
         raise storage.BatchNotFoundError("no committed parts to read")
     options = s.s3_storage_options(dask=True)
-    meta = _read_group(groups[0][:1], options).iloc[:0]
+    tags = {u: m.partition for m in manifests for u in m.part_urls} if tag else None
+    meta = _read_group(groups[0][:1], options, tags).iloc[:0]
     return dd.from_map(
         _read_group,
         groups,
         options=options,
+        tags=tags,
         meta=meta,
         label="read-batches",
         enforce_metadata=False,
@@ -123,8 +134,7 @@ class _Plan:
     """What a feature set is computed from, and where it goes."""
 
     contract: Contract
-    batches: dict[str, storage.Manifest]  # partition -> validated batch of the window
-    references: dict[str, list[storage.Manifest]]  # reference dataset -> its batches to join
+    found: FeatureInputs  # the window's batches, its references' and lags' (missing handled)
     params: dict
     inputs: list[str]  # every batch reference above: the dataset's, then the references'
     version: str
@@ -136,18 +146,22 @@ def _plan(
 ) -> _Plan:
     contract = contracts.load_contract(dataset)
     _check_target(contract)
-    batches, references = _feature_inputs(dataset, contract, date_from, date_to)
-    inputs = [m.ref for m in batches.values()] + [m.ref for ms in references.values() for m in ms]
+    found = _feature_inputs(dataset, contract, date_from, date_to)
+    inputs = found.upstream
     params = {"date_from": date_from, "date_to": date_to, "min_frequency": min_frequency}
+    hooks = _hooks(contract, s)
+    if hooks:  # which code computes them is part of the version
+        params["hooks"] = hooks
     version = feature_version(inputs, contract, params)
     base = feature_set_ref(dataset, version, s).removeprefix("s3://")
-    return _Plan(contract, batches, references, params, inputs, version, base)
+    return _Plan(contract, found, params, inputs, version, base)
 
 
 def _feature_inputs(
     dataset: str, contract: Contract, date_from: str | None, date_to: str | None
-) -> tuple[dict[str, storage.Manifest], dict[str, list[storage.Manifest]]]:
-    """The validated batches of the window, and each reference table's batches to join."""
+) -> FeatureInputs:
+    """The validated batches of the window, and what their features read (joined tables' and
+    lags' batches; missing join partitions handled as the contract says)."""
     names = dict.fromkeys([dataset, *reference_datasets(contract)])
     listed = {name: storage.latest_batches("validated", name) for name in names}  # once each
     batches = {p: m for p, m in listed[dataset].items() if _in_window(p, date_from, date_to)}
@@ -156,19 +170,23 @@ def _feature_inputs(
             f"no validated {dataset} batches between {date_from or 'the start'} and "
             f"{date_to or 'the end'}"
         )
-    references: dict[str, list[storage.Manifest]] = {}
-    for ref in references_of(contract):
-        latest = listed[ref.dataset]
-        if ref.snapshot:
-            references[ref.dataset] = [snapshot_manifest(ref.dataset, latest=latest)]
-            continue
-        missing = sorted(set(batches) - set(latest))
-        if missing:
-            raise storage.BatchNotFoundError(
-                f"join {dataset} -> {ref.dataset}: no validated {ref.dataset} batch for {missing}"
-            )
-        references[ref.dataset] = [latest[p] for p in sorted(batches)]
-    return batches, references
+    return feature_inputs(contract, batches, listed)
+
+
+def _hooks(contract: Contract, s: Settings) -> dict[str, str]:
+    """The contract's feature hooks: name -> `module:function` and a hash of its module's
+    source (a changed hook makes a new feature version)."""
+    import hashlib
+    import importlib
+    import inspect
+
+    out = {}
+    for f in derived_of(contract, s.feature_hook_modules):
+        if f.op == "hook" and f.target:
+            module = importlib.import_module(f.target.partition(":")[0])
+            code = hashlib.sha256(inspect.getsource(module).encode()).hexdigest()[:16]
+            out[f.name] = f"{f.target}@{code}"
+    return out
 
 
 def _check_target(contract: Contract) -> dict:
@@ -215,8 +233,10 @@ def build_features(
     if fs.exists(plan.base):
         fs.rm(plan.base, recursive=True)  # an unfinished earlier attempt: garbage, never data
 
-    splits = split_partitions(list(plan.batches), plan.contract.split.get("fractions", {}))
-    transform = FeatureTransform.for_contract(plan.contract, min_frequency=min_frequency)
+    splits = split_partitions(list(plan.found.batches), plan.contract.split.get("fractions", {}))
+    transform = FeatureTransform.for_contract(
+        plan.contract, min_frequency=min_frequency, hook_modules=s.feature_hook_modules
+    )
     parts = _compute(plan, splits, transform, s)
     fs.pipe_file(f"{plan.base}/transform.json", transform.to_json().encode())
     manifest = _manifest(plan, splits, parts)
@@ -235,9 +255,11 @@ def _compute(
     base, options = plan.base, s.s3_storage_options(dask=True)
     kept = [*row_keys(plan.contract), TARGET]
     with dask_client(s):
-        references = _read_references(plan.references, s)
+        references = _read_references(plan.found, plan.contract, s)
         frames = {
-            name: _joined([plan.batches[p] for p in sorted(parts)], references, plan.contract, s)
+            name: _joined(
+                [plan.found.batches[p] for p in sorted(parts)], references, plan.contract, s
+            )
             for name, parts in splits.items()
         }
         # The train split is read and joined once, for the fit and for the write: its rows,
@@ -259,11 +281,22 @@ def _compute(
     return {name: written[name].to_dict("records") for name in (*SPLITS, EVAL_SNAPSHOT)}
 
 
-def _read_references(batches: dict[str, list[storage.Manifest]], s: Settings) -> dict:
-    """Each reference table: a pandas frame to broadcast when small, else a Dask frame."""
-    references = {}
-    for name, ms in batches.items():
-        if sum(m.rows for m in ms) <= BROADCAST_MAX_ROWS:
+def _read_references(found: FeatureInputs, contract: Contract, s: Settings) -> dict:
+    """Each reference table: a pandas frame to broadcast when small, else a Dask frame; and the
+    earlier rows the lags read (`LAGS`, pandas, only their key and value columns)."""
+    references: dict[str, Any] = {}
+    lags = lags_of(contract)
+    if lags:
+        columns = [*read_columns(lags), PARTITION_TAG]
+        if found.lag_batches:
+            rows = read_grouped(found.lag_batches, s, max_parts=REFERENCE_PARTS, tag=True)
+            references[LAGS] = rows[columns].compute()
+        else:
+            references[LAGS] = empty_reference_rows(columns)
+    for name, ms in found.references.items():
+        if not ms:
+            references[name] = empty_reference(contract, name)
+        elif sum(m.rows for m in ms) <= BROADCAST_MAX_ROWS:
             # Small: one pandas copy, broadcast to every partition. Read in groups of a
             # few parts so that every worker fetches some (daily parts are tiny).
             references[name] = read_grouped(ms, s, max_parts=REFERENCE_PARTS).compute()
@@ -272,9 +305,15 @@ def _read_references(batches: dict[str, list[storage.Manifest]], s: Settings) ->
     return references
 
 
+def empty_reference_rows(columns: list[str]):
+    import pandas as pd
+
+    return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+
+
 def _joined(batches: list[storage.Manifest], references: dict, contract: Contract, s: Settings):
-    """The batches' rows that have a target, joined to the reference tables (lazy)."""
-    frame = read_grouped(batches, s)
+    """The batches' rows that have a target, joined to the reference tables and lags (lazy)."""
+    frame = read_grouped(batches, s, tag=bool(lags_of(contract)))
     # Cancelled flights have no target: dropped first (see target.missing).
     frame = frame.map_partitions(with_target, contract.target)
     return join_references(frame, references, contract)
@@ -303,6 +342,8 @@ def _manifest(
         "numeric": numeric,
         "categorical": categorical,
         "target": {**contract.target, "column": TARGET},
+        # Join partitions that were missing: imputed, or left out (`features.joins[].missing`).
+        "missing": plan.found.missing,
     }
 
 

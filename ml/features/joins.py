@@ -1,5 +1,6 @@
 """Reference tables joined to a dataset: partitioned like it (`features.joins`, e.g. weather:
-the same days) or snapshots (`features.lookups`, e.g. planes, airports: the latest validated one).
+the same days) or snapshots (`features.lookups`, e.g. planes, airports: the latest validated one);
+and the dataset's own earlier days for lag features (`features.lags`, see `ml.features.lags`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from ml import contracts, storage
+from ml.features.derived import timestamp_inputs
+from ml.features.lags import PARTITION_TAG, lag_table, lags_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -17,6 +20,12 @@ if TYPE_CHECKING:
     from ml.contracts import Contract
 
 log = logging.getLogger(__name__)
+
+# What a join's missing partition does when the contract does not say (`joins[].missing`): the
+# rows keep missing values, which the transform imputes with the train means, as it does for
+# any row without a match (`ml.features.inputs` logs it and records it in the feature set).
+DEFAULT_MISSING = "impute"
+LAGS = "__lags__"  # the key of the dataset's own earlier rows in `join_references`' references
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,7 @@ class Reference:
     columns: tuple[str, ...]
     prefix: str = ""
     snapshot: bool = False
+    missing: str = "impute"  # a join's missing partition: impute | skip_day | fail
 
     @property
     def joined_columns(self) -> list[str]:
@@ -65,6 +75,7 @@ def references_of(contract: Contract) -> list[Reference]:
                     columns=tuple(spec["columns"]),
                     prefix=spec.get("prefix", ""),
                     snapshot=kind == "lookups",
+                    missing=spec.get("missing", DEFAULT_MISSING),
                 )
             )
     return out
@@ -109,7 +120,10 @@ def join_references(left, references: dict[str, Any], contract: Contract):
     A reference given as a pandas frame is broadcast to every partition of a Dask `left`; one
     given as a Dask frame is joined by a Dask shuffle. A lookup table (`features.lookups`) that
     is not in `references` is read from its latest validated snapshot; a missing partitioned
-    reference (`features.joins`) is an error.
+    reference (`features.joins`) is an error. An empty pandas reference leaves its columns
+    missing. The contract's lags (`features.lags`) are joined from `references[LAGS]`, the
+    dataset's own rows of earlier partitions, tagged with their partition like `left` is
+    (`PARTITION_TAG`, dropped from the result).
     """
     specs = references_of(contract)
     if any(r.snapshot and r.dataset not in references for r in specs):
@@ -119,6 +133,7 @@ def join_references(left, references: dict[str, Any], contract: Contract):
             raise KeyError(
                 f"join {contract.dataset} -> {ref.dataset}: no {ref.dataset} rows were given"
             )
+    lagged = _lag_references(left, references, contract)
     names = list(left.columns)
     for ref in specs:
         clash = [c for c in ref.joined_columns if c in names]
@@ -139,7 +154,49 @@ def join_references(left, references: dict[str, Any], contract: Contract):
             left = left.merge(ref.prepare(right), on=list(ref.keys), how="left")
         else:
             batch.append((ref, ref.prepare(right)))
-    return _join_broadcast(left, batch)
+    left = _join_broadcast(left, batch + lagged)
+    left = left.drop(columns=[PARTITION_TAG]) if PARTITION_TAG in left.columns else left
+    return _naive_utc(left, timestamp_inputs(contract))
+
+
+def _naive_utc(left, columns: list[str]):
+    """Time-zone-aware timestamp columns the model reads, as naive UTC: an MLflow signature
+    takes no time zone (the calendar features read naive timestamps as UTC: same values)."""
+    import pandas as pd
+
+    aware = [
+        c for c in columns if c in left.columns and isinstance(left[c].dtype, pd.DatetimeTZDtype)
+    ]
+    if not aware:
+        return left
+    return left.assign(**{c: left[c].dt.tz_convert("UTC").dt.tz_localize(None) for c in aware})
+
+
+def _lag_references(left, references: dict, contract: Contract) -> list:
+    """Each lag of the contract as a prepared broadcast reference keyed on (keys, partition)."""
+    lags = lags_of(contract)
+    if not lags:
+        return []
+    if LAGS not in references or PARTITION_TAG not in left.columns:
+        raise KeyError(
+            f"lags of {contract.dataset}: the rows need their partition ({PARTITION_TAG}) and "
+            f"references[{LAGS!r}] the earlier rows they read (see ml.features.inputs)"
+        )
+    clash = [lag.name for lag in lags if lag.name in left.columns]
+    if clash:
+        raise contracts.ContractError(f"{contract.path}: lag(s) {clash} are already in the rows")
+    rows = references[LAGS]
+    out = []
+    for lag in lags:
+        keys = (*lag.keys, PARTITION_TAG)
+        ref = Reference(
+            dataset=f"{contract.dataset} lag {lag.name}",
+            keys=keys,
+            right_keys=keys,
+            columns=(lag.name,),
+        )
+        out.append((ref, lag_table(lag, rows)))
+    return out
 
 
 def _join_broadcast(left, prepared: list[tuple[Reference, pd.DataFrame]]):
@@ -168,7 +225,14 @@ def _left_join(left: pd.DataFrame, prepared: list[tuple[Reference, pd.DataFrame]
 
     added = {}
     for ref, right in prepared:
+        if not len(right):  # nothing to join (a missing partition imputed): all missing
+            for c in ref.joined_columns:
+                added[c] = pd.Series(np.nan, index=left.index, dtype="float64", name=c)
+            continue
         keys = list(ref.keys)
+        if PARTITION_TAG in keys:  # one string dtype on both sides
+            left = left.assign(**{PARTITION_TAG: left[PARTITION_TAG].astype("string")})
+            right = right.assign(**{PARTITION_TAG: right[PARTITION_TAG].astype("string")})
         position = pd.Series(np.arange(len(right), dtype="int64"), name="__position__")
         found = left[keys].merge(
             pd.concat([right[keys].reset_index(drop=True), position], axis=1),

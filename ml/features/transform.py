@@ -13,7 +13,13 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ml.features.derived import DERIVED, derived_columns, feature_columns
+from ml.features.derived import (
+    Derived,
+    derived_columns,
+    derived_inputs,
+    derived_of,
+    feature_columns,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when the feature code changes what it produces: it is part of every feature version.
-FEATURE_CODE_VERSION = "3"
+FEATURE_CODE_VERSION = "4"  # 4: derived features declared in the contract, lags
 OOV = 0  # categorical code of missing and out-of-vocabulary values
 DEFAULT_MIN_FREQUENCY = 5  # a category value seen fewer times in train goes to the OOV bucket
 
@@ -34,7 +40,7 @@ class FeatureTransform:
 
     numeric: list[str]
     categorical: list[str]
-    derived: list[str]
+    derived: list[dict]  # `Derived.to_dict()` of each derived feature, in declared order
     means: dict[str, float] = field(default_factory=dict)
     stds: dict[str, float] = field(default_factory=dict)
     vocab: dict[str, list[str]] = field(default_factory=dict)
@@ -43,22 +49,40 @@ class FeatureTransform:
 
     @classmethod
     def for_contract(
-        cls, contract: Contract, min_frequency: int = DEFAULT_MIN_FREQUENCY
+        cls,
+        contract: Contract,
+        min_frequency: int = DEFAULT_MIN_FREQUENCY,
+        hook_modules: tuple[str, ...] = (),
     ) -> FeatureTransform:
+        """The unfitted transform of the contract's features (hooks resolved by name from
+        `hook_modules` and the `mlpipe.features` entry points)."""
         numeric, categorical = feature_columns(contract)
         return cls(
             numeric=numeric,
             categorical=categorical,
-            derived=list(contract.features.get("derived", [])),
+            derived=[f.to_dict() for f in derived_of(contract, hook_modules)],
             min_frequency=min_frequency,
         )
 
     @property
+    def derived_features(self) -> list[Derived]:
+        cached = self.__dict__.get("_derived")
+        if cached is None or cached[0] is not self.derived:
+            if any(not isinstance(d, dict) for d in self.derived):
+                raise ValueError(
+                    "feature transform: derived features by name come from feature code "
+                    f"version 3 or older (this is {FEATURE_CODE_VERSION}): rebuild the features"
+                )
+            cached = (self.derived, [Derived.from_dict(d) for d in self.derived])
+            self.__dict__["_derived"] = cached
+        return cached[1]
+
+    @property
     def input_columns(self) -> list[str]:
         """The raw (joined) columns the transform reads: the model's input signature."""
-        columns = [c for c in self.numeric + self.categorical if c not in self.derived]
-        for name in self.derived:
-            columns += [c for c in DERIVED[name][2] if c not in columns]
+        made = {c for f in self.derived_features for c in f.outputs}
+        columns = [c for c in self.numeric + self.categorical if c not in made]
+        columns += [c for c in derived_inputs(self.derived_features) if c not in columns]
         return columns
 
     @property
@@ -96,7 +120,7 @@ class FeatureTransform:
         each numeric column and the value counts of each categorical one (missing left out)."""
         import numpy as np
 
-        derived = derived_columns(df, self.derived)
+        derived = derived_columns(df, self.derived_features)
         numeric = {}
         for c in self.numeric:
             values = _as_float(derived[c] if c in derived else df[c])
@@ -123,7 +147,7 @@ class FeatureTransform:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        derived = derived_columns(df, self.derived)
+        derived = derived_columns(df, self.derived_features)
 
         def column(c: str):
             return derived[c] if c in derived else df[c]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -126,3 +127,27 @@ def _validated_flights() -> dict:
         for p, m in storage.latest_batches("validated", "flights").items()
         if p in {f"date={d}" for d in DAYS}
     }
+
+
+def test_a_missing_weather_day_is_imputed_by_default_and_said(validated, dask_cluster, caplog):
+    """The real gap of 2013: weather has no rows for 2013-12-31. The flights contract leaves
+    `joins[].missing` at its default (impute): the year's end goes through, its flights keep
+    missing weather (imputed by the transform), and the log and the manifest say so."""
+    days = ingest.days_between("2013-12-28", "2013-12-31")
+    for day in days:
+        validate_batch(ingest.ingest_partition("flights", day).ref, "flights")
+        if day != "2013-12-31":
+            validate_batch(ingest.ingest_partition("weather", day).ref, "weather")
+    assert "date=2013-12-31" not in storage.latest_batches("validated", "weather")
+    with caplog.at_level(logging.WARNING, logger="ml.features"):
+        built = build.build_features("flights", days[0], days[-1])
+    assert built.manifest["missing"] == {
+        "imputed": {"weather": ["date=2013-12-31"]},
+        "skipped": {},
+    }
+    assert "no validated weather batch for ['date=2013-12-31']" in caplog.text
+    assert built.manifest["splits"]["test"] == ["date=2013-12-31"]
+    last = sets.read_split(built.manifest, sets.EVAL_SNAPSHOT)
+    assert len(last) == built.rows["test"] > 0 and last["temp"].isna().all()
+    test = sets.read_split(built.manifest, "test")
+    assert (test["num__temp"] == np.float32(0.0)).all()  # the train mean, scaled: 0

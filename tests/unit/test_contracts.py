@@ -121,7 +121,7 @@ features:
     - {dataset: customers, keys: [customer], columns: [segment]}
   numeric: [amount, segment_size]
   categorical: [segment]
-  derived: [segment_size]
+  derived: {segment_size: {op: bucket, column: amount, bounds: [10, 100], as: number}}
 """
 
 
@@ -229,8 +229,8 @@ def test_new_rule_kinds_load(tmp_path):
         ),
         ("categorical: [segment]", "categorical: [region]", 21, "features.categorical: ['region']"),
         (
-            "derived: [segment_size]",
-            "derived: [segment_size]\n  colour: red",
+            "derived: {segment_size: {op: bucket, column: amount, bounds: [10, 100], as: number}}",
+            "derived: {segment_size: {op: bucket, column: amount, bounds: [10, 100], as: number}}\n  colour: red",
             23,
             "features: unknown key(s) ['colour']",
         ),

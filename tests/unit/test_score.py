@@ -39,3 +39,25 @@ def test_a_run_scores_with_one_version_uri_and_names_its_batches_by_it():
     assert ctx.dataset == "flights"
     assert ctx.model_uri == "models:/flights_delay/7"  # a version, never the alias
     assert ctx.batch_id == "model=7"
+
+
+def test_a_skipped_day_is_left_pending_and_the_others_are_scored(monkeypatch):
+    """`missing: skip_day` at scoring: the day without its join is not scored (it stays
+    pending); the run goes on with the other days; asked for alone, it says so."""
+    import contextlib
+
+    from ml import score
+    from ml.features.inputs import PartitionSkipped
+
+    def score_one(ctx, partition):
+        if partition == "date=2013-12-31":
+            raise PartitionSkipped("join flights -> weather: no validated weather batch")
+        return partition
+
+    monkeypatch.setattr(score.ScoringContext, "load", classmethod(lambda cls, *a, **k: None))
+    monkeypatch.setattr(score, "dask_client", contextlib.nullcontext)
+    monkeypatch.setattr(score, "_score_one", score_one)
+    days = ["date=2013-12-30", "date=2013-12-31"]
+    assert score.score_partitions("flights", days, version="1") == ["date=2013-12-30"]
+    with pytest.raises(PartitionSkipped):
+        score.score("flights", "2013-12-31", version="1")

@@ -11,7 +11,7 @@ import pytest
 
 from ml import contracts
 from ml.features import joins
-from ml.features.derived import add_derived
+from ml.features.derived import add_derived, derived_of
 from ml.sources.nycflights13 import nycflights13_rows
 
 pytestmark = pytest.mark.unit
@@ -23,7 +23,7 @@ def _flight(joined, carrier, number, day=1):
     return rows.iloc[0]
 
 
-def test_lookups_match_hand_checked_rows(joined, tables):
+def test_lookups_match_hand_checked_rows(joined, tables, contract):
     # planes.csv: N14228,1999,Fixed wing multi engine,BOEING,737-824,2,149
     # airports.csv: IAH,George Bush Intercontinental,29.984433,-95.341442,97
     ua = _flight(joined, "UA", 1545)
@@ -35,7 +35,8 @@ def test_lookups_match_hand_checked_rows(joined, tables):
     # planes.csv: N619AA,1990,... 178 seats; airports.csv: MIA 25.79325,-80.290556, 8 ft
     aa = _flight(joined, "AA", 1141)
     assert (aa.plane_year, aa.plane_seats, aa.dest_alt) == (1990, 178, 8)
-    derived = add_derived(pd.DataFrame([aa]), ["plane_age", "route", "weekday"])
+    features = [f for f in derived_of(contract) if f.name in ("plane_age", "route", "weekday")]
+    derived = add_derived(pd.DataFrame([aa]), features)
     assert derived.iloc[0][["plane_age", "route", "weekday"]].tolist() == [23.0, "JFK-MIA", "1"]
     # Misses stay missing: a tail number the registry lacks; BQN is not in airports.csv.
     aa301 = _flight(joined, "AA", 301)
