@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from ml import contracts, storage
+from ml import commit, contracts, storage
 from ml.errors import BadInputError
 from ml.settings import Settings, get_settings
 from ml.sources.errors import SourceError, UnreadableInput
@@ -111,11 +111,14 @@ def ingest_partition(dataset: str, day: date | str) -> IngestResult:
             existing[-1].ref,
         )
         return IngestResult(ref=existing[-1].ref, rows=existing[-1].rows, new=False)
+    supersedes = existing[-1].ref if existing else ""
     manifest = storage.write_batch(
         df,
         "raw",
         dataset,
         partition,
+        # The same content on top of the same predecessor: two attempts commit one batch.
+        batch_id=commit.idempotency_key(dataset, partition, digest, supersedes),
         source=source,
         contract_hash=contract.hash,
         extra={"supersedes": existing[-1].ref} if existing else None,
