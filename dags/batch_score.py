@@ -11,8 +11,9 @@ One DAG per model (`batch_score_<dataset>`), started two ways:
 The first task resolves the alias to one version; every partition of the run is scored with that
 version on the Dask cluster (the model is loaded once per worker) and the predictions (keys,
 probability, label, model version) are checked against their contract and committed under
-`predictions/<dataset>/date=<day>/model=<version>/`. Re-scoring a day with the same version
-replaces it. Each scored day gets a drift report (PSI per feature against the model's training
+`predictions/<dataset>/date=<day>/model-<version>/` (each attempt under its own folder, made
+visible by the manifest). Re-scoring a day with the same version replaces it by switching the
+manifest; a failed re-run leaves the earlier predictions in place. Each scored day gets a drift report (PSI per feature against the model's training
 data, JSON and SVG chart in `reports`); with **Retrain on drift**, drift over the threshold
 starts `preprocess_<dataset>` (new features, then training and promotion).
 """

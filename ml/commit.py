@@ -158,7 +158,7 @@ def remove(fs, prefix: str, names: list[str]) -> None:
     if not paths:
         return
     with contextlib.suppress(FileNotFoundError):
-        fs.rm(paths)
+        fs.rm(paths, recursive=True)
     fs.invalidate_cache(prefix)
 
 

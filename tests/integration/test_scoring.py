@@ -46,7 +46,7 @@ def test_a_run_scores_every_partition_with_the_one_version_it_resolved(champion,
     assert scored["model_version"] == v1 and len(scored["refs"]) == 3
     for ref in scored["refs"]:
         manifest = storage.read_manifest(ref)
-        assert manifest.extra["model_version"] == v1 and ref.endswith(f"model={v1}")
+        assert manifest.extra["model_version"] == v1 and ref.endswith(f"model-{v1}")
         rows = storage.read_batch(manifest)
         assert (rows["model_version"] == v1).all()
         assert rows["probability"].between(0, 1).all()
