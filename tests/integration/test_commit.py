@@ -62,7 +62,7 @@ def test_two_attempts_of_one_task_commit_one_batch(s3_server):
             results.append(
                 storage.write_batch(_frame(), "raw", "twins", PARTITION, batch_id=key)
             )
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=attempt) for _ in range(4)]
