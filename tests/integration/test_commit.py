@@ -59,9 +59,7 @@ def test_two_attempts_of_one_task_commit_one_batch(s3_server):
 
     def attempt():
         try:
-            results.append(
-                storage.write_batch(_frame(), "raw", "twins", PARTITION, batch_id=key)
-            )
+            results.append(storage.write_batch(_frame(), "raw", "twins", PARTITION, batch_id=key))
         except Exception as exc:  # reported below
             errors.append(exc)
 
