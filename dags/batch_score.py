@@ -20,10 +20,9 @@ starts `preprocess_<dataset>` (new features, then training and promotion).
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from _mlpipe import DAG_DEFAULTS, alias_asset, trained_contracts, zone_asset
+from _mlpipe import alias_asset, dag_args, task_args, trained_contracts, zone_asset
 from ml.assets import CHAMPION
 from ml.scoring_plan import DAILY_MAX_DAYS, DEFAULT_THRESHOLD, DRIFT_THRESHOLD
 
@@ -38,7 +37,7 @@ def build(dataset: str, model_name: str):
         schedule=AssetOrTimeSchedule(
             timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=champion
         ),
-        **DAG_DEFAULTS,
+        **dag_args("batch_score"),
         max_active_runs=1,
         doc_md=__doc__,
         tags=["score", dataset],
@@ -76,7 +75,7 @@ def build(dataset: str, model_name: str):
         },
     )
     def batch_score_dag():
-        @task
+        @task(**task_args("plan"))
         def plan(params=None, triggering_asset_events=None) -> dict:
             """Resolve `champion` to one version and pick the days this run scores."""
             from ml.score import plan_run
@@ -88,7 +87,7 @@ def build(dataset: str, model_name: str):
                 max_days=params["max_days"],
             ).to_dict()
 
-        @task(outlets=[predictions], retries=2, retry_delay=pendulum.duration(seconds=15))
+        @task(**task_args("score"), outlets=[predictions])
         def score(run_plan: dict, params=None, outlet_events=None) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
@@ -106,11 +105,11 @@ def build(dataset: str, model_name: str):
             }
             return xcom
 
-        @task.short_circuit
+        @task.short_circuit(**task_args("plan"))
         def drifted(result: dict, params=None) -> bool:
             return bool(params["retrain_on_drift"] and result["drifted"])
 
-        @task
+        @task(**task_args("plan"))
         def retrain() -> None:
             """Start preprocess_<dataset> (new features -> train -> promote)."""
             # Imported here: the operator module costs over a second, too much for parsing.
