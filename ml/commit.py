@@ -131,6 +131,7 @@ class Manifest:
 
 def read_committed(fs, prefix: str) -> Manifest | None:
     """The manifest committed at a batch prefix (no scheme), or None."""
+    fs.invalidate_cache(f"{prefix}/{MANIFEST}")  # never a stale listing's answer
     try:
         return Manifest.from_json(fs.cat_file(f"{prefix}/{MANIFEST}").decode())
     except FileNotFoundError:

@@ -263,6 +263,7 @@ def committed_in_zone(refs: list[str], zone: str, settings: Settings | None = No
     found = []
     for ref in refs:
         target = ref_in_zone(ref, zone, settings)
+        fs.invalidate_cache(f"{target.removeprefix('s3://')}/{MANIFEST}")
         if fs.exists(f"{target.removeprefix('s3://')}/{MANIFEST}"):
             found.append(target)
     return found
@@ -272,6 +273,7 @@ def read_manifest(ref: str, settings: Settings | None = None) -> Manifest:
     """The manifest of a committed batch; `BatchNotFoundError` if it was never committed."""
     fs = filesystem(settings)
     path = f"{ref.removeprefix('s3://').rstrip('/')}/{MANIFEST}"
+    fs.invalidate_cache(path)  # a listing cached earlier must not hide another process's commit
     try:
         return Manifest.from_json(fs.cat_file(path).decode())
     except FileNotFoundError:
