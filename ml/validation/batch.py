@@ -115,7 +115,7 @@ def earlier_outcome(
     if released:
         status = PASSED
     report_url = str(done.extra.get("validation_report", ""))
-    report = ValidationReport(**_report_fields(storage.read_json(report_url, s)))
+    report = _stored_report(report_url, done, manifest, status, s)
     outcome = ValidationOutcome(
         ref=manifest.ref,
         dataset=manifest.dataset,
@@ -149,9 +149,23 @@ def earlier_outcome(
     return outcome
 
 
-def _report_fields(data: dict[str, Any]) -> dict[str, Any]:
+def _stored_report(
+    url: str, done: storage.Manifest, raw: storage.Manifest, status: str, s: Settings
+) -> ValidationReport:
+    """The report an earlier validation wrote; a bare one when it was not kept."""
     names = set(ValidationReport.__dataclass_fields__)
-    return {k: v for k, v in data.items() if k in names}
+    try:
+        data = storage.read_json(url, s)
+        return ValidationReport(**{k: v for k, v in data.items() if k in names})
+    except (OSError, ValueError):  # no report kept (e.g. an older batch)
+        return ValidationReport(
+            dataset=raw.dataset,
+            contract_hash=str(done.extra.get("contract_hash", "")),
+            success=status != BATCH_QUARANTINED,
+            rows=raw.rows,
+            rules=[],
+            batch_ref=raw.ref,
+        )
 
 
 def _raw_manifest(ref: str, s: Settings) -> storage.Manifest:
