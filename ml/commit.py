@@ -197,6 +197,10 @@ def commit(fs, manifest: Manifest, *, replaces: Manifest | bool | None = None) -
     if isinstance(previous, Manifest):
         keep = set(manifest.objects())
         stale = [n for n in previous.objects() if n not in keep]
+        if previous.attempt and previous.attempt != manifest.attempt:
+            # The whole superseded attempt, including what its writer put there unlisted
+            # (e.g. Dask's `_metadata`).
+            stale = [previous.attempt, *(n for n in stale if not n.startswith(previous.attempt))]
         remove(fs, prefix, stale)
         if stale:
             log.info(
