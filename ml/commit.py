@@ -155,12 +155,11 @@ def put_if_absent(fs, path: str, data: bytes) -> bool:
 
 def remove(fs, prefix: str, names: list[str]) -> None:
     """Remove objects under a batch prefix (a superseded or losing attempt); missing is fine."""
-    paths = [f"{prefix}/{n}" for n in names]
-    if not paths:
-        return
-    with contextlib.suppress(FileNotFoundError):
-        fs.rm(paths, recursive=True)
-    fs.invalidate_cache(prefix)
+    fs.invalidate_cache()  # a listing cached earlier would hide what another writer added
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(f"{prefix}/{name}", recursive=True)
+    fs.invalidate_cache()
 
 
 def commit(fs, manifest: Manifest, *, replaces: Manifest | bool | None = None) -> Manifest:
