@@ -83,7 +83,9 @@ def test_rescoring_a_day_with_the_same_version_replaces_it(champion, scored):
     # The superseded attempt was removed after the switch: only the committed one is left.
     fs = storage.filesystem()
     fs.invalidate_cache(same[0].prefix)
-    folders = {p.rsplit("/", 1)[-1] for p in fs.ls(same[0].prefix)}
+    # Objects, not a delimited listing: moto keeps listing a prefix whose objects were deleted
+    # in a versioned bucket.
+    folders = {p.removeprefix(same[0].prefix + "/").split("/")[0] for p in fs.find(same[0].prefix)}
     assert folders == {same[0].attempt, storage.MANIFEST}
 
 
