@@ -8,13 +8,16 @@ import it as `_mlpipe`. Imports nothing heavy: it is read on every parse.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset
+from airflow.sdk import Asset, ExceptionRetryPolicy, RetryAction, RetryRule
 
 from ml import assets
 from ml.contracts import Contract, available_datasets, load_contract
+from ml.errors import KINDS as ERRORS
 
 # Every DAG starts on the first day of the reference data and never catches up by itself.
 DAG_DEFAULTS: dict[str, Any] = {
@@ -98,3 +101,94 @@ def as_stage(stage: str):
         return run
 
     return wrap
+
+
+# Retries by failure kind (issue 13, item 7). A rule names exceptions by dotted path: Airflow
+# imports them at parse time, so only light modules (ml.errors, builtins) are named here; any
+# error not named (S3 5xx, a lost Dask worker, a task time-out) takes the task's standard
+# retries, with exponential backoff.
+NEVER_RETRY = [
+    ERRORS["BadInputError"],
+    ERRORS["ContractViolationError"],
+    ERRORS["ConfigurationError"],
+    ERRORS["RefusedError"],
+    "builtins.PermissionError",  # S3 403: wrong keys or policy, a retry gets the same answer
+]
+RETRY_WITH_BACKOFF = [ERRORS["TransientError"], "builtins.ConnectionError", "builtins.TimeoutError"]
+
+
+def retry_policy(*first: RetryRule) -> ExceptionRetryPolicy:
+    """The stages' retry policy: `first` (a stage's own rules), then bad input, contract
+    violations, configuration and refusals fail at once; transient infrastructure errors and
+    anything unknown retry with exponential backoff (the task's `retry_delay`, doubled per try)."""
+    return ExceptionRetryPolicy(
+        rules=[
+            *first,
+            RetryRule(
+                exception=list(NEVER_RETRY),
+                action=RetryAction.FAIL,
+                reason="bad input, a contract violation, a configuration error or a refusal: "
+                "a retry would meet the same; fix it, then re-run",
+            ),
+            RetryRule(
+                exception=list(RETRY_WITH_BACKOFF),
+                action=RetryAction.DEFAULT,
+                reason="transient infrastructure error: retried with exponential backoff",
+            ),
+        ],
+    )
+
+
+RETRY_POLICY = retry_policy()
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """How one kind of task retries and how long one try may run."""
+
+    retries: int
+    timeout: timedelta  # execution_timeout of one try
+    first_delay: timedelta  # doubled after each try ...
+    max_delay: timedelta = timedelta(minutes=10)  # ... up to this
+
+
+# One table for every task of every DAG (issue 13, items 5 and 7).
+TASK_KINDS: dict[str, TaskKind] = {
+    "plan": TaskKind(2, timedelta(minutes=5), timedelta(seconds=10)),  # small reads, XCom only
+    "ingest": TaskKind(3, timedelta(minutes=30), timedelta(seconds=15)),
+    "publish": TaskKind(2, timedelta(minutes=5), timedelta(seconds=10)),
+    "validate": TaskKind(3, timedelta(hours=1), timedelta(seconds=15)),
+    "features": TaskKind(2, timedelta(hours=3), timedelta(seconds=30)),
+    "train": TaskKind(2, timedelta(hours=6), timedelta(seconds=30)),
+    "promote": TaskKind(2, timedelta(minutes=30), timedelta(seconds=30)),
+    "score": TaskKind(2, timedelta(hours=2), timedelta(seconds=30)),
+}
+# A run that outlives this is failed by the scheduler (no run waits forever on a stuck task).
+DAG_TIMEOUTS: dict[str, timedelta] = {
+    "ingest": timedelta(hours=6),
+    "validate": timedelta(hours=6),
+    "preprocess": timedelta(hours=6),
+    "train": timedelta(hours=12),
+    "promote": timedelta(hours=1),
+    "batch_score": timedelta(hours=6),
+}
+
+
+def task_args(kind: str, policy: ExceptionRetryPolicy | None = None, **overrides: Any) -> dict:
+    """The `@task(...)` arguments of a task of this kind: retries by failure kind with
+    exponential backoff, and the execution timeout of one try."""
+    k = TASK_KINDS[kind]
+    return {
+        "retries": k.retries,
+        "retry_delay": k.first_delay,
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": k.max_delay,
+        "execution_timeout": k.timeout,
+        "retry_policy": policy or RETRY_POLICY,
+        **overrides,
+    }
+
+
+def dag_args(kind: str) -> dict[str, Any]:
+    """The `@dag(...)` arguments every DAG of this kind shares: defaults and the run timeout."""
+    return {**DAG_DEFAULTS, "dagrun_timeout": DAG_TIMEOUTS[kind]}

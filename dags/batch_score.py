@@ -11,18 +11,18 @@ One DAG per model (`batch_score_<dataset>`), started two ways:
 The first task resolves the alias to one version; every partition of the run is scored with that
 version on the Dask cluster (the model is loaded once per worker) and the predictions (keys,
 probability, label, model version) are checked against their contract and committed under
-`predictions/<dataset>/date=<day>/model=<version>/`. Re-scoring a day with the same version
-replaces it. Each scored day gets a drift report (PSI per feature against the model's training
+`predictions/<dataset>/date=<day>/model-<version>/` (each attempt under its own folder, made
+visible by the manifest). Re-scoring a day with the same version replaces it by switching the
+manifest; a failed re-run leaves the earlier predictions in place. Each scored day gets a drift report (PSI per feature against the model's training
 data, JSON and SVG chart in `reports`); with **Retrain on drift**, drift over the threshold
 starts `preprocess_<dataset>` (new features, then training and promotion).
 """
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from _mlpipe import DAG_DEFAULTS, alias_asset, as_stage, trained_contracts, zone_asset
+from _mlpipe import alias_asset, as_stage, dag_args, task_args, trained_contracts, zone_asset
 from ml.assets import CHAMPION
 from ml.scoring_plan import DAILY_MAX_DAYS, DEFAULT_THRESHOLD, DRIFT_THRESHOLD
 
@@ -37,7 +37,7 @@ def build(dataset: str, model_name: str):
         schedule=AssetOrTimeSchedule(
             timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=champion
         ),
-        **DAG_DEFAULTS,
+        **dag_args("batch_score"),
         max_active_runs=1,
         doc_md=__doc__,
         tags=["score", dataset],
@@ -75,7 +75,7 @@ def build(dataset: str, model_name: str):
         },
     )
     def batch_score_dag():
-        @task
+        @task(**task_args("plan"))
         @as_stage("score")
         def plan(params=None, triggering_asset_events=None) -> dict:
             """Resolve `champion` to one version and pick the days this run scores."""
@@ -88,7 +88,7 @@ def build(dataset: str, model_name: str):
                 max_days=params["max_days"],
             ).to_dict()
 
-        @task(outlets=[predictions], retries=2, retry_delay=pendulum.duration(seconds=15))
+        @task(**task_args("score"), outlets=[predictions])
         @as_stage("score")
         def score(run_plan: dict, params=None, outlet_events=None) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
@@ -107,12 +107,12 @@ def build(dataset: str, model_name: str):
             }
             return xcom
 
-        @task.short_circuit
+        @task.short_circuit(**task_args("plan"))
         @as_stage("score")
         def drifted(result: dict, params=None) -> bool:
             return bool(params["retrain_on_drift"] and result["drifted"])
 
-        @task
+        @task(**task_args("plan"))
         @as_stage("score")
         def retrain() -> None:
             """Start preprocess_<dataset> (new features -> train -> promote)."""

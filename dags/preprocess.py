@@ -16,10 +16,9 @@ version and the params: a feature set that exists already is reused (the task lo
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Param, dag, task
 
-from _mlpipe import DAG_DEFAULTS, as_stage, contracts, zone_asset
+from _mlpipe import as_stage, contracts, dag_args, task_args, zone_asset
 
 # Light at parse time: numpy and pandas load only when a transform runs.
 from ml.features.transform import DEFAULT_MIN_FREQUENCY
@@ -35,7 +34,7 @@ def build(dataset: str, joins: list[str]):
     @dag(
         dag_id=f"preprocess_{dataset}",
         schedule=schedule,
-        **DAG_DEFAULTS,
+        **dag_args("preprocess"),
         doc_md=__doc__,
         tags=["preprocess", dataset],
         params={
@@ -63,7 +62,7 @@ def build(dataset: str, joins: list[str]):
         },
     )
     def preprocess_dag():
-        @task(outlets=[features], retries=2, retry_delay=pendulum.duration(seconds=15))
+        @task(**task_args("features"), outlets=[features])
         @as_stage("preprocess")
         def build_features(params=None, outlet_events=None) -> dict:
             from ml.features.build import build_features

@@ -20,30 +20,34 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
+from airflow.sdk import Param, RetryAction, RetryRule, dag, task
 
-from _mlpipe import DAG_DEFAULTS, alias_asset, as_stage, event_extras, trained_contracts
+from _mlpipe import (
+    alias_asset,
+    as_stage,
+    dag_args,
+    event_extras,
+    retry_policy,
+    task_args,
+    trained_contracts,
+)
 from ml.assets import CHALLENGER, CHAMPION
 from ml.contracts import Contract
 from ml.promotion_rule import KNOWN_METRICS, DecisionRule
 
 # Fail closed, then retry by kind: a registry or store that did not answer is retried; a refusal
 # (a version that could not be evaluated) is not, since a retry would meet the same version.
-PROMOTION_RETRY_POLICY = ExceptionRetryPolicy(
-    rules=[
-        RetryRule(
-            exception="ml.errors.TransientError",
-            action=RetryAction.RETRY,
-            retry_delay=pendulum.duration(seconds=30),
-            reason="the registry or the object store did not answer",
-        ),
-        RetryRule(
-            exception="ml.errors.RefusedError",
-            action=RetryAction.FAIL,
-            reason="refused and audited: fix the version, or force the promotion",
-        ),
-    ],
+PROMOTION_RETRY_POLICY = retry_policy(
+    RetryRule(
+        exception="ml.errors.TransientError",
+        action=RetryAction.DEFAULT,
+        reason="the registry or the object store did not answer: retried with backoff",
+    ),
+    RetryRule(
+        exception="ml.errors.RefusedError",
+        action=RetryAction.FAIL,
+        reason="refused and audited: fix the version, or force the promotion",
+    ),
 )
 
 
@@ -86,7 +90,7 @@ def build(dataset: str, contract: Contract):
     @dag(
         dag_id=f"promote_{dataset}",
         schedule=[challenger],
-        **DAG_DEFAULTS,
+        **dag_args("promote"),
         max_active_runs=1,
         doc_md=__doc__,
         tags=["promote", dataset],
@@ -122,7 +126,7 @@ def build(dataset: str, contract: Contract):
         },
     )
     def promote_dag():
-        @task(pool="promotion", outlets=[champion], retries=2, retry_policy=PROMOTION_RETRY_POLICY)
+        @task(**task_args("promote", PROMOTION_RETRY_POLICY), pool="promotion", outlets=[champion])
         @as_stage("promote")
         def promote(params=None, triggering_asset_events=None, outlet_events=None, run_id=None):
             from airflow.sdk.exceptions import AirflowSkipException

@@ -11,14 +11,14 @@ snapshot), which starts `promote_<dataset>`: champion/challenger evaluation live
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Param, dag, task
 
 from _mlpipe import (
-    DAG_DEFAULTS,
     alias_asset,
     as_stage,
+    dag_args,
     event_extras,
+    task_args,
     task_key_parts,
     trained_contracts,
     zone_asset,
@@ -38,7 +38,7 @@ def build(dataset: str, model_name: str):
     @dag(
         dag_id=f"train_{dataset}",
         schedule=[features],
-        **DAG_DEFAULTS,
+        **dag_args("train"),
         doc_md=__doc__,
         tags=["train", dataset],
         params={
@@ -102,7 +102,7 @@ def build(dataset: str, model_name: str):
         },
     )
     def train_dag():
-        @task
+        @task(**task_args("plan"))
         @as_stage("train")
         def feature_set(params=None, triggering_asset_events=None) -> str:
             if params["feature_set"]:
@@ -118,7 +118,7 @@ def build(dataset: str, model_name: str):
                 )
             return refs[-1]
 
-        @task(retries=2, retry_delay=pendulum.duration(seconds=30))
+        @task(**task_args("train"))
         @as_stage("train")
         def baseline(feature_ref: str, params=None, ti=None) -> dict:
             from ml.training.baseline import train_baseline
@@ -128,10 +128,9 @@ def build(dataset: str, model_name: str):
         # GPU work: the `gpu` pool has one slot per GPU, the `gpu` queue is served by the GPU
         # worker. A retry resumes from the last checkpoint in the same MLflow run.
         @task(
+            **task_args("train"),
             pool="gpu",
             queue="gpu",
-            retries=2,
-            retry_delay=pendulum.duration(seconds=30),
             outlets=[challenger],
         )
         @as_stage("train")
@@ -156,7 +155,7 @@ def build(dataset: str, model_name: str):
             }
             return result.to_dict()
 
-        @task(retries=1)
+        @task(**task_args("train", retries=1))
         @as_stage("train")
         def compress(result: dict, params=None) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from _mlpipe import DAG_DEFAULTS, as_stage, contracts, event_extras, zone_asset
+from _mlpipe import as_stage, contracts, dag_args, event_extras, task_args, zone_asset
 
 
 # long: DAG builder (the task graph of one contract's validate DAG)
@@ -28,12 +28,12 @@ def build(dataset: str):
     @dag(
         dag_id=f"validate_{dataset}",
         schedule=[raw],
-        **DAG_DEFAULTS,
+        **dag_args("validate"),
         doc_md=__doc__,
         tags=["validate", dataset],
     )
     def validate_dag():
-        @task
+        @task(**task_args("plan"))
         @as_stage("validate")
         def new_batches(triggering_asset_events=None) -> list[str]:
             # Events raised while this DAG was busy or paused arrive together: take them all.
@@ -44,15 +44,17 @@ def build(dataset: str):
             }
             return sorted(refs)
 
-        # A contract violation is not transient: no retry.
-        @task(retries=0, map_index_template="{{ ref.split('/')[-2] }}")
+        # A contract violation is not transient: no retry. An S3 blip or a lost Dask worker is:
+        # retried with backoff, so no raw batch is left neither validated nor quarantined.
+        # A retry (or a re-run) of a batch already validated under the same contract is a no-op.
+        @task(**task_args("validate"), map_index_template="{{ ref.split('/')[-2] }}")
         @as_stage("validate")
         def validate(ref: str) -> str:
             from ml.validation.batch import validate_batch
 
             return validate_batch(ref, dataset).manifest.ref
 
-        @task(outlets=[validated], trigger_rule="all_done")
+        @task(**task_args("publish"), outlets=[validated], trigger_rule="all_done")
         @as_stage("validate")
         def publish(refs: list[str], outlet_events=None) -> list[str]:
             from airflow.sdk.exceptions import AirflowSkipException
@@ -66,9 +68,10 @@ def build(dataset: str):
             return passed
 
         # The run fails when a whole batch was held back (and the contract says `on_failure:
-        # fail`), even though the good ones went on. Batches whose bad rows alone were held
-        # back went on (their good rows are published).
-        @task(trigger_rule="all_done")
+        # fail`), or when a batch could not be validated at all (its retries ran out), even
+        # though the good ones went on. Batches whose bad rows alone were held back went on
+        # (their good rows are published).
+        @task(**task_args("publish"), trigger_rule="all_done")
         @as_stage("validate")
         def verdict(refs: list[str]) -> None:
             import logging
@@ -76,11 +79,19 @@ def build(dataset: str):
             from ml.contracts import load_contract
             from ml.storage import committed_in_zone
 
-            held = [
-                r
-                for r in refs
-                if committed_in_zone([r], "quarantine") and not committed_in_zone([r], "validated")
-            ]
+            passed = set(committed_in_zone(refs, "validated"))
+            held_all = set(committed_in_zone(refs, "quarantine"))
+            ref_of = {r: r.split("/", 3)[-1] for r in refs}  # dataset/partition/batch_id
+            kept = {r.split("/", 3)[-1] for r in passed}
+            held_keys = {r.split("/", 3)[-1] for r in held_all}
+            held = [r for r in refs if ref_of[r] in held_keys and ref_of[r] not in kept]
+            stranded = [r for r in refs if ref_of[r] not in kept | held_keys]
+            if stranded:
+                raise RuntimeError(
+                    f"{len(stranded)} {dataset} batch(es) neither validated nor quarantined "
+                    f"after their retries: {stranded}; the others went on. Re-run this DAG "
+                    "(validation is idempotent) once the validate tasks' errors are fixed"
+                )
             if not held:
                 return
             message = (

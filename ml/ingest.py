@@ -12,7 +12,7 @@ from typing import Any
 
 from pyarrow import ArrowException
 
-from ml import contracts, storage
+from ml import commit, contracts, storage
 from ml.errors import BadInputError
 from ml.settings import Settings, get_settings
 from ml.sources.errors import InputRefused, SourceError, UnreadableInput
@@ -107,12 +107,15 @@ def ingest_partition(dataset: str, day: date | str) -> IngestResult:
     extra = _source_extra(got)
     if existing:
         extra["supersedes"] = existing[-1].ref
+    supersedes = existing[-1].ref if existing else ""
     try:
         manifest = storage.write_batch(
             got.df,
             "raw",
             dataset,
             partition,
+            # The same content on top of the same predecessor: two attempts commit one batch.
+            batch_id=commit.idempotency_key(dataset, partition, digest, supersedes),
             source=got.location,
             contract_hash=contract.hash,
             extra=extra or None,

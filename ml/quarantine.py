@@ -125,7 +125,7 @@ def summary(ref: str, *, settings: Settings | None = None) -> dict[str, Any]:
     m = _quarantined(ref, s)
     item = _held(storage.filesystem(s), m)
     try:
-        report = storage.read_json(f"{m.ref}/_report.json", s)
+        report = storage.read_json(m.file_url("_report.json"), s)
     except FileNotFoundError:
         report = {}
     failed = [r for r in report.get("rules", []) if not r.get("success")]

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ml import contracts, drift, storage, tracking
+from ml import commit, contracts, drift, storage, tracking
 from ml.cluster import dask_client
 from ml.errors import BadInputError
 from ml.features import sets
@@ -172,8 +172,9 @@ class ScoringContext:
 
     @property
     def batch_id(self) -> str:
-        """The predictions batch of a partition is named by the version: a re-run replaces it."""
-        return f"model={self.version}"
+        """The predictions batch of a partition is named by the version: a re-run replaces it.
+        No `key=value` folder: a reader never turns the path into a column."""
+        return f"model-{self.version}"
 
 
 # The validated batch of a partition and what its features read (the same partition of the
@@ -238,16 +239,6 @@ def _inputs(contract: Contract, partition: str) -> PartitionInputs:
     return partition_inputs(contract, partition)
 
 
-def _clear(prefix: str) -> None:
-    """A re-run of the same day and version replaces the batch, never duplicates it: the
-    manifest goes first, so readers never see a half-replaced batch as committed."""
-    fs = storage.filesystem()
-    if fs.exists(prefix):
-        if fs.exists(f"{prefix}/{storage.MANIFEST}"):
-            fs.rm(f"{prefix}/{storage.MANIFEST}")
-        fs.rm(prefix, recursive=True)
-
-
 def _predict_and_count(
     ctx: ScoringContext, inputs: PartitionInputs, prefix: str
 ) -> dict[str, list[int]]:
@@ -287,14 +278,16 @@ def _predict_and_count(
 
 
 def _check(ctx: ScoringContext, partition: str, prefix: str) -> ValidationReport:
-    """The written predictions against the predictions contract; refused (report kept in
-    `reports`, nothing committed) when they break it."""
+    """The written predictions (the files of this attempt, no folder read as a column) against
+    the predictions contract; refused (report kept in `reports`, nothing committed) when they
+    break it."""
     import dask.dataframe as dd
 
-    # No Hive partitioning: `date=`/`model=` folder names are not columns (a dataset may have
-    # its own `date` or `model` column).
+    fs = storage.filesystem()
+    fs.invalidate_cache(prefix)
+    files = sorted(f"s3://{p}" for p in fs.ls(prefix, detail=False) if p.endswith(".parquet"))
     written = dd.read_parquet(
-        f"s3://{prefix}/",
+        files,
         storage_options=get_settings().s3_storage_options(dask=True),
         dataset={"partitioning": None},
     )
@@ -318,13 +311,19 @@ def _commit(
     inputs: PartitionInputs,
     drifts: drift.DriftSummary,
     check: ValidationReport,
+    attempt: str,
 ) -> storage.Manifest:
-    """Commit the predictions batch; its manifest spells the version `model_version`."""
+    """Commit the attempt's predictions; the manifest replaces the batch of an earlier run of
+    the same day and version (whose attempt is removed after the switch) and spells the version
+    `model_version`."""
     return storage.commit_parts(
         "predictions",
         ctx.dataset,
         partition,
         ctx.batch_id,
+        attempt=attempt,
+        replaces=True,
+        data_time=inputs.batch.data_time or inputs.batch.created_at,
         source=ctx.model_uri,
         contract_hash=ctx.contract.hash,
         upstream=inputs.upstream,
@@ -343,18 +342,25 @@ def _commit(
 def _score_one(ctx: ScoringContext, partition: str) -> ScoredPartition:
     """Predict, measure drift, check and commit one partition."""
     inputs = _inputs(ctx.contract, partition)
-    prefix = f"{get_settings().bucket('predictions')}/{ctx.dataset}/{partition}/{ctx.batch_id}"
-    _clear(prefix)
-    counts = _predict_and_count(ctx, inputs, prefix)
-    check = _check(ctx, partition, prefix)
+    batch = f"{get_settings().bucket('predictions')}/{ctx.dataset}/{partition}/{ctx.batch_id}"
+    # The committed batch of an earlier run stays readable until this attempt's manifest
+    # replaces it: a failed re-run leaves the day with its old predictions, never with none.
+    attempt = commit.new_attempt_id()
+    prefix = f"{batch}/{attempt}"
+    try:
+        counts = _predict_and_count(ctx, inputs, prefix)
+        check = _check(ctx, partition, prefix)
+    except ContractViolation:
+        commit.remove(storage.filesystem(), batch, [attempt])
+        raise
     drifts = drift.report(
         ctx.profile,
         counts,
         partition=partition,
-        predictions_ref=f"s3://{prefix}",
+        predictions_ref=f"s3://{batch}",
         threshold=ctx.drift_threshold,
     )
-    manifest = _commit(ctx, partition, inputs, drifts, check)
+    manifest = _commit(ctx, partition, inputs, drifts, check, attempt)
     log.info(
         "scored %s rows of %s %s with %s", manifest.rows, ctx.dataset, partition, ctx.model_uri
     )

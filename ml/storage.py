@@ -14,11 +14,12 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ml import commit
+from ml.commit import MANIFEST, MANIFEST_VERSION, BatchIntegrityError, Manifest
 from ml.errors import BadInputError, NotFoundError
 from ml.settings import Settings, get_settings
 
@@ -29,8 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "_manifest.json"
-MANIFEST_VERSION = 1
+__all__ = ["MANIFEST", "MANIFEST_VERSION", "BatchIntegrityError", "Manifest"]
 
 
 class BatchNotFoundError(NotFoundError):
@@ -97,49 +97,6 @@ def content_hash(df: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-@dataclass
-class Manifest:
-    """The commit record of one batch: what it holds and where it came from."""
-
-    zone: str
-    bucket: str
-    dataset: str
-    partition: str
-    batch_id: str
-    parts: list[dict[str, Any]]
-    rows: int
-    schema: dict[str, str]
-    source: str = ""
-    content_hash: str = ""
-    contract_hash: str = ""
-    upstream: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-    created_at: str = ""
-    version: int = MANIFEST_VERSION
-
-    @property
-    def prefix(self) -> str:
-        return f"{self.bucket}/{self.dataset}/{self.partition}/{self.batch_id}"
-
-    @property
-    def ref(self) -> str:
-        """The batch's address, the thing XCom and asset events carry."""
-        return f"s3://{self.prefix}"
-
-    @property
-    def part_urls(self) -> list[str]:
-        return [f"s3://{self.prefix}/{p['name']}" for p in self.parts]
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> Manifest:
-        data = json.loads(text)
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
 def _schema(df: pd.DataFrame) -> dict[str, str]:
     return {str(c): str(t) for c, t in df.dtypes.items()}
 
@@ -156,24 +113,29 @@ def write_batch(
     dataset: str,
     partition: str,
     *,
+    batch_id: str | None = None,
     rows_per_part: int = 500_000,
     settings: Settings | None = None,
     **provenance: Any,
 ) -> Manifest:
-    """Write `df` as a new committed batch: parquet parts first, the manifest last.
+    """Write `df` as a new committed batch: parquet parts under a fresh attempt, the manifest
+    last. `batch_id` (default a fresh one): an id derived from the inputs
+    (`commit.idempotency_key`) makes two attempts of one task commit one batch; the loser gets
+    the winner's manifest back.
 
-    `provenance`: `source`, `contract_hash`, `upstream` (batch refs), `extra` of the manifest.
+    `provenance`: `source`, `contract_hash`, `upstream` (batch refs), `extra`, `data_time`.
     """
     s = settings or get_settings()
     fs = filesystem(s)
-    batch_id = new_batch_id()
+    batch_id = batch_id or new_batch_id()
+    attempt = commit.new_attempt_id()
     prefix = f"{s.bucket(zone)}/{dataset}/{partition}/{batch_id}"
     parts = []
     for i, start in enumerate(range(0, max(len(df), 1), rows_per_part)):
         chunk = df.iloc[start : start + rows_per_part]
         data = _parquet_bytes(chunk)
-        name = f"part-{i:05d}.parquet"
-        fs.pipe_file(f"{prefix}/{name}", data, mode="create")  # a new batch: never a rewrite
+        name = f"{attempt}/part-{i:05d}.parquet"
+        fs.pipe_file(f"{prefix}/{name}", data, mode="create")  # never a rewrite
         parts.append(
             {"name": name, "rows": len(chunk), "bytes": len(data), "sha256": _sha256(data)}
         )
@@ -185,8 +147,8 @@ def write_batch(
         batch_id,
         parts,
         _schema(df),
+        attempt=attempt,
         content_hash=content_hash(df),
-        create_only=True,
         **provenance,
     )
 
@@ -197,30 +159,36 @@ def commit_parts(
     partition: str,
     batch_id: str,
     *,
+    attempt: str = "",
     settings: Settings | None = None,
     **provenance: Any,
 ) -> Manifest:
-    """Commit parquet parts that another writer (e.g. Dask) put under a batch prefix."""
+    """Commit parquet parts that another writer (e.g. Dask) put under an attempt's prefix
+    (`<batch prefix>/<attempt>/`); `replaces`, `files`, `data_time` as in `_commit_manifest`."""
     import pyarrow.parquet as pq
 
     s = settings or get_settings()
     fs = filesystem(s)
     prefix = f"{s.bucket(zone)}/{dataset}/{partition}/{batch_id}"
-    fs.invalidate_cache(prefix)
-    names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(prefix) if p.endswith(".parquet"))
+    where = f"{prefix}/{attempt}" if attempt else prefix
+    fs.invalidate_cache(where)
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(where) if p.endswith(".parquet"))
     if not names:
-        raise BatchNotFoundError(f"no parquet parts under s3://{prefix} to commit")
+        raise BatchNotFoundError(f"no parquet parts under s3://{where} to commit")
     parts, schema = [], {}
     for name in names:
-        info = fs.info(f"{prefix}/{name}")
-        with fs.open(f"{prefix}/{name}", "rb") as fh:
+        rel = f"{attempt}/{name}" if attempt else name
+        info = fs.info(f"{prefix}/{rel}")
+        with fs.open(f"{prefix}/{rel}", "rb") as fh:
             pf = pq.ParquetFile(fh)
             schema = schema or {f.name: str(f.type) for f in pf.schema_arrow}
             rows = pf.metadata.num_rows
         parts.append(
-            {"name": name, "rows": rows, "bytes": info["size"], "etag": info.get("ETag", "")}
+            {"name": rel, "rows": rows, "bytes": info["size"], "etag": info.get("ETag", "")}
         )
-    return _commit_manifest(s, zone, dataset, partition, batch_id, parts, schema, **provenance)
+    return _commit_manifest(
+        s, zone, dataset, partition, batch_id, parts, schema, attempt=attempt, **provenance
+    )
 
 
 def _commit_manifest(
@@ -232,13 +200,19 @@ def _commit_manifest(
     parts: list[dict[str, Any]],
     schema: dict[str, str],
     *,
+    attempt: str = "",
     source: str = "",
     content_hash: str = "",
     contract_hash: str = "",
     upstream: list[str] | None = None,
     extra: dict[str, Any] | None = None,
-    create_only: bool = False,
+    data_time: str = "",
+    files: list[str] | None = None,
+    replaces: Manifest | bool | None = None,
 ) -> Manifest:
+    """The manifest of an attempt, committed (see `ml.commit.commit` for `replaces`): a new
+    batch unless `replaces`; `data_time` defaults to now (a raw batch's ingest time)."""
+    now = datetime.now(UTC).isoformat()
     manifest = Manifest(
         zone=zone,
         bucket=s.bucket(zone),
@@ -253,18 +227,15 @@ def _commit_manifest(
         contract_hash=contract_hash,
         upstream=list(upstream or []),
         extra=dict(extra or {}),
-        created_at=datetime.now(UTC).isoformat(),
+        created_at=now,
+        attempt=attempt,
+        data_time=data_time or now,
+        files=list(files or []),
     )
-    _commit(filesystem(s), manifest, create_only=create_only)
-    log.info("committed %s rows in %s part(s) to %s", manifest.rows, len(parts), manifest.ref)
-    return manifest
-
-
-def _commit(fs: s3fs.S3FileSystem, manifest: Manifest, *, create_only: bool = False) -> None:
-    """Write the manifest (the commit); `create_only`: refused if one is there (`If-None-Match`),
-    for zones that are never rewritten (`raw`)."""
-    mode = "create" if create_only else "overwrite"
-    fs.pipe_file(f"{manifest.prefix}/{MANIFEST}", manifest.to_json().encode(), mode=mode)
+    committed = commit.commit(filesystem(s), manifest, replaces=replaces)
+    if committed is manifest:
+        log.info("committed %s rows in %s part(s) to %s", manifest.rows, len(parts), manifest.ref)
+    return committed
 
 
 def _sha256(data: bytes) -> str:
@@ -293,6 +264,7 @@ def committed_in_zone(refs: list[str], zone: str, settings: Settings | None = No
     found = []
     for ref in refs:
         target = ref_in_zone(ref, zone, settings)
+        fs.invalidate_cache(f"{target.removeprefix('s3://')}/{MANIFEST}")
         if fs.exists(f"{target.removeprefix('s3://')}/{MANIFEST}"):
             found.append(target)
     return found
@@ -302,6 +274,7 @@ def read_manifest(ref: str, settings: Settings | None = None) -> Manifest:
     """The manifest of a committed batch; `BatchNotFoundError` if it was never committed."""
     fs = filesystem(settings)
     path = f"{ref.removeprefix('s3://').rstrip('/')}/{MANIFEST}"
+    fs.invalidate_cache(path)  # a listing cached earlier must not hide another process's commit
     try:
         return Manifest.from_json(fs.cat_file(path).decode())
     except FileNotFoundError:
@@ -314,7 +287,8 @@ def list_batches(
     partition: str | None = None,
     settings: Settings | None = None,
 ) -> list[Manifest]:
-    """Committed batches of a dataset in a zone (optionally one partition), oldest first."""
+    """Committed batches of a dataset in a zone (optionally one partition), oldest first by
+    data time (the raw batch's ingest time, inherited along its lineage), then commit time."""
     s = settings or get_settings()
     fs = filesystem(s)
     bucket = s.bucket(zone)
@@ -324,13 +298,14 @@ def list_batches(
     paths = fs.glob(pattern)
     blobs = fs.cat(paths, on_error="raise") if paths else {}  # fetched concurrently
     manifests = [Manifest.from_json(blobs[p].decode()) for p in paths]
-    return sorted(manifests, key=lambda m: (m.partition, m.created_at))
+    return sorted(manifests, key=lambda m: (m.partition, *m.order))
 
 
 def latest_batches(
     zone: str, dataset: str, settings: Settings | None = None
 ) -> dict[str, Manifest]:
-    """The newest committed batch of each partition (a newer batch supersedes older ones)."""
+    """The newest committed batch of each partition by data time: the batch made from the
+    newest raw batch, whenever the stage that made it ran."""
     latest: dict[str, Manifest] = {}
     for m in list_batches(zone, dataset, settings=settings):
         latest[m.partition] = m  # sorted oldest first, so the last one wins
@@ -338,13 +313,21 @@ def latest_batches(
 
 
 def read_parts(manifest: Manifest, settings: Settings | None = None) -> Iterator[pd.DataFrame]:
-    """The parts of a committed batch, one pandas frame at a time."""
+    """The parts of a committed batch, one pandas frame at a time; a part whose rows or sha256
+    differ from the manifest, or that is missing, is refused (`BatchIntegrityError`)."""
     import pandas as pd
 
     fs = filesystem(settings)
-    for url in manifest.part_urls:
-        with fs.open(url, "rb") as fh:
-            yield pd.read_parquet(fh)
+    for part, url in zip(manifest.parts, manifest.part_urls, strict=True):
+        try:
+            data = fs.cat_file(url.removeprefix("s3://"))
+        except FileNotFoundError:
+            raise BatchIntegrityError(
+                f"{url}: listed in the manifest of {manifest.ref} but missing; refusing to read it"
+            ) from None
+        df = pd.read_parquet(io.BytesIO(data))
+        commit.check_part(manifest, part, data, len(df))
+        yield df
 
 
 def read_batch(manifest: Manifest, settings: Settings | None = None) -> pd.DataFrame:
@@ -357,8 +340,11 @@ def read_batch(manifest: Manifest, settings: Settings | None = None) -> pd.DataF
 
 class PartsWriter:
     """Writes frames one by one as the parts of a batch with `source`'s dataset and partition
-    (its batch id unless `batch_id`); `commit` writes the manifest. The content hash chains the
-    parts' sha256. Nothing is visible before `commit`."""
+    (its batch id unless `batch_id`) under a fresh attempt; `commit` writes the manifest. The
+    content hash chains the parts' sha256. Nothing is visible before `commit`. Under the
+    source's own batch id (raw -> validated/quarantine) the commit replaces what is there (a
+    re-validation under a new contract); under a new batch id it commits a new batch only.
+    The data time is the source's."""
 
     def __init__(
         self,
@@ -374,13 +360,14 @@ class PartsWriter:
         self.prefix = (
             f"{self.settings.bucket(zone)}/{source.dataset}/{source.partition}/{self.batch_id}"
         )
+        self.attempt = commit.new_attempt_id()
         self._fs = filesystem(self.settings)
         self._digest = hashlib.sha256()
         self._parts = 0
 
     def add(self, df: pd.DataFrame) -> None:
         data = _parquet_bytes(df)
-        self._fs.pipe_file(f"{self.prefix}/part-{self._parts:05d}.parquet", data)
+        self._fs.pipe_file(f"{self.prefix}/{self.attempt}/part-{self._parts:05d}.parquet", data)
         self._digest.update(hashlib.sha256(data).digest())
         self._parts += 1
 
@@ -392,13 +379,17 @@ class PartsWriter:
         upstream: list[str] | None = None,
     ) -> Manifest:
         for name, data in (files or {}).items():
-            self._fs.pipe_file(f"{self.prefix}/{name}", data)
+            self._fs.pipe_file(f"{self.prefix}/{self.attempt}/{name}", data)
         source = self.source
         return commit_parts(
             self.zone,
             source.dataset,
             source.partition,
             self.batch_id,
+            attempt=self.attempt,
+            files=[f"{self.attempt}/{name}" for name in files or {}],
+            data_time=source.data_time or source.created_at,
+            replaces=True if self.batch_id == source.batch_id else None,
             settings=self.settings,
             source=source.source,
             content_hash=self._digest.hexdigest(),
@@ -452,27 +443,35 @@ def copy_batch(
     files: dict[str, bytes] | None = None,
     settings: Settings | None = None,
 ) -> Manifest:
-    """Copy a committed batch into another zone under the same keys, then commit it there.
+    """Copy a committed batch into another zone under the same batch id, as a new attempt
+    there, then commit it (replacing what that zone held under the id, if anything).
 
     `files` are extra objects (e.g. a `_report.json`) written beside the parts before the commit.
     """
     s = settings or get_settings()
     fs = filesystem(s)
+    attempt = commit.new_attempt_id()
+    parts = [{**p, "name": f"{attempt}/{p['name'].rsplit('/', 1)[-1]}"} for p in manifest.parts]
     target = dataclasses.replace(
         manifest,
         zone=to_zone,
         bucket=s.bucket(to_zone),
+        parts=parts,
         upstream=[manifest.ref],
         extra={**manifest.extra, **(extra or {})},
         created_at=datetime.now(UTC).isoformat(),
+        version=MANIFEST_VERSION,
+        attempt=attempt,
+        data_time=manifest.data_time or manifest.created_at,
+        files=[f"{attempt}/{name}" for name in files or {}],
     )
-    for part in manifest.parts:
-        fs.copy(f"{manifest.prefix}/{part['name']}", f"{target.prefix}/{part['name']}")
+    for old, new in zip(manifest.parts, parts, strict=True):
+        fs.copy(f"{manifest.prefix}/{old['name']}", f"{target.prefix}/{new['name']}")
     for name, data in (files or {}).items():
-        fs.pipe_file(f"{target.prefix}/{name}", data)
-    _commit(fs, target)
-    log.info("copied %s to %s", manifest.ref, target.ref)
-    return target
+        fs.pipe_file(f"{target.prefix}/{attempt}/{name}", data)
+    committed = commit.commit(fs, target, replaces=True)
+    log.info("copied %s to %s", manifest.ref, committed.ref)
+    return committed
 
 
 def write_json(
@@ -492,12 +491,11 @@ def read_json(url: str, settings: Settings | None = None) -> Any:
 
 
 def put_content_addressed(zone: str, data: bytes, settings: Settings | None = None) -> str:
-    """Keep `data` once in `zone` at `<bucket>/_sources/sha256/<hex>` (no dataset starts with
-    `_`); return its s3:// URL. The same bytes are stored once, never overwritten."""
+    """`data` kept once, never overwritten, at `<zone bucket>/_sources/sha256/<hex>`: its URL."""
     s = settings or get_settings()
     path = f"{s.bucket(zone)}/_sources/sha256/{_sha256(data)}"
     fs = filesystem(s)
     fs.invalidate_cache(path.rsplit("/", 1)[0])
     if not fs.exists(path):
-        fs.pipe_file(path, data)
+        commit.put_if_absent(fs, path, data)  # two writers of the same bytes: one object
     return f"s3://{path}"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from ml import contracts, storage
+from ml import commit, contracts, storage
 from ml.cluster import dask_client
 from ml.errors import ContractError
 from ml.features.derived import TARGET, derived_of, feature_columns, row_keys, with_target
@@ -230,17 +231,22 @@ def build_features(
         )
         return FeatureSet.from_manifest(json.loads(fs.cat_file(manifest_path)), reused=True)
     log.info("feature set %s: computing from %s input batches", plan.version, len(plan.inputs))
-    if fs.exists(plan.base):
-        fs.rm(plan.base, recursive=True)  # an unfinished earlier attempt: garbage, never data
+    # This attempt writes under its own folder; other attempts (a concurrent one, or one that
+    # died) are left alone: only a manifest makes a feature set, and only one is committed.
+    attempt = commit.new_attempt_id()
+    work = dataclasses.replace(plan, base=f"{plan.base}/{attempt}")
 
     splits = split_partitions(list(plan.found.batches), plan.contract.split.get("fractions", {}))
     transform = FeatureTransform.for_contract(
         plan.contract, min_frequency=min_frequency, hook_modules=s.feature_hook_modules
     )
-    parts = _compute(plan, splits, transform, s)
-    fs.pipe_file(f"{plan.base}/transform.json", transform.to_json().encode())
-    manifest = _manifest(plan, splits, parts)
-    fs.pipe_file(manifest_path, json.dumps(manifest, indent=2).encode())  # written last: the commit
+    parts = _compute(work, splits, transform, s)
+    fs.pipe_file(f"{work.base}/transform.json", transform.to_json().encode())
+    manifest = {**_manifest(work, splits, parts), "ref": f"s3://{plan.base}", "attempt": attempt}
+    if not commit.put_if_absent(fs, manifest_path, json.dumps(manifest, indent=2).encode()):
+        commit.remove(fs, plan.base, [attempt])
+        log.info("feature set %s was committed by another attempt: reusing it", plan.version)
+        return FeatureSet.from_manifest(json.loads(fs.cat_file(manifest_path)), reused=True)
     log.info("feature set %s written: rows %s", plan.version, manifest["rows"])
     return FeatureSet.from_manifest(manifest, reused=False)
 
@@ -329,6 +335,7 @@ def _manifest(
         "dataset": contract.dataset,
         "feature_version": plan.version,
         "ref": f"s3://{base}",
+        "data": f"s3://{base}",  # where the splits are: the committing attempt's folder
         "contract_hash": contract.hash,
         "code_version": FEATURE_CODE_VERSION,
         "params": plan.params,

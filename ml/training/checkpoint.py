@@ -2,9 +2,15 @@
 
 A checkpoint is one object `epoch-<n>.pt` (model, optimizer, grad scaler, early-stopping state,
 history and RNG states). It becomes the checkpoint only when the pointer `LATEST.json` (epoch,
-key, sha256) is written after it: an S3 PUT replaces an object whole, so a reader sees the old
-pointer or the new one, never a half-written checkpoint. A crash between the two leaves an
-orphan object that the next save overwrites or prunes.
+key, sha256, and the same for the checkpoint before it) is written after it: an S3 PUT replaces
+an object whole, so a reader sees the old pointer or the new one, never a half-written
+checkpoint. A crash between the two leaves an orphan object that the next save overwrites or
+prunes.
+
+The folder is keyed by the task instance *and* its inputs (feature version, training params):
+a cleared task that now trains another feature set, or other params, never resumes the old
+weights. A checkpoint whose checksum fails (or that is missing) falls back to the one before
+it; with none good, training starts over (logged), never a permanent failure.
 """
 
 from __future__ import annotations
@@ -37,6 +43,14 @@ def task_key(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str
     """A stable key for one Airflow task instance: the same on every attempt (retry)."""
     raw = json.dumps([dag_id, run_id, task_id, int(map_index)])
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def inputs_key(feature_version: str, params: dict[str, Any]) -> str:
+    """A key for what a training resumes: the feature version and the training params."""
+    raw = json.dumps(
+        {"feature_version": feature_version, "params": params}, sort_keys=True, default=str
+    )
+    return "in-" + hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 def rng_state() -> dict[str, Any]:
@@ -74,8 +88,13 @@ class CheckpointStore:
             self.fs.makedirs(self.prefix, exist_ok=True)
 
     @classmethod
-    def for_task(cls, dataset: str, key: str) -> CheckpointStore:
-        return cls(f"{get_settings().bucket('mlflow')}/checkpoints/{dataset}/{key}")
+    def for_task(
+        cls, dataset: str, key: str, *, feature_version: str = "", params: dict | None = None
+    ) -> CheckpointStore:
+        """The checkpoints of one task instance training one feature set with one set of
+        params: `checkpoints/<dataset>/<task key>/<inputs key>`."""
+        inputs = inputs_key(feature_version, params or {})
+        return cls(f"{get_settings().bucket('mlflow')}/checkpoints/{dataset}/{key}/{inputs}")
 
     @property
     def url(self) -> str:
@@ -95,25 +114,38 @@ class CheckpointStore:
         data = buf.getvalue()
         key = f"epoch-{epoch:06d}.pt"
         self.fs.pipe_file(f"{self.prefix}/{key}", data)
+        before = self.latest()
         pointer = {"epoch": epoch, "key": key, "sha256": hashlib.sha256(data).hexdigest()}
+        if before and before.get("key") != key:
+            pointer["previous"] = {k: before[k] for k in ("epoch", "key", "sha256")}
         self.fs.pipe_file(f"{self.prefix}/{POINTER}", json.dumps(pointer).encode())  # commit
-        self._prune(keep={key})
+        self._prune(keep={key, *(p["key"] for p in [pointer.get("previous")] if p)})
         log.info("checkpoint epoch %s -> %s/%s (%s bytes)", epoch, self.url, key, len(data))
         return key
 
     def load(self) -> dict[str, Any] | None:
-        """The committed checkpoint (checksum verified), or None when there is none."""
+        """The committed checkpoint (checksum verified), else the one before it, else None
+        (no checkpoint, or none that is good: training starts over)."""
         pointer = self.latest()
-        if pointer is None:
-            return None
-        path = f"{self.prefix}/{pointer['key']}"
+        candidates = [c for c in (pointer, (pointer or {}).get("previous")) if c]
+        for entry in candidates:
+            try:
+                return self._read(entry)
+            except CheckpointError as exc:
+                log.warning("%s; falling back to the checkpoint before it", exc)
+        if candidates:
+            log.warning("checkpoint %s: no good checkpoint left, training starts over", self.url)
+        return None
+
+    def _read(self, entry: dict[str, Any]) -> dict[str, Any]:
+        path = f"{self.prefix}/{entry['key']}"
         try:
             data = self.fs.cat_file(path)
         except FileNotFoundError:
             raise CheckpointError(
-                f"checkpoint {self.url}: {POINTER} names {pointer['key']}, which is missing"
+                f"checkpoint {self.url}: {POINTER} names {entry['key']}, which is missing"
             ) from None
-        if hashlib.sha256(data).hexdigest() != pointer["sha256"]:
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise CheckpointError(f"checkpoint s3://{path}: checksum differs from {POINTER}")
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 

@@ -225,7 +225,7 @@ def training_data(
 ):
     """(train Batches, validation tensors) of a feature set (this rank's share under DDP)."""
     batches = split_batches(
-        f"{manifest['ref']}/train",
+        f"{manifest.get('data', manifest['ref'])}/train",  # the committed attempt's folder
         transform,
         batch_size=hp.batch_size,
         device=device,

@@ -62,7 +62,12 @@ def train(
     if done:
         log.info("task key %s already registered version %s: nothing to do", task.key, done)
         return _result_of(task)
-    store = CheckpointStore.for_task(task.contract.dataset, task.key)
+    store = CheckpointStore.for_task(
+        task.contract.dataset,
+        task.key,
+        feature_version=task.manifest["feature_version"],
+        params=asdict(hp),
+    )
     with mlflow.start_run(run_id=task.run_id):
         _log_attempt(task, hp, store)
         if hp.nproc_per_node > 1:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ml import storage
+from ml import commit, storage
 from ml.cluster import dask_client
 from ml.contracts import Contract
 from ml.errors import BadInputError
@@ -22,7 +22,14 @@ from ml.validation.checks import row_failures
 from ml.validation.execute import validate_dask
 from ml.validation.outcome import ContractViolation, ValidationOutcome
 from ml.validation.pii import apply_pii, pii_salt, to_validated
-from ml.validation.policy import PASSED, ROWS_QUARANTINED, Decision, counts_rows, decide
+from ml.validation.policy import (
+    BATCH_QUARANTINED,
+    PASSED,
+    ROWS_QUARANTINED,
+    Decision,
+    counts_rows,
+    decide,
+)
 from ml.validation.report import ValidationReport, report_key
 from ml.validation.rules import FAILED_RULES, as_contract, kinds_of, undeclared
 from ml.validation.suite import validate_frame
@@ -54,6 +61,9 @@ def validate_batch(
       `_failed_rules`) to `quarantine`, good rows to `validated`; returns (passed, logs a warning);
     - otherwise the whole batch goes to `quarantine` with `_report.json`; then
       `on_failure: fail` raises `ContractViolation`, `warn` logs it and returns.
+
+    Idempotent: a batch already validated under the same contract hash is not validated again
+    (`earlier_outcome`), and a batch a person released stays released whatever the contract.
     """
     s = settings or get_settings()
     manifest = _raw_manifest(ref, s)
@@ -64,6 +74,9 @@ def validate_batch(
             f"{contract.dataset!r}"
         )
     salt = pii_salt(contract, s)  # fail before anything is written
+    earlier = earlier_outcome(manifest, contract, s)
+    if earlier is not None:
+        return earlier
     report = _validate(manifest, contract, use_dask, s)
     report_url, html_url = _write_report(report, manifest, s)
     batch = _Batch(manifest, contract, salt, report, report_url, html_url, s)
@@ -77,6 +90,82 @@ def validate_batch(
     if decision.status == ROWS_QUARANTINED:
         return _split_rows(batch, decision, failures or [])
     return _quarantine_batch(batch, decision)
+
+
+def earlier_outcome(
+    manifest: storage.Manifest, contract: Contract, s: Settings
+) -> ValidationOutcome | None:
+    """What validating this raw batch did before, when that stands: a release by a person
+    (whatever the contract now), or a validation under the same contract hash. None: validate.
+
+    An earlier whole-batch quarantine under `on_failure: fail` is raised again as
+    `ContractViolation` (same batch, same rules); nothing is written either way."""
+    fs = storage.filesystem(s)
+    kept, held = (
+        commit.read_committed(fs, storage.ref_in_zone(manifest.ref, zone, s).removeprefix("s3://"))
+        for zone in ("validated", "quarantine")
+    )
+    done = kept or held
+    if done is None:
+        return None
+    released = bool(kept and kept.extra.get("released_by"))
+    if not released and done.extra.get("contract_hash") != contract.hash:
+        return None  # validated under another contract: validate again, replacing it
+    status = PASSED if kept and not held else ROWS_QUARANTINED if kept else BATCH_QUARANTINED
+    if released:
+        status = PASSED
+    report_url = str(done.extra.get("validation_report", ""))
+    report = _stored_report(report_url, done, manifest, status, s)
+    outcome = ValidationOutcome(
+        ref=manifest.ref,
+        dataset=manifest.dataset,
+        status=status,
+        report=report,
+        report_url=report_url,
+        report_html_url=str(done.extra.get("validation_report_html", "")),
+        manifest=kept or held,
+        quarantine=held,
+        reason=str((held.extra if held else {}).get("quarantine_reason", "")),
+        rows_validated=kept.rows if kept else 0,
+        rows_quarantined=0 if released or held is None else held.rows,
+    )
+    log.info(
+        "%s was %s before (contract %s): %s, nothing done again",
+        manifest.ref,
+        "released by a person" if released else "validated",
+        done.extra.get("contract_hash"),
+        status,
+    )
+    if status == BATCH_QUARANTINED and contract.policy.on_failure != "warn":
+        raise ContractViolation(
+            f"batch {manifest.ref} broke contract {contract.dataset} ({contract.hash}) when it "
+            f"was validated before: {report.failure_summary()}; quarantined at {held.ref}; "
+            f"report: {report_url}",
+            ref=manifest.ref,
+            report=report,
+            report_url=report_url,
+            outcome=outcome,
+        )
+    return outcome
+
+
+def _stored_report(
+    url: str, done: storage.Manifest, raw: storage.Manifest, status: str, s: Settings
+) -> ValidationReport:
+    """The report an earlier validation wrote; a bare one when it was not kept."""
+    names = set(ValidationReport.__dataclass_fields__)
+    try:
+        data = storage.read_json(url, s)
+        return ValidationReport(**{k: v for k, v in data.items() if k in names})
+    except (OSError, ValueError):  # no report kept (e.g. an older batch)
+        return ValidationReport(
+            dataset=raw.dataset,
+            contract_hash=str(done.extra.get("contract_hash", "")),
+            success=status != BATCH_QUARANTINED,
+            rows=raw.rows,
+            rules=[],
+            batch_ref=raw.ref,
+        )
 
 
 def _raw_manifest(ref: str, s: Settings) -> storage.Manifest:

@@ -44,7 +44,7 @@ def test_bad_batch_is_quarantined_and_its_run_fails_naming_the_rule(stack, bad_b
 
     held = storage.read_manifest(storage.ref_in_zone(bad_batch, "quarantine"))
     assert held.rows == storage.read_manifest(bad_batch).rows  # the whole batch, nothing lost
-    report = storage.read_json(f"{held.ref}/_report.json")
+    report = storage.read_json(held.file_url("_report.json"))
     failed = {r["rule"]: r for r in report["rules"] if not r["success"]}
     assert failed["flights.dep_delay.max"]["unexpected_count"] == 3
     with pytest.raises(storage.BatchNotFoundError):

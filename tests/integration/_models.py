@@ -32,6 +32,9 @@ def validated_week() -> None:
             if f"date={day}" not in done:
                 raw = ingest.ingest_partition(dataset, day)
                 validate_batch(raw.ref, dataset)
+    for dataset in ("planes", "airports"):  # the lookups' snapshots
+        if "snapshot" not in storage.latest_batches("validated", dataset):
+            validate_batch(ingest.ingest_partition(dataset, DAYS[-1]).ref, dataset)
 
 
 def feature_set() -> sets.FeatureSet:

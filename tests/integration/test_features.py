@@ -54,14 +54,17 @@ def test_feature_set_layout_no_leakage_and_reuse(validated, dask_cluster, caplog
     )
     fs = storage.filesystem()
     base = built.ref.removeprefix("s3://")
-    assert fs.exists(f"{base}/transform.json") and fs.exists(f"{base}/{storage.MANIFEST}")
     manifest = sets.read_feature_manifest(built.ref)
     assert manifest["feature_version"] == built.feature_version
+    # The attempt that committed wrote under its own folder; the manifest names it.
+    data = manifest["data"]
+    assert data.startswith(f"{built.ref}/a-") and manifest["transform"] == f"{data}/transform.json"
+    assert fs.exists(manifest["transform"][5:]) and fs.exists(f"{base}/{storage.MANIFEST}")
 
     frames = {}
     for split in sets.SPLITS:
         parts = sets.split_parts(manifest, split)
-        assert parts and all(p["path"].startswith(f"{built.ref}/{split}/") for p in parts)
+        assert parts and all(p["path"].startswith(f"{data}/{split}/") for p in parts)
         assert sum(p["rows"] for p in parts) == manifest["rows"][split]
         frames[split] = sets.read_split(manifest, split)
         assert len(frames[split]) == manifest["rows"][split]

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import pytest
 
-from ml import contracts, ingest, storage
+from ml import commit, contracts, ingest, storage
 from ml.sources.errors import SourceError, SourceNotFound, TransientSourceError, UnreadableInput
 from tests.conftest import pipeline_environment
 from tests.orders_data import drop_orders, orders_csv, orders_day
@@ -70,17 +70,17 @@ def test_crash_mid_write_leaves_no_visible_batch(drop, monkeypatch):
     part = "date=2024-03-02"
     drop_orders(drop, day)
 
-    def crash(fs, manifest, **kwargs):
+    def crash(fs, manifest, **kw):
         raise RuntimeError("worker killed before the commit")
 
     with monkeypatch.context() as m:
-        m.setattr(storage, "_commit", crash)
+        m.setattr(commit, "commit", crash)
         with pytest.raises(RuntimeError, match="worker killed"):
             ingest.ingest_partition("orders", day)
     fs = storage.filesystem()
     prefix = f"{storage.get_settings().bucket('raw')}/orders/{part}"
     fs.invalidate_cache(prefix)
-    orphans = fs.glob(f"{prefix}/*/part-*.parquet")
+    orphans = fs.glob(f"{prefix}/*/*/part-*.parquet")
     assert orphans  # the parts were written ...
     assert storage.list_batches("raw", "orders", part) == []  # ... and are not data
     assert part not in storage.latest_batches("raw", "orders")
@@ -90,7 +90,8 @@ def test_crash_mid_write_leaves_no_visible_batch(drop, monkeypatch):
     batches = storage.list_batches("raw", "orders", part)
     assert [b.ref for b in batches] == [retry.ref]
     assert "supersedes" not in batches[0].extra
-    assert retry.ref.rsplit("/", 1)[-1] not in orphans[0]  # a retry writes a new batch id
+    # A retry writes a new attempt of the same batch (its id comes from the inputs).
+    assert batches[0].attempt not in orphans[0] and batches[0].batch_id in orphans[0]
 
 
 def test_missing_file_is_a_clear_error_and_quarantines_nothing(drop):

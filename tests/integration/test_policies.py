@@ -23,7 +23,7 @@ from datetime import date
 
 import pytest
 
-from ml import contracts, ingest, lineage, quarantine, registry, score, storage
+from ml import commit, contracts, ingest, lineage, quarantine, registry, score, storage
 from ml.alias_lock import alias_lock, lock_key
 from ml.dev.stack import iam
 from ml.dev.stack.secure_s3 import PROXIED_DOWNLOADS
@@ -311,8 +311,13 @@ def test_nothing_is_deleted_or_rewritten_in_raw_or_the_audit_log(enforcing, kept
 
 
 def test_a_raw_batch_is_never_recommitted(enforcing, kept):
+    fs = storage.filesystem()
     with enforcing.stage("ingest"), pytest.raises(FileExistsError):
-        storage._commit(storage.filesystem(), kept[0], create_only=True)
+        fs.pipe_file(f"{kept[0].prefix}/{storage.MANIFEST}", b"{}", mode="create")
+    # A second attempt's commit is refused by the same If-None-Match and gets the first back.
+    again = dataclasses.replace(kept[0], attempt="a-second")
+    with enforcing.stage("ingest"):
+        assert commit.commit(fs, again).attempt == kept[0].attempt
 
 
 # --- the alias lock under append-only zones ------------------------------------------------------

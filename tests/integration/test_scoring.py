@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from ml import cli, lineage, registry, score, storage, tracking
+from ml.errors import TransientError
 from ml.model_versions import CHAMPION, version_uri
 from ml.score import PREDICTIONS_CONTRACT
 from ml.validation.suite import validate_frame
@@ -46,7 +47,7 @@ def test_a_run_scores_every_partition_with_the_one_version_it_resolved(champion,
     assert scored["model_version"] == v1 and len(scored["refs"]) == 3
     for ref in scored["refs"]:
         manifest = storage.read_manifest(ref)
-        assert manifest.extra["model_version"] == v1 and ref.endswith(f"model={v1}")
+        assert manifest.extra["model_version"] == v1 and ref.endswith(f"model-{v1}")
         rows = storage.read_batch(manifest)
         assert (rows["model_version"] == v1).all()
         assert rows["probability"].between(0, 1).all()
@@ -79,6 +80,31 @@ def test_rescoring_a_day_with_the_same_version_replaces_it(champion, scored):
     ]
     assert len(same) == 1
     assert len(storage.read_batch(same[0])) == same[0].rows
+    # The superseded attempt was removed after the switch: only the committed one is left.
+    fs = storage.filesystem()
+    fs.invalidate_cache(same[0].prefix)
+    # Objects, not a delimited listing: moto keeps listing a prefix whose objects were deleted
+    # in a versioned bucket.
+    folders = {p.removeprefix(same[0].prefix + "/").split("/")[0] for p in fs.find(same[0].prefix)}
+    assert folders == {same[0].attempt, storage.MANIFEST}
+
+
+def test_a_failed_rescore_leaves_the_committed_predictions(champion, scored, monkeypatch):
+    day = _models.DAYS[-2]
+    ref = next(r for r in scored["refs"] if f"date={day}" in r)
+    before = storage.read_manifest(ref)
+
+    def s3_went_away(*args, **kwargs):
+        raise TransientError("S3 went away after the predictions were written")
+
+    monkeypatch.setattr(score, "_check", s3_went_away)
+    with pytest.raises(TransientError):
+        score.score("flights", day, version=champion["v1"], model_name=NAME)
+    after = storage.read_manifest(ref)
+    assert after == before  # the day keeps its predictions, readable
+    assert len(storage.read_batch(after)) == after.rows
+    # A predictions reader never infers columns from the path (`date=...` folders).
+    assert "date" not in storage.read_dask([after]).columns
 
 
 def test_drift_report_per_scored_batch(champion, scored):

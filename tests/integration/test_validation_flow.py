@@ -93,7 +93,7 @@ def test_violating_batch_is_quarantined(s3_server, flights_day, contract):
     assert quarantined.extra["validation_report"] == exc.report_url
     assert quarantined.content_hash == raw.content_hash
     pd.testing.assert_frame_equal(storage.read_batch(quarantined), bad)
-    beside = storage.read_json(f"{quarantined.ref}/_report.json")
+    beside = storage.read_json(quarantined.file_url("_report.json"))
     assert beside["failed_rules"] == exc.failed_rules
     assert beside == storage.read_json(exc.report_url)
 
@@ -247,7 +247,7 @@ def test_rows_policy_within_max_fraction(salted, tmp_path):
     manifest = storage.read_manifest(_ref("quarantine", raw))
     assert manifest.extra["quarantined_rows"] == 2
     assert manifest.extra["failed_rules"] == ["toy.id.not_null", "toy.score.max"]
-    assert storage.read_json(f"{manifest.ref}/_report.json")["rows"] == 20
+    assert storage.read_json(manifest.file_url("_report.json"))["rows"] == 20
     assert storage.committed_in_zone([raw.ref], "validated") == [_ref("validated", raw)]
 
 

@@ -46,7 +46,7 @@ def test_source_errors_are_retried_by_kind(tmp_path):
     assert "could not be imported" not in out.stderr  # every exception path resolves
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {
         "UnreadableInput": "FAIL",  # kept in quarantine: a retry reads the same bytes
-        "TransientSourceError": "RETRY",
+        "TransientSourceError": "DEFAULT",  # the task's retries, exponential backoff
         "SourceNotFound": "DEFAULT",
         "BatchNotFoundError": "DEFAULT",
         "SourceError": "FAIL",

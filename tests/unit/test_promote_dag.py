@@ -129,7 +129,7 @@ def test_a_registry_that_did_not_answer_is_retried_a_refusal_is_not(tmp_path):
     )
     actions = json.loads(out.stdout.strip().splitlines()[-1])
     assert actions == {
-        "RegistryUnavailable": "RETRY",
+        "RegistryUnavailable": "DEFAULT",  # the task's retries, exponential backoff
         "EvaluationError": "FAIL",
         "RegistryError": "FAIL",
     }

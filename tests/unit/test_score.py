@@ -38,7 +38,7 @@ def test_a_run_scores_with_one_version_uri_and_names_its_batches_by_it():
     )
     assert ctx.dataset == "flights"
     assert ctx.model_uri == "models:/flights_delay/7"  # a version, never the alias
-    assert ctx.batch_id == "model=7"
+    assert ctx.batch_id == "model-7"
 
 
 def test_a_skipped_day_is_left_pending_and_the_others_are_scored(monkeypatch):
