@@ -1,8 +1,8 @@
 """Object storage: S3 clients from settings, buckets, and immutable batches committed by manifest.
 
-A batch is a set of parquet parts under `<bucket>/<dataset>/<partition>/<batch_id>/` and becomes
-visible only when its `_manifest.json` exists: the manifest is written last and is the commit.
-Readers go through manifests, never bare listings, so a half-written attempt is never data.
+A batch is parquet parts under `<bucket>/<dataset>/<partition>/<batch_id>/<attempt>/`, visible
+only through its `_manifest.json`, written last: the commit (`ml.commit`). Readers go through
+manifests, never bare listings, so a half-written attempt is never data.
 """
 
 from __future__ import annotations
