@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import logging
-import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -82,9 +81,8 @@ def ensure_buckets(settings: Settings | None = None) -> list[str]:
 
 
 def new_batch_id(now: datetime | None = None) -> str:
-    """A fresh, time-sortable batch id; every attempt gets its own."""
-    now = now or datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    """A fresh, time-sortable batch id (an attempt id's form, without its `a-`)."""
+    return commit.new_attempt_id(now).removeprefix("a-")
 
 
 def content_hash(df: pd.DataFrame) -> str:
