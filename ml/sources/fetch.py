@@ -115,7 +115,7 @@ def _fetch_s3(source: dict, day: date, limits: Limits) -> Fetched:
     return Fetched(key.rsplit("/", 1)[-1], data, url)
 
 
-class _Retry(Exception):
+class _Retry(TransientSourceError):
     """A transient problem of one HTTP try (the message says which)."""
 
 

@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ml.errors import BadInputError
 from ml.sources.errors import SourceError, UnreadableInput
 from ml.sources.limits import Limits
 from ml.sources.section import FORMATS
@@ -270,7 +271,7 @@ def _to_bool(col: pd.Series) -> pd.Series:
     return col.map(one).astype("boolean")
 
 
-class _DuplicateKey(ValueError):
+class _DuplicateKey(BadInputError):
     def __init__(self, key: str) -> None:
         super().__init__(key)
         self.key = key

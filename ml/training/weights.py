@@ -23,12 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ml.errors import RefusedError
+
 LAYOUT_KEY = "__layout__"
 FORMAT = "mlpipe-weights-npz/1"
 FILE_NAME = "weights.npz"
 
 
-class WeightsFileError(ValueError):
+class WeightsFileError(RefusedError):
     """A weights file that is not a plain-array weights file of this format."""
 
 
