@@ -36,7 +36,10 @@ features: {row_keys: [...], joins: [{dataset, keys, columns}], numeric: [...],
   # joins: a reference table partitioned like this dataset (same partition joined);
   # lookups: a snapshot reference table (its latest validated snapshot joined); right_keys
   # name its key columns when they differ, prefix renames the joined columns.
-target: {name, source_column, threshold, missing, task}
+target: {name, kind, source_column, missing: drop, ...}   # ml.features.target says what each means
+  # kind: binary (threshold: number | positive: [values]) | multiclass (classes: [names], with
+  # bins: [edges] of a numeric column, or other: true; min_class_fraction) | regression
+  # (transform: log1p); `task: binary_classification` is accepted for `kind: binary`
 split: {by, fractions: {train, validation, test}}
 model: {name, metric, margin}
 ```
