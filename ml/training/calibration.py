@@ -28,29 +28,47 @@ from ml.features.target import BINARY, MULTICLASS
 log = logging.getLogger(__name__)
 
 
-def calibrate(head: dict[str, Any], raw_validation, y_validation) -> dict[str, Any]:
+METHODS = ("affine", "temperature", "none")
+
+
+def calibrate(
+    head: dict[str, Any], raw_validation, y_validation, method: str = "affine"
+) -> dict[str, Any]:
     """The head with `scale` and `bias` fitted on the validation split's raw outputs (binary
-    and multiclass); a regression head, or a validation split without rows, as it is."""
-    if head["kind"] not in (BINARY, MULTICLASS) or not len(y_validation):
-        return dict(head)
+    and multiclass); a regression head, or a validation split without rows, as it is.
+
+    `method`: `affine` fits scale and bias (Platt; temperature plus class biases),
+    `temperature` the scale alone (the base rate the network learned is kept), `none` nothing.
+    """
+    if method not in METHODS:
+        raise ValueError(f"calibration method {method!r}: use one of {METHODS}")
+    if head["kind"] not in (BINARY, MULTICLASS) or not len(y_validation) or method == "none":
+        return {**head, "calibration": "none"}
     z = torch.as_tensor(np.asarray(raw_validation, dtype="float64"))
     y = torch.as_tensor(np.asarray(y_validation, dtype="float64"))
+    free_bias = method == "affine"
     if head["kind"] == BINARY:
-        scale, bias = _fit(
-            z, y, lambda z, a, b: F.binary_cross_entropy_with_logits(a * z + b, y), 1
-        )
+
+        def loss(z, a, b):
+            return F.binary_cross_entropy_with_logits(a * z + b, y)
+
+        scale, bias = _fit(z, y, loss, 1, free_bias)
     else:
-        k = z.shape[1]
         labels = y.long()
-        scale, bias = _fit(z, y, lambda z, a, b: F.cross_entropy(a * z + b, labels), k)
+
+        def loss(z, a, b):
+            return F.cross_entropy(a * z + b, labels)
+
+        scale, bias = _fit(z, y, loss, z.shape[1], free_bias)
     log.info("calibration on %s validation rows: scale %.4f, bias %s", len(y), scale, bias)
-    return {**head, "scale": scale, "bias": bias}
+    return {**head, "scale": scale, "bias": bias, "calibration": method}
 
 
-def _fit(z, y, loss_of, width: int) -> tuple[float, list[float]]:
+def _fit(z, y, loss_of, width: int, free_bias: bool) -> tuple[float, list[float]]:
     a = torch.ones((), dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(width if width > 1 else (), dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([a, b], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+    b = torch.zeros(width if width > 1 else (), dtype=torch.float64, requires_grad=free_bias)
+    params = [a, b] if free_bias else [a]
+    optimizer = torch.optim.LBFGS(params, lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
 
     def closure():
         optimizer.zero_grad()
@@ -58,9 +76,11 @@ def _fit(z, y, loss_of, width: int) -> tuple[float, list[float]]:
         loss.backward()
         return loss
 
-    before = float(loss_of(z, a, b))
+    with torch.no_grad():
+        before = float(loss_of(z, a, b))
     optimizer.step(closure)
-    after = float(loss_of(z, a, b))
+    with torch.no_grad():
+        after = float(loss_of(z, a, b))
     if not np.isfinite(after) or after > before:  # never worse than no calibration
         return 1.0, [0.0] * width
     bias = b.detach().reshape(-1).tolist()
