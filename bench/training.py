@@ -261,8 +261,9 @@ def report_kind(kind: str, params: dict) -> tuple[bool, str]:
     from ml.training.calibration import calibrate
     from ml.training.device import pick_device
     from ml.training.fit import fit_network
-    from ml.training.heads import activate, head_config
+    from ml.training.heads import head_config, predicted_index
     from ml.training.loader import Batches
+    from ml.training.measure import head_metrics
     from ml.training.network import predict_raw
     from ml.training.params import TrainParams
     from ml.training.tensors import frame_tensors
@@ -295,7 +296,7 @@ def report_kind(kind: str, params: dict) -> tuple[bool, str]:
         head=head,
     )
     raw_val = predict_raw(network, frames["validation"], transform)
-    calibrated = calibrate(head, raw_val, frames["validation"]["target"].to_numpy())
+    calibrated = calibrate(head, raw_val, frames["validation"]["target"].to_numpy(), hp.calibration)
     net_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     trees = fit_baseline(
@@ -304,17 +305,18 @@ def report_kind(kind: str, params: dict) -> tuple[bool, str]:
     base_s = time.perf_counter() - t0
     y = frames["test"]["target"].to_numpy()
     raw = predict_raw(network, frames["test"], transform)
+    base = baseline_predict(trees, frames["test"], transform, spec)
     results = {
-        f"network ({len(history)} epochs, {device})": (
-            kind_metrics(kind, y, activate(raw, calibrated)),
-            net_s,
-        ),
-        "network before calibration": (kind_metrics(kind, y, activate(raw, head)), net_s),
-        f"HistGradientBoosting ({trees.n_iter_} iters)": (
-            kind_metrics(kind, y, baseline_predict(trees, frames["test"], transform, spec)),
-            base_s,
-        ),
+        f"network ({len(history)} epochs, {device})": (head_metrics(y, raw, calibrated), net_s),
+        "network before calibration": (head_metrics(y, raw, head), net_s),
     }
+    if kind == "multiclass":  # the trees with the network's decision rule, for comparison
+        balanced = predicted_index(base, head)
+        results["HistGradientBoosting, balanced decision"] = (
+            kind_metrics(kind, y, base, balanced),
+            base_s,
+        )
+    results[f"HistGradientBoosting ({trees.n_iter_} iters)"] = (kind_metrics(kind, y, base), base_s)
     names = REPORT_METRICS[kind]
     table = [
         (label, *(f"{m[k]:.4f}" for k in names), f"{secs:.0f}")

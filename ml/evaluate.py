@@ -68,4 +68,8 @@ def output_metrics(y_true, out: pd.DataFrame) -> dict[str, float]:
             f"model outputs {list(out.columns)[:8]}: none of probability, prediction or "
             "probability_<class>; cannot measure them"
         )
-    return multiclass_metrics(y_true, out[classes].to_numpy(dtype="float64"))
+    names = [c.removeprefix("probability_") for c in classes]
+    predicted = None
+    if "predicted_class" in out.columns:
+        predicted = [names.index(c) for c in out["predicted_class"].astype(str)]
+    return multiclass_metrics(y_true, out[classes].to_numpy(dtype="float64"), predicted)

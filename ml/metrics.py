@@ -11,18 +11,20 @@ CALIBRATION_BINS = 10
 PRIMARY_METRIC = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}
 
 
-def kind_metrics(kind: str, y_true, predicted) -> dict[str, float]:
+def kind_metrics(kind: str, y_true, predicted, classes=None) -> dict[str, float]:
     """The metrics of a target kind: `predicted` is the positive-class probability (binary),
-    the class probabilities (n, K) (multiclass) or the predicted values (regression)."""
+    the class probabilities (n, K) (multiclass; `classes`: the predicted class indices when
+    the decision is not the most probable class) or the predicted values (regression)."""
     if kind == "multiclass":
-        return multiclass_metrics(y_true, predicted)
+        return multiclass_metrics(y_true, predicted, classes)
     if kind == "regression":
         return regression_metrics(y_true, predicted)
     return binary_metrics(y_true, predicted)
 
 
-def multiclass_metrics(y_true, proba) -> dict[str, float]:
-    """Macro-F1, log loss, one-vs-rest ROC AUC (macro), accuracy and top-label ECE."""
+def multiclass_metrics(y_true, proba, predicted=None) -> dict[str, float]:
+    """Macro-F1 and accuracy of the predicted classes (`predicted`, default the most probable),
+    log loss, one-vs-rest ROC AUC (macro) and top-label ECE of the probabilities."""
     import numpy as np
     from sklearn.metrics import f1_score, log_loss, roc_auc_score
 
@@ -31,10 +33,11 @@ def multiclass_metrics(y_true, proba) -> dict[str, float]:
     proba = proba / proba.sum(axis=1, keepdims=True)
     k = proba.shape[1]
     labels = list(range(k))
-    predicted = proba.argmax(axis=1)
+    top_class = proba.argmax(axis=1)
+    predicted = top_class if predicted is None else np.asarray(predicted).astype(int)
     present = sorted(set(y.tolist()))
     if len(present) > 1:
-        cols = [c for c in present]
+        cols = present
         sub = proba[:, cols] / proba[:, cols].sum(axis=1, keepdims=True)
         ovr = roc_auc_score(y, sub if len(cols) > 2 else sub[:, 1], multi_class="ovr", labels=cols)
     else:
@@ -45,7 +48,7 @@ def multiclass_metrics(y_true, proba) -> dict[str, float]:
         "log_loss": float(log_loss(y, proba, labels=labels)) if len(y) else float("nan"),
         "ovr_auc": float(ovr),
         "accuracy": float((predicted == y).mean()) if len(y) else float("nan"),
-        "ece": expected_calibration_error((predicted == y).astype("float64"), top),
+        "ece": expected_calibration_error((top_class == y).astype("float64"), top),
     }
 
 

@@ -24,11 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from ml.features.target import BINARY, MULTICLASS
+from ml.training.params import CALIBRATIONS
 
 log = logging.getLogger(__name__)
 
 
-METHODS = ("affine", "temperature", "none")
+METHODS = CALIBRATIONS
 
 
 def calibrate(

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ml.errors import RefusedError
-from ml.metrics import kind_metrics
 from ml.settings import get_settings
 from ml.training import checkpoint as ckpt
 from ml.training.device import autocast_dtype, pick_device, seed_everything
-from ml.training.heads import LEGACY_HEAD, activate, n_outputs
+from ml.training.heads import LEGACY_HEAD, n_outputs
 from ml.training.losses import StandardizedMSE, loss_for
+from ml.training.measure import head_metrics
 from ml.training.network import build_network, raw_tensors
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ def _validate(fit: _Fit, validation) -> dict[str, float]:
     with _shifted(fit.network, fit.offset):
         raw = raw_tensors(fit.network, val_num, val_cat)
     kind = fit.head["kind"]
-    val = kind_metrics(kind, val_y.numpy(), activate(raw, fit.head))
+    val = head_metrics(val_y.numpy(), raw, fit.head)
     if isinstance(fit.loss_fn, StandardizedMSE):
         loss = float(((raw - fit.loss_fn.standardize(val_y).numpy()) ** 2).mean())
     else:

@@ -8,7 +8,10 @@ A head is a JSON mapping (it ships in the model config, key `target`): the targe
   the validation split after training (`ml.training.calibration`): Platt scaling of the binary
   logit, temperature plus a bias per class for multiclass; 1 and 0 before calibration;
 - regression: `mean` and `std` of the (transformed) train target: the network learns the
-  standardized value and its prediction is turned back into the column's own scale.
+  standardized value and its prediction is turned back into the column's own scale;
+- multiclass: `decision_weights`, the balanced class weights of the train split: the predicted
+  class is the most probable after weighting (`argmax p_k * w_k`), the decision that serves
+  macro-F1 on imbalanced classes; the probabilities themselves stay calibrated.
 
 Predictions: binary `probability`; multiclass `probability_<class>` per class and
 `predicted_class` (the most probable); regression `prediction`. A model config without a head
@@ -46,6 +49,7 @@ def head_config(spec: dict[str, Any], y_train) -> dict[str, Any]:
     head = {**spec, "scale": 1.0, "bias": [0.0] * n_outputs(spec)}
     if spec["kind"] == MULTICLASS:
         check_class_fractions(y, spec)
+        head["decision_weights"] = class_weights(y, spec)
     if spec["kind"] == REGRESSION:
         z = forward_transform(y, spec)
         head["mean"] = float(z.mean()) if len(z) else 0.0
@@ -90,6 +94,12 @@ def activate(raw, head: dict[str, Any] | None):
     return np.expm1(value) if head.get("transform") == "log1p" else value
 
 
+def predicted_index(proba, head: dict[str, Any]):
+    """The predicted class of each row of class probabilities: argmax of `p * decision_weights`."""
+    weights = np.asarray(head.get("decision_weights") or [1.0] * proba.shape[1])
+    return (np.asarray(proba) * weights).argmax(axis=1)
+
+
 def probability_column(name: str) -> str:
     return f"{PROBABILITY}_{name}"
 
@@ -113,7 +123,7 @@ def prediction_frame(raw, head: dict[str, Any] | None, index) -> pd.DataFrame:
     values = activate(raw, head)
     if head["kind"] == MULTICLASS:
         out = {probability_column(c): values[:, i] for i, c in enumerate(head["classes"])}
-        best = np.asarray(head["classes"], dtype=object)[values.argmax(axis=1)]
+        best = np.asarray(head["classes"], dtype=object)[predicted_index(values, head)]
         out[PREDICTED_CLASS] = pd.array(best, dtype="string")
         return pd.DataFrame(out, index=index)
     name = PROBABILITY if head["kind"] == BINARY else PREDICTION

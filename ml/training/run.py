@@ -21,7 +21,7 @@ import mlflow
 from ml import tracking
 from ml.features import sets
 from ml.features.derived import TARGET
-from ml.metrics import PRIMARY_METRIC, kind_metrics
+from ml.metrics import PRIMARY_METRIC
 from ml.training import figures
 from ml.training.calibration import calibrate
 from ml.training.checkpoint import CheckpointStore
@@ -30,6 +30,7 @@ from ml.training.distributed import launch
 from ml.training.fit import fit_network
 from ml.training.heads import activate, n_outputs
 from ml.training.loader import feature_set_head, training_data, training_head
+from ml.training.measure import head_metrics
 from ml.training.network import predict_raw
 from ml.training.package import input_example, log_pyfunc
 from ml.training.params import TrainParams
@@ -114,13 +115,13 @@ def _finish(task: TaskRun, network, history, hp: TrainParams, baseline) -> Train
     raw_head = feature_set_head(task.manifest, task.transform)
     val_frame = sets.read_split(task.manifest, "validation")
     raw_val = predict_raw(network, val_frame, task.transform)
-    head = calibrate(raw_head, raw_val, val_frame[TARGET].to_numpy())
+    head = calibrate(raw_head, raw_val, val_frame[TARGET].to_numpy(), hp.calibration)
     test_frame = sets.read_split(task.manifest, "test")
     raw = predict_raw(network, test_frame, task.transform)
     y_test = test_frame[TARGET].to_numpy()
     predicted = activate(raw, head)
-    test = kind_metrics(head["kind"], y_test, predicted)
-    before = kind_metrics(head["kind"], y_test, activate(raw, raw_head))
+    test = head_metrics(y_test, raw, head)
+    before = head_metrics(y_test, raw, raw_head)
     metrics = _log_test_metrics(test, baseline, head["kind"], before)
     _log_figures_and_history(history, y_test, predicted, activate(raw, raw_head), head)
     example = input_example(task.manifest, task.transform)
