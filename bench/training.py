@@ -258,14 +258,14 @@ def report_kind(kind: str, params: dict) -> tuple[bool, str]:
     from ml.features.target import target_spec
     from ml.metrics import kind_metrics
     from ml.training.baseline import BaselineParams, baseline_predict, fit_baseline
-    from ml.training.calibration import calibrate
+    from ml.training.calibration import CALIBRATION_SPLIT, calibrate
     from ml.training.device import pick_device
     from ml.training.fit import fit_network
     from ml.training.heads import head_config, predicted_index
     from ml.training.loader import Batches
     from ml.training.measure import head_metrics
     from ml.training.network import predict_raw
-    from ml.training.params import TrainParams
+    from ml.training.params import CALIBRATIONS, TrainParams
     from ml.training.tensors import frame_tensors
 
     name = REPORT_CONTRACTS[kind]
@@ -295,8 +295,12 @@ def report_kind(kind: str, params: dict) -> tuple[bool, str]:
         device=device,
         head=head,
     )
-    raw_val = predict_raw(network, frames["validation"], transform)
-    calibrated = calibrate(head, raw_val, frames["validation"]["target"].to_numpy(), hp.calibration)
+    fitted = {}
+    for method in CALIBRATIONS:
+        split = CALIBRATION_SPLIT.get(method, "validation")
+        raw_fit = predict_raw(network, frames[split], transform)
+        fitted[method] = calibrate(head, raw_fit, frames[split]["target"].to_numpy(), method)
+    calibrated = fitted[hp.calibration]
     net_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     trees = fit_baseline(
@@ -307,8 +311,15 @@ def report_kind(kind: str, params: dict) -> tuple[bool, str]:
     raw = predict_raw(network, frames["test"], transform)
     base = baseline_predict(trees, frames["test"], transform, spec)
     results = {
-        f"network ({len(history)} epochs, {device})": (head_metrics(y, raw, calibrated), net_s),
-        "network before calibration": (head_metrics(y, raw, head), net_s),
+        f"network ({len(history)} epochs, {device}), calibration {hp.calibration}": (
+            head_metrics(y, raw, calibrated),
+            net_s,
+        ),
+        **{
+            f"  the same, calibration {method}": (head_metrics(y, raw, fitted[method]), net_s)
+            for method in CALIBRATIONS
+            if method != hp.calibration
+        },
     }
     if kind == "multiclass":  # the trees with the network's decision rule, for comparison
         balanced = predicted_index(base, head)

@@ -9,7 +9,8 @@ from typing import Any
 from ml.errors import BadInputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-CALIBRATIONS = ("affine", "temperature", "none")  # ml.training.calibration says what each fits
+# What is fitted after training (ml.training.calibration says what each fits, on which split).
+CALIBRATIONS = ("prior", "affine", "temperature", "none")
 _AT_LEAST_ONE = ("epochs", "batch_size", "hidden", "layers", "emb_dim", "nproc_per_node")
 
 
@@ -39,7 +40,7 @@ class TrainParams:
     pos_weight: bool = True  # weight positives by negatives/positives (then undo the prior shift)
     memory_budget_mb: int = 2048  # a split larger than this streams shard by shard
     nproc_per_node: int = 1  # > 1: DDP through torchrun, one process per GPU
-    calibration: str = "affine"  # of the binary / multiclass outputs, after training
+    calibration: str = "prior"  # of the binary / multiclass outputs, after training
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> TrainParams:

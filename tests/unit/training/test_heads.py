@@ -92,3 +92,15 @@ def test_temperature_and_class_bias_calibrate_multiclass():
     hit = (top.argmax(axis=1) == y).astype(float)
     assert expected_calibration_error(hit, top.max(axis=1)) < 0.02
     assert calibrate(head_config(REG, [1.0, 2.0]), np.zeros(2), [1.0, 2.0])["scale"] == 1.0
+
+
+def test_prior_fits_the_bias_alone():
+    rng = np.random.default_rng(2)
+    logit = rng.normal(size=20_000)
+    y = (rng.random(20_000) < 1 / (1 + np.exp(-logit))).astype(float)
+    head = head_config(BIN, y)
+    fitted = calibrate(head, logit - 0.7, y, "prior")  # a prior correction that overshot
+    assert fitted["scale"] == 1.0 and fitted["bias"][0] == pytest.approx(0.7, abs=0.05)
+    assert fitted["calibration"] == "prior"
+    with pytest.raises(ValueError, match="calibration method 'platt'"):
+        calibrate(head, logit, y, "platt")
