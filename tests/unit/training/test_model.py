@@ -49,3 +49,41 @@ def test_pyfunc_takes_raw_rows_and_agrees_with_the_network(data, tmp_path):
     np.testing.assert_allclose(out["probability"].to_numpy(), expected, rtol=1e-5, atol=1e-6)
     same = predict_proba(network, val, transform)
     np.testing.assert_allclose(out["probability"].to_numpy()[1:], same[1:], rtol=1e-5, atol=1e-6)
+
+
+def test_predict_applies_the_calibrated_head_of_its_config(data):
+    """The head in the model config (`target`) is what `predict` applies: calibration, and the
+    output columns of the kind. Set directly on the pyfunc (no packaging involved)."""
+    from ml.training.heads import activate
+    from ml.training.model import DelayModel
+    from ml.training.network import build_network, predict_raw
+
+    _, val, transform = data
+    torch.manual_seed(0)
+    model = DelayModel()
+    model.transform = transform
+    model.network = build_network(len(transform.numeric), transform.cardinalities, outputs=3)
+    model.network.eval()
+    raw_rows = pd.DataFrame({c: val[f"num__{c}"].astype("float64") for c in transform.numeric})
+    for c in transform.categorical:
+        raw_rows[c] = [transform.vocab[c][k - 1] for k in val[f"cat__{c}"]]
+    head = {
+        "kind": "multiclass",
+        "classes": ["a", "b", "c"],
+        "scale": 0.5,
+        "bias": [0.3, 0.0, -0.3],
+        "decision_weights": [1.0, 1.0, 1.0],
+    }
+    model.config = {"target": head}
+    out = model.predict(None, raw_rows)
+    assert list(out.columns) == [
+        "probability_a",
+        "probability_b",
+        "probability_c",
+        "predicted_class",
+    ]
+    raw = predict_raw(model.network, transform.apply(raw_rows), transform)
+    expected = activate(raw, head)
+    np.testing.assert_allclose(out.iloc[:, :3].to_numpy(), expected, rtol=1e-6)
+    uncalibrated = activate(raw, {**head, "scale": 1.0, "bias": [0.0, 0.0, 0.0]})
+    assert not np.allclose(out.iloc[:, :3].to_numpy(), uncalibrated)
