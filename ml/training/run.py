@@ -110,8 +110,8 @@ def _fit_here(task: TaskRun, hp: TrainParams, store: CheckpointStore):
 
 
 def _finish(task: TaskRun, network, history, hp: TrainParams, baseline) -> TrainResult:
-    """Calibration on the validation split, test metrics, figures and history, the model
-    logged (with its calibrated head) and registered: the task's result."""
+    """Calibration (param `calibration`: `ml.training.calibration`), test metrics, figures and
+    history, the model logged (with its calibrated head) and registered: the task's result."""
     raw_head = feature_set_head(task.manifest, task.transform)
     # `prior` is fitted on the rows the network was trained on, the others on validation.
     fitted_on = sets.read_split(task.manifest, CALIBRATION_SPLIT.get(hp.calibration, "validation"))
