@@ -24,7 +24,7 @@ from _mlpipe import (
     zone_asset,
 )
 from ml.assets import CHALLENGER
-from ml.training.params import PRECISIONS, CompressParams, TrainParams
+from ml.training.params import CALIBRATIONS, PRECISIONS, CompressParams, TrainParams
 
 # Param defaults are the library's defaults (light dataclasses: no torch at parse time).
 TRAIN, COMPRESS = TrainParams(), CompressParams()
@@ -74,7 +74,13 @@ def build(dataset: str, model_name: str):
                 title="Precision (auto: bf16/fp16 on CUDA, fp32 on CPU)",
             ),
             "pos_weight": Param(
-                TRAIN.pos_weight, type="boolean", title="Weight positives (class imbalance)"
+                TRAIN.pos_weight, type="boolean", title="Weight positives / classes (imbalance)"
+            ),
+            "calibration": Param(
+                TRAIN.calibration,
+                enum=list(CALIBRATIONS),
+                title="Calibration after training (prior: bias on train; affine, temperature: "
+                "on validation)",
             ),
             "memory_budget_mb": Param(
                 TRAIN.memory_budget_mb, type="integer", minimum=1, title="Above this, stream shards"

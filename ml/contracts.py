@@ -46,7 +46,10 @@ features: {row_keys: [...], joins: [{dataset, keys, columns, missing}], numeric:
   # name its key columns when they differ, prefix renames the joined columns.
   # lags: a column N days earlier (ml.features.lags); derived: the vocabulary of
   # ml.features.derived (calendar, clock, concat, difference, ratio, bucket, hook).
-target: {name, source_column, threshold, missing, task}
+target: {name, kind, source_column, missing: drop, ...}   # ml.features.target says what each means
+  # kind: binary (threshold: number | positive: [values]) | multiclass (classes: [names], with
+  # bins: [edges] of a numeric column, or other: true; min_class_fraction) | regression
+  # (transform: log1p); `task: binary_classification` is accepted for `kind: binary`
 split: {by, fractions: {train, validation, test}}
 model: {name, metric, margin}
 ```

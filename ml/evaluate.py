@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ml import storage, tracking
 from ml.features.derived import TARGET
-from ml.metrics import binary_metrics, brier_score
+from ml.metrics import binary_metrics, brier_score, multiclass_metrics, regression_metrics
 from ml.model_versions import version_uri
 from ml.promotion_rule import EvaluationError
 from ml.settings import get_settings
@@ -49,7 +49,27 @@ def load_snapshot(uri: str) -> tuple[pd.DataFrame, str]:
 
 
 def evaluate_version(model_name: str, version: str, rows: pd.DataFrame) -> dict[str, float]:
-    """A registered model version's metrics on labelled joined raw rows (its own transform)."""
+    """A registered model version's metrics on labelled joined raw rows (its own transform),
+    those of its target's kind, told by its outputs (`ml.training.heads`)."""
     model = tracking.load_model(version_uri(model_name, version))
-    proba = model.predict(rows.drop(columns=[TARGET]))["probability"]
-    return metrics(rows[TARGET], proba)
+    return output_metrics(rows[TARGET], model.predict(rows.drop(columns=[TARGET])))
+
+
+def output_metrics(y_true, out: pd.DataFrame) -> dict[str, float]:
+    """The metrics of a model's output frame: `probability` (binary), `probability_<class>`
+    per class (multiclass, in the classes' order) or `prediction` (regression)."""
+    if "probability" in out.columns:
+        return metrics(y_true, out["probability"])
+    if "prediction" in out.columns:
+        return regression_metrics(y_true, out["prediction"])
+    classes = [c for c in out.columns if c.startswith("probability_")]
+    if not classes:
+        raise EvaluationError(
+            f"model outputs {list(out.columns)[:8]}: none of probability, prediction or "
+            "probability_<class>; cannot measure them"
+        )
+    names = [c.removeprefix("probability_") for c in classes]
+    predicted = None
+    if "predicted_class" in out.columns:
+        predicted = [names.index(c) for c in out["predicted_class"].astype(str)]
+    return multiclass_metrics(y_true, out[classes].to_numpy(dtype="float64"), predicted)

@@ -12,14 +12,27 @@ from typing import Any
 
 from ml.errors import RefusedError
 
-# In the order a person is offered them (the promote DAG's metric choice).
-KNOWN_METRICS = ("roc_auc", "accuracy", "log_loss", "brier", "ece")
+# In the order a person is offered them (the promote DAG's metric choice). Binary targets are
+# measured by roc_auc, pr_auc, accuracy, log_loss, brier, ece; multiclass targets by macro_f1,
+# ovr_auc (one-vs-rest ROC AUC), accuracy, log_loss, ece (top-label); regression targets by
+# rmse, mae, r2.
+KNOWN_METRICS = (
+    "roc_auc", "accuracy", "log_loss", "brier", "ece", "pr_auc",
+    "macro_f1", "ovr_auc", "rmse", "mae", "r2",
+)  # fmt: skip
 # Metrics where a smaller value is better; every other metric is better when larger.
-LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece"})
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece", "rmse", "mae"})
+REGRESSION_METRICS = frozenset({"rmse", "mae", "r2"})
 DEFAULT_METRIC = "roc_auc"
 # Guardrails when neither the Params nor the contract set any: the challenger may not be
-# worse than the champion by more than this on log loss or on calibration error.
+# worse than the champion by more than this on log loss or on calibration error (a class
+# target); a regression target is judged on its primary metric alone.
 DEFAULT_GUARDRAILS: Mapping[str, float] = {"log_loss": 0.02, "ece": 0.05}
+
+
+def default_guardrails(metric: str) -> dict[str, float]:
+    """The guardrails that go with a primary metric when none are set: none for regression."""
+    return {} if metric in REGRESSION_METRICS else dict(DEFAULT_GUARDRAILS)
 
 
 class EvaluationError(RefusedError):
@@ -64,13 +77,14 @@ class DecisionRule:
         guardrails: Mapping[str, float] | None = None,
     ) -> DecisionRule:
         """The contract's `model:` section (`metric`, `margin`), overridden where an argument
-        is given (None: not given)."""
+        is given (None: not given). Default guardrails follow the metric (`default_guardrails`)."""
+        metric = metric or model_spec.get("metric", DEFAULT_METRIC)
         return cls(
-            metric=metric or model_spec.get("metric", DEFAULT_METRIC),
+            metric=metric,
             min_improvement=float(
                 model_spec.get("margin", 0.0) if min_improvement is None else min_improvement
             ),
-            guardrails=dict(DEFAULT_GUARDRAILS if guardrails is None else guardrails),
+            guardrails=default_guardrails(metric) if guardrails is None else dict(guardrails),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +110,12 @@ def _compare(
     challenger: Mapping[str, float], champion: Mapping[str, float], rule: DecisionRule
 ) -> tuple[bool, list[str]]:
     m = rule.metric
+    for name in [m, *rule.guardrails]:
+        if name not in challenger or name not in champion:
+            raise EvaluationError(
+                f"decision rule: metric {name!r} is not measured for this model's target "
+                f"(measured: {sorted(challenger)}); choose a metric of its kind"
+            )
     gain = -_worse_by(m, challenger[m], champion[m])
     ok = gain > 0 and gain >= rule.min_improvement
     verb = "beats" if ok else "does not beat"

@@ -10,7 +10,7 @@ manifest commits them, and each scored day gets a drift report against the train
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ml import commit, contracts, drift, storage, tracking
@@ -19,6 +19,7 @@ from ml.errors import BadInputError
 from ml.features import sets
 from ml.features.derived import row_keys
 from ml.features.inputs import FeatureInputs, PartitionSkipped, partition_inputs, read_joined
+from ml.features.target import BINARY, target_spec
 from ml.model_versions import CHAMPION, ModelVersionNotFoundError, alias_version, version_uri
 from ml.scoring_plan import (
     DEFAULT_THRESHOLD,
@@ -28,6 +29,7 @@ from ml.scoring_plan import (
     ScoringResult,
 )
 from ml.settings import get_settings
+from ml.training.heads import output_columns
 from ml.validation.execute import validate_dask
 from ml.validation.outcome import ContractViolation
 from ml.validation.report import ValidationReport
@@ -42,6 +44,35 @@ log = logging.getLogger(__name__)
 
 # Not in data_contracts/ itself: that folder's files are the datasets that are ingested.
 PREDICTIONS_CONTRACT = contracts.CONTRACTS_DIR / "outputs" / "predictions.yaml"
+CLASS_COLUMN = "probability_<class>"  # stands for one column per class (multiclass contract)
+
+
+def predictions_contract(target: dict[str, Any] | None = None) -> Contract:
+    """The output contract of a model's target kind (`data_contracts/outputs/`): binary
+    `predictions.yaml`, else `predictions_<kind>.yaml` with one probability column per class."""
+    import dataclasses
+    import hashlib
+
+    spec = target_spec(target) if target else {"kind": BINARY}
+    if spec["kind"] == BINARY:
+        return contracts.load_contract(PREDICTIONS_CONTRACT)
+    base = contracts.load_contract(
+        PREDICTIONS_CONTRACT.with_name(f"predictions_{spec['kind']}.yaml")
+    )
+    columns = []
+    for column in base.columns:
+        if column.name != CLASS_COLUMN:
+            columns.append(column)
+            continue
+        columns += [
+            dataclasses.replace(column, name=n)
+            for n in output_columns(spec)
+            if n != column.name and n.startswith("probability_")
+        ]
+    classes = ",".join(spec.get("classes", []))
+    digest = hashlib.sha256(f"{base.hash}:{classes}".encode()).hexdigest()[:16]
+    return dataclasses.replace(base, columns=columns, hash=digest)
+
 
 # Loaded models, per worker process: a model is loaded once per worker, not once per partition.
 _MODELS: dict[str, Any] = {}
@@ -68,18 +99,21 @@ def predict_partition(
     version: str,
     threshold: float,
     keys: list[str],
+    outputs: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Score one partition of joined raw rows; keep the keys, add probability, label, version
+    """Score one partition of joined raw rows; keep the keys, add the model's outputs (binary:
+    probability and label; `outputs`, its columns and dtypes, for other kinds) and the version
     (column `model_version`, as the predictions contract names it)."""
     import pandas as pd
 
     out = df[keys].copy()
-    if len(df):
-        proba = _load_model(model_uri, tracking_uri).predict(df)["probability"].to_numpy()
-    else:
-        proba = []
-    out["probability"] = pd.Series(proba, index=df.index, dtype="float64")
-    out["label"] = out["probability"] >= threshold
+    outputs = outputs or {"probability": "float64"}
+    predicted = _load_model(model_uri, tracking_uri).predict(df) if len(df) else None
+    for name, dtype in outputs.items():
+        values = predicted[name].to_numpy() if predicted is not None else []
+        out[name] = pd.Series(values, index=df.index, dtype=dtype)
+    if "probability" in outputs:
+        out["label"] = out["probability"] >= threshold
     out["model_version"] = pd.Series(version, index=df.index, dtype="string")
     return out
 
@@ -138,6 +172,7 @@ class ScoringContext:
     drift_threshold: float
     transform: FeatureTransform
     profile: dict[str, Any]
+    target: dict[str, Any] = field(default_factory=dict)  # the trained feature set's target
 
     @classmethod
     def load(
@@ -151,8 +186,10 @@ class ScoringContext:
     ) -> ScoringContext:
         """Read the version's drift reference profile (made once per version) and transform."""
         profile = drift.reference_profile(contract.dataset, model_name, version)
-        transform = sets.load_transform(sets.read_feature_manifest(profile["feature_set"]))
+        manifest = sets.read_feature_manifest(profile["feature_set"])
+        transform = sets.load_transform(manifest)
         return cls(
+            target=manifest.get("target") or {},
             contract=contract,
             model_name=model_name,
             version=version,
@@ -169,6 +206,11 @@ class ScoringContext:
     @property
     def model_uri(self) -> str:
         return version_uri(self.model_name, self.version)
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        """The model's output columns and dtypes (`ml.training.heads.output_columns`)."""
+        return output_columns(target_spec(self.target) if self.target else None)
 
     @property
     def batch_id(self) -> str:
@@ -251,8 +293,10 @@ def _predict_and_count(
     joined = read_joined(ctx.contract, inputs, s)
     keys = row_keys(ctx.contract)
     meta = joined._meta[keys].copy()
-    meta["probability"] = pd.Series(dtype="float64")
-    meta["label"] = pd.Series(dtype="bool")
+    for name, dtype in ctx.outputs.items():
+        meta[name] = pd.Series(dtype=dtype)
+    if "probability" in ctx.outputs:
+        meta["label"] = pd.Series(dtype="bool")
     meta["model_version"] = pd.Series(dtype="string")
     predictions = joined.map_partitions(
         predict_partition,
@@ -261,6 +305,7 @@ def _predict_and_count(
         ctx.version,
         ctx.threshold,
         keys,
+        ctx.outputs,
         meta=meta,
     )
     write = predictions.to_parquet(
@@ -291,7 +336,7 @@ def _check(ctx: ScoringContext, partition: str, prefix: str) -> ValidationReport
         storage_options=get_settings().s3_storage_options(dask=True),
         dataset={"partitioning": None},
     )
-    check = validate_dask(written, str(PREDICTIONS_CONTRACT), partition=partition)
+    check = validate_dask(written, predictions_contract(ctx.target), partition=partition)
     if not check.success:
         key = f"predictions/{ctx.dataset}/{partition}/{ctx.batch_id}/_report.json"
         url = storage.write_json("reports", key, check.to_dict())

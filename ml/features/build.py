@@ -192,7 +192,9 @@ def _hooks(contract: Contract, s: Settings) -> dict[str, str]:
 
 def _check_target(contract: Contract) -> dict:
     target = contract.target
-    for key in ("source_column", "threshold"):
+    # The kind's own keys (threshold, classes, ...) are checked with the contract
+    # (`ml.contract_training`); a feature set needs at least a column to take its target from.
+    for key in ("source_column",):
         if key not in target:
             raise ContractError(f"{contract.path}: target.{key} is required for features")
     if target.get("missing", "drop") not in TARGET_MISSING:

@@ -37,6 +37,8 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from ml.errors import ConfigurationError, ContractError
+from ml.features import target as _target
+from ml.features.target import TARGET  # noqa: F401  (re-exported: the target column)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,8 +46,6 @@ if TYPE_CHECKING:
     from ml.contracts import Contract
 
 log = logging.getLogger(__name__)
-
-TARGET = "target"
 
 # The vocabulary. `ml.contract_training` checks contracts against the same table (a unit test
 # keeps the two equal: that module cannot import this one).
@@ -460,16 +460,12 @@ def row_keys(contract: Contract) -> list[str]:
 
 
 def add_target(df: pd.DataFrame, target: dict) -> pd.DataFrame:
-    """The binary target; rows whose source value is missing get NA (the caller decides).
+    """The encoded target (`ml.features.target`); rows whose source value is missing get NA.
 
     For flights the missing source value is a cancelled flight (no `dep_delay`): see
     `target.missing` in the contract; `build_features` drops those rows from every split.
     """
-    source = df[target["source_column"]]
-    # `assign` copies no column (copy-on-write): a full `copy()` here was a whole-frame copy.
-    return df.assign(
-        **{TARGET: (source > target["threshold"]).astype("float32").where(source.notna())}
-    )
+    return _target.add_target(df, target)
 
 
 def with_target(df: pd.DataFrame, target: dict) -> pd.DataFrame:
@@ -477,4 +473,4 @@ def with_target(df: pd.DataFrame, target: dict) -> pd.DataFrame:
 
     One row filter before anything else: the joins then work on the kept rows only.
     """
-    return add_target(df[df[target["source_column"]].notna()], target)
+    return _target.with_target(df, target)

@@ -1,6 +1,8 @@
 """The baseline a practitioner tries first on tabular data: gradient-boosted trees.
 
-A scikit-learn `HistGradientBoostingClassifier` on the same features and splits as the network
+A scikit-learn `HistGradientBoostingClassifier` (binary and multiclass targets) or
+`HistGradientBoostingRegressor` (regression, squared error on the column's own scale) on the
+same features and splits as the network
 (numeric inputs as they are, categorical codes as native categories where the vocabulary fits
 in `max_bins`, as ordinal codes otherwise), early-stopped on the validation split, logged as a
 sibling MLflow run (tag `role=baseline`) in the dataset's experiment.
@@ -17,7 +19,8 @@ import mlflow
 
 from ml.features import sets
 from ml.features.derived import TARGET
-from ml.metrics import binary_metrics
+from ml.features.target import MULTICLASS, REGRESSION, target_spec
+from ml.metrics import PRIMARY_METRIC, kind_metrics
 from ml.training.result import BaselineResult
 from ml.training.task_run import TASK_KEY_TAG, open_task_run
 from ml.training.tensors import categorical_columns, numeric_columns
@@ -58,14 +61,22 @@ def design(frame: pd.DataFrame, transform) -> pd.DataFrame:
     return frame[numeric_columns(transform) + categorical_columns(transform)]
 
 
-def fit_baseline(train: pd.DataFrame, validation: pd.DataFrame, transform, params: BaselineParams):
+def fit_baseline(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    transform,
+    params: BaselineParams,
+    kind: str = "binary",
+):
     """Fit the trees on the train split, early-stopped on the validation split."""
     import numpy as np
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
     native = [n <= MAX_BINS for n in transform.cardinalities]
     mask = [False] * len(transform.numeric) + native
-    model = HistGradientBoostingClassifier(
+    trees = HistGradientBoostingRegressor if kind == REGRESSION else HistGradientBoostingClassifier
+    cast = float if kind == REGRESSION else int
+    model = trees(
         max_iter=params.max_iter,
         learning_rate=params.learning_rate,
         max_leaf_nodes=params.max_leaf_nodes,
@@ -78,15 +89,31 @@ def fit_baseline(train: pd.DataFrame, validation: pd.DataFrame, transform, param
     )
     model.fit(
         design(train, transform),
-        train[TARGET].to_numpy().astype(int),
+        train[TARGET].to_numpy().astype(cast),
         X_val=design(validation, transform),
-        y_val=validation[TARGET].to_numpy().astype(int),
+        y_val=validation[TARGET].to_numpy().astype(cast),
     )
     return model
 
 
 def baseline_proba(model, frame: pd.DataFrame, transform):
     return model.predict_proba(design(frame, transform))[:, 1]
+
+
+def baseline_predict(model, frame: pd.DataFrame, transform, spec: dict[str, Any]):
+    """What the trees give for a target kind: the positive class's probability (binary), the
+    probabilities of every class of the spec (multiclass: a class absent from train gets 0),
+    or the value (regression)."""
+    import numpy as np
+
+    if spec["kind"] == REGRESSION:
+        return model.predict(design(frame, transform))
+    proba = model.predict_proba(design(frame, transform))
+    if spec["kind"] != MULTICLASS:
+        return proba[:, 1]
+    out = np.zeros((len(frame), len(spec["classes"])))
+    out[:, model.classes_.astype(int)] = proba
+    return out
 
 
 def train_baseline(
@@ -100,8 +127,10 @@ def train_baseline(
     task = open_task_run(feature_ref, task_instance, "baseline", "baseline")
     manifest, transform = task.manifest, task.transform
     key, client, run_id = task.key, task.client, task.run_id
+    spec = target_spec(manifest["target"])
+    primary = PRIMARY_METRIC[spec["kind"]]
     run = client.get_run(run_id)
-    if run.info.status == "FINISHED" and "test_roc_auc" in run.data.metrics:
+    if run.info.status == "FINISHED" and f"test_{primary}" in run.data.metrics:
         log.info("baseline run %s of task key %s already finished: reusing it", run_id, key)
         metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
         return BaselineResult(run_id, metrics, run.data.tags[TASK_KEY_TAG])
@@ -110,12 +139,14 @@ def train_baseline(
         if not run.data.params:
             mlflow.log_params({f"baseline_{k}": v for k, v in asdict(hp).items()})
         started = time.perf_counter()
-        model = fit_baseline(splits["train"], splits["validation"], transform, hp)
+        model = fit_baseline(splits["train"], splits["validation"], transform, hp, spec["kind"])
         fit_s = time.perf_counter() - started
-        test = binary_metrics(
-            splits["test"][TARGET], baseline_proba(model, splits["test"], transform)
+        test = kind_metrics(
+            spec["kind"],
+            splits["test"][TARGET],
+            baseline_predict(model, splits["test"], transform, spec),
         )
         metrics = {f"test_{k}": v for k, v in test.items()}
         mlflow.log_metrics({**metrics, "fit_s": fit_s, "n_iter": float(model.n_iter_)})
-    log.info("baseline test roc_auc %.4f (run %s)", test["roc_auc"], run_id)
+    log.info("baseline test %s %.4f (run %s)", primary, test[primary], run_id)
     return BaselineResult(run_id, metrics, key)

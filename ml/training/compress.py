@@ -9,14 +9,18 @@ the Params set (`compress_tolerance`). Once per full version.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import torch
 
 from ml import contracts, tracking
+from ml.errors import RefusedError
 from ml.features import sets
+from ml.features.target import BINARY, target_kind
 from ml.settings import get_settings
 from ml.training.compact import compact_variant
 from ml.training.network import network_from_config
@@ -50,9 +54,15 @@ def compress(
         return CompactResult(name, str(existing.version), True, dict(existing.tags))
     feature_ref = client.get_run(train_result.run_id).data.params["feature_ref"]
     manifest = sets.read_feature_manifest(feature_ref)
+    kind = target_kind(manifest.get("target") or {})
+    if kind != BINARY:
+        raise RefusedError(
+            f"compact variant of {name} v{version}: made for binary targets only (its tolerance "
+            f"is a ROC AUC loss); this model's target is {kind}"
+        )
     transform = sets.load_transform(manifest)
     hp = TrainParams.from_dict(params)
-    network = _full_network(name, version, transform, hp)
+    network, head = _full_network(name, version, transform, hp)
     torch.set_num_threads(get_settings().torch_threads)
     validation = frame_tensors(sets.read_split(manifest, "validation"), transform)
     test = frame_tensors(sets.read_split(manifest, "test"), transform)
@@ -64,7 +74,7 @@ def compress(
             transform,
             hp.network_config(),
             input_example(manifest, transform),
-            extra_config={"quantized": True},
+            extra_config={"quantized": True, **({"target": head} if head else {})},
         )
     tags = {
         "variant": "int8",
@@ -99,9 +109,11 @@ def _compact_of(client, name: str, version: str):
 
 def _full_network(name: str, version: str, transform, hp: TrainParams):
     """The network of a registered full version (its plain-array weights artifact), in eval
-    mode."""
+    mode, and its calibrated head (the config's `target`; None for a model without one)."""
     network = network_from_config(transform, hp.network_config())
     weights = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=None)
     network.load_state_dict(load_weights(f"{weights}/artifacts/{WEIGHTS_FILE}"))
     network.eval()
-    return network
+    config = Path(weights, "artifacts", "config.json")
+    head = json.loads(config.read_text()).get("target") if config.exists() else None
+    return network, head

@@ -29,7 +29,8 @@ from ml.identity import identity_env
 from ml.training.checkpoint import CheckpointStore
 from ml.training.ddp import DistContext, setup
 from ml.training.fit import fit_network
-from ml.training.loader import Batches, synthetic_features, training_data
+from ml.training.heads import LEGACY_HEAD, n_outputs
+from ml.training.loader import Batches, synthetic_features, training_data, training_head
 from ml.training.network import network_from_config
 from ml.training.params import TrainParams
 from ml.training.tensors import frame_tensors
@@ -67,7 +68,9 @@ def launch(feature_ref: str, hp: TrainParams, run_id: str, checkpoint_url: str):
                 "(the worker logs are above; a retry resumes from the last checkpoint)"
             )
         transform = sets.load_transform(sets.read_feature_manifest(feature_ref))
-        network = network_from_config(transform, hp.network_config())
+        head = json.loads((out / "head.json").read_text()) if (out / "head.json").exists() else None
+        outputs = n_outputs(head or LEGACY_HEAD)
+        network = network_from_config(transform, {**hp.network_config(), "outputs": outputs})
         network.load_state_dict(torch.load(out / "weights.pt", weights_only=True))
         history = json.loads((out / "history.json").read_text())
         return network, history
@@ -113,9 +116,10 @@ def _fit_this_rank(args: argparse.Namespace, hp: TrainParams, ctx: DistContext) 
     out, device = Path(args.out), ctx.device()
     if args.synthetic:
         batches, validation, transform = _synthetic(args.synthetic, hp, ctx, device)
-        store, on_epoch = None, None
+        store, on_epoch, head = None, None, None
     else:
         batches, validation, transform, store, on_epoch = _feature_set(args, hp, ctx, device)
+        head = training_head(sets.read_feature_manifest(args.feature_ref), batches)
     network, history = fit_network(
         batches,
         validation,
@@ -125,6 +129,7 @@ def _fit_this_rank(args: argparse.Namespace, hp: TrainParams, ctx: DistContext) 
         dist=ctx,
         checkpoint=store,
         on_epoch=on_epoch,
+        head=head,
     )
     checksum = float(sum(p.double().sum() for p in network.parameters()))
     figures = {
@@ -138,6 +143,8 @@ def _fit_this_rank(args: argparse.Namespace, hp: TrainParams, ctx: DistContext) 
     if ctx.is_main:
         torch.save(network.state_dict(), out / "weights.pt")
         (out / "history.json").write_text(json.dumps(history))
+        if head is not None:
+            (out / "head.json").write_text(json.dumps(head))
 
 
 def _synthetic(rows: int, hp: TrainParams, ctx: DistContext, device: str):

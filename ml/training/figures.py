@@ -1,7 +1,9 @@
 """The figures a person looks at after training, as PNG files for MLflow artifacts.
 
-Loss curves, ROC and precision-recall curves, a reliability (calibration) diagram and the
-confusion matrix at 0.5. matplotlib's Agg backend: no display needed.
+Per target kind: loss curves always; binary: ROC and precision-recall curves, the reliability
+(calibration) diagram before and after calibration and the confusion matrix at 0.5; multiclass:
+the class confusion matrix and the top-label reliability before and after calibration;
+regression: residuals and predicted against actual. matplotlib's Agg backend: no display needed.
 """
 
 from __future__ import annotations
@@ -16,15 +18,41 @@ matplotlib.use("Agg")  # before pyplot: no display needed
 import matplotlib.pyplot as plt
 
 
-def training_figures(history: list[dict], y_true, proba, folder: Path) -> list[Path]:
-    """Write the figures of one training run into `folder`; return their paths."""
-    y_true = np.asarray(y_true).astype(int)
-    proba = np.asarray(proba, dtype="float64")
+def training_figures(
+    history: list[dict], y_true, predicted, folder: Path, head=None, before=None
+) -> list[Path]:
+    """Write the figures of one training run into `folder`; return their paths.
+
+    `predicted`: what the head gives (binary probability, class probabilities, values);
+    `before`: the same before calibration (drawn beside it in the calibration figure).
+    """
+    kind = (head or {}).get("kind", "binary")
     paths = [_save(_loss_curves(history), folder, "loss_curves")]
+    if kind == "regression":
+        y, p = np.asarray(y_true, dtype="float64"), np.asarray(predicted, dtype="float64")
+        paths.append(_save(_residuals(y, p), folder, "residuals"))
+        paths.append(_save(_predicted_vs_actual(y, p), folder, "predicted_vs_actual"))
+        return paths
+    y_true = np.asarray(y_true).astype(int)
+    proba = np.asarray(predicted, dtype="float64")
+    if kind == "multiclass":
+        classes = list(head["classes"])
+        hit = (proba.argmax(axis=1) == y_true).astype(int)
+        curves = {"calibrated": (hit, proba.max(axis=1))}
+        if before is not None:
+            b = np.asarray(before, dtype="float64")
+            curves["before"] = ((b.argmax(axis=1) == y_true).astype(int), b.max(axis=1))
+        paths.append(_save(_calibration(curves, "top-label "), folder, "calibration"))
+        matrix = _class_confusion(y_true, proba.argmax(axis=1), classes)
+        paths.append(_save(matrix, folder, "confusion_matrix"))
+        return paths
     if len(set(y_true)) == 2:
         paths.append(_save(_roc_curve(y_true, proba), folder, "roc_curve"))
         paths.append(_save(_pr_curve(y_true, proba), folder, "pr_curve"))
-    paths.append(_save(_calibration(y_true, proba), folder, "calibration"))
+    curves = {"calibrated": (y_true, proba)}
+    if before is not None:
+        curves["before"] = (y_true, np.asarray(before, dtype="float64"))
+    paths.append(_save(_calibration(curves), folder, "calibration"))
     paths.append(_save(_confusion_matrix(y_true, proba), folder, "confusion_matrix"))
     return paths
 
@@ -41,8 +69,9 @@ def _loss_curves(history: list[dict]):
     fig, ax = plt.subplots(figsize=(5, 3.5))
     epochs = [row["epoch"] for row in history]
     ax.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train (weighted)")
-    ax.plot(epochs, [row["val_log_loss"] for row in history], marker="o", label="validation")
-    ax.set(xlabel="epoch", ylabel="log loss", title="Loss curves")
+    val = [row.get("val_loss", row.get("val_log_loss")) for row in history]
+    ax.plot(epochs, val, marker="o", label="validation")
+    ax.set(xlabel="epoch", ylabel="loss", title="Loss curves")
     ax.legend()
     return fig
 
@@ -69,14 +98,50 @@ def _pr_curve(y_true, proba):
     return fig
 
 
-def _calibration(y_true, proba):
-    bins = np.minimum((proba * 10).astype(int), 9)
-    pred = [proba[bins == b].mean() for b in range(10) if (bins == b).any()]
-    seen = [y_true[bins == b].mean() for b in range(10) if (bins == b).any()]
+def _calibration(curves: dict, what: str = ""):
+    """Reliability diagram: one line per `label -> (outcome 0/1, probability)`."""
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
-    ax.plot(pred, seen, marker="o")
-    ax.set(xlabel="mean predicted", ylabel="observed rate", title="Calibration (test)")
+    for label, (y_true, proba) in curves.items():
+        bins = np.minimum((proba * 10).astype(int), 9)
+        pred = [proba[bins == b].mean() for b in range(10) if (bins == b).any()]
+        seen = [y_true[bins == b].mean() for b in range(10) if (bins == b).any()]
+        ax.plot(pred, seen, marker="o", label=label)
+    ax.set(xlabel=f"mean predicted {what}", ylabel="observed rate", title="Calibration (test)")
+    ax.legend()
+    return fig
+
+
+def _class_confusion(y_true, predicted, classes: list[str]):
+    from sklearn.metrics import confusion_matrix
+
+    k = len(classes)
+    matrix = confusion_matrix(y_true, predicted, labels=list(range(k)))
+    fig, ax = plt.subplots(figsize=(1.2 * k + 2, 1.2 * k + 1.5))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), n in np.ndenumerate(matrix):
+        ax.text(j, i, f"{n:,}", ha="center", va="center")
+    ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="actual")
+    ax.set_xticklabels(classes, rotation=45, ha="right")
+    ax.set_yticklabels(classes)
+    ax.set_title("Confusion matrix (test)")
+    return fig
+
+
+def _residuals(y_true, predicted):
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.hist(predicted - y_true, bins=60)
+    ax.set(xlabel="predicted - actual", ylabel="rows", title="Residuals (test)")
+    return fig
+
+
+def _predicted_vs_actual(y_true, predicted):
+    fig, ax = plt.subplots(figsize=(4, 4))
+    step = max(len(y_true) // 5000, 1)  # a sample: a scatter of every row says no more
+    ax.scatter(y_true[::step], predicted[::step], s=3, alpha=0.4)
+    low, high = float(np.min(y_true, initial=0)), float(np.max(y_true, initial=1))
+    ax.plot([low, high], [low, high], linestyle="--", color="grey")
+    ax.set(xlabel="actual", ylabel="predicted", title="Predicted vs actual (test)")
     return fig
 
 

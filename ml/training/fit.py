@@ -1,5 +1,7 @@
-"""The fit loop: early stopping on validation log loss, a checkpoint every epoch (resumed from on
-a retry), DDP-aware, positives weighted with the prior shift undone in what it returns."""
+"""The fit loop: early stopping on the validation loss (log loss, or the standardized squared
+error of a regression), a checkpoint every epoch (resumed from on a retry), DDP-aware, classes
+weighted with the prior shift undone in what it returns. The loss and the output head follow the
+target's kind (`ml.training.losses`, `ml.training.heads`)."""
 
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ml.errors import RefusedError
-from ml.metrics import binary_metrics
 from ml.settings import get_settings
 from ml.training import checkpoint as ckpt
 from ml.training.device import autocast_dtype, pick_device, seed_everything
-from ml.training.network import build_network, predict_tensors
+from ml.training.heads import LEGACY_HEAD, n_outputs
+from ml.training.losses import StandardizedMSE, loss_for
+from ml.training.measure import head_metrics
+from ml.training.network import build_network, raw_tensors
 
 if TYPE_CHECKING:
     from ml.features.transform import FeatureTransform
@@ -43,9 +47,10 @@ class _Fit:
     scaler: torch.amp.GradScaler
     amp: torch.dtype | None
     loss_fn: torch.nn.Module
-    offset: float  # log(positive weight): the prior shift the weighting puts into the logit
+    offset: Any  # log(class weight(s)): the prior shift the weighting puts into the logit(s)
     device: str
     dist: DistContext | None
+    head: dict  # the output head (`ml.training.heads`): kind, classes, standardization
 
     @property
     def ddp(self) -> bool:
@@ -74,20 +79,22 @@ def fit_network(
     checkpoint: CheckpointStore | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     describe_input: str = "training input",
+    head: dict | None = None,
 ):
-    """Train with early stopping on validation log loss; return (best network on CPU, history).
+    """Train with early stopping on the validation loss; return (best network on CPU, history).
 
     `batches` is an `ml.training.loader.Batches`; `validation` is (numeric, categorical, target) CPU
     tensors. With a `checkpoint` store, every epoch is checkpointed (rank 0) and training resumes
-    from the committed checkpoint. `on_epoch(row)` runs on rank 0 after each new epoch.
+    from the committed checkpoint. `on_epoch(row)` runs on rank 0 after each new epoch. `head`
+    (`ml.training.heads.head_config`) sets the outputs and the loss; none: a binary target.
     """
-    fit = _set_up(batches, transform, hp, device or pick_device(), dist)
+    fit = _set_up(batches, transform, hp, device or pick_device(), dist, head or LEGACY_HEAD)
     progress = _resume(fit, checkpoint, hp)
     is_main = dist is None or dist.is_main
     for epoch in range(progress.start, hp.epochs):
         row = _epoch(fit, batches, epoch, validation, hp, describe_input)
         progress.history.append(row)
-        _track_best(progress, fit.network, row["val_log_loss"])
+        _track_best(progress, fit.network, row["val_loss"])
         if checkpoint is not None and is_main:
             checkpoint.save(epoch, _checkpoint_state(fit, progress))
         if on_epoch and is_main:
@@ -100,12 +107,15 @@ def fit_network(
     return _best_network(fit, progress), progress.history
 
 
-def _set_up(batches, transform, hp: TrainParams, device: str, dist) -> _Fit:
+def _set_up(batches, transform, hp: TrainParams, device: str, dist, head: dict) -> _Fit:
     seed_everything(hp.seed)
     if device == "cpu":
         torch.set_num_threads(get_settings().torch_threads)
     network = build_network(
-        len(transform.numeric), transform.cardinalities, **hp.network_config()
+        len(transform.numeric),
+        transform.cardinalities,
+        **hp.network_config(),
+        outputs=n_outputs(head),
     ).to(device)
     model = dist.wrap(network, device) if dist and dist.world_size > 1 else network
     optimizer = torch.optim.AdamW(
@@ -113,12 +123,10 @@ def _set_up(batches, transform, hp: TrainParams, device: str, dist) -> _Fit:
     )
     amp = autocast_dtype(device, hp.precision)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    positive_rate = batches.positive_rate()
-    weight = (1 - positive_rate) / max(positive_rate, 1e-6) if hp.pos_weight else 1.0
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([weight], device=device))
-    # Weighting positives by w shifts the learned logit by log(w): subtract it when predicting
+    # Weighting a class by w shifts its learned logit by log(w): subtract it when predicting
     # so probabilities stay calibrated (and log loss comparable with an unweighted model).
-    return _Fit(network, model, optimizer, scaler, amp, loss_fn, math.log(weight), device, dist)
+    loss_fn, offset = loss_for(head, batches.targets(), hp.pos_weight, device)
+    return _Fit(network, model, optimizer, scaler, amp, loss_fn, offset, device, dist, head)
 
 
 def _resume(fit: _Fit, checkpoint: CheckpointStore | None, hp: TrainParams) -> _Progress:
@@ -157,12 +165,10 @@ def _epoch(fit: _Fit, batches, epoch: int, validation, hp: TrainParams, describe
             "for NaN/inf values or lower the learning rate"
         )
     elapsed = time.perf_counter() - started
-    val = _validate(fit, validation)
     return {
         "epoch": epoch,
         "train_loss": train_loss,
-        "val_log_loss": val["log_loss"],
-        "val_roc_auc": val["roc_auc"],
+        **_validate(fit, validation),
         "samples_per_s": seen * (fit.dist.world_size if fit.dist else 1) / elapsed,
         "epoch_s": elapsed,
     }
@@ -186,20 +192,31 @@ def run_epoch(model, batches, optimizer, loss_fn, scaler, amp, device: str):
     return total, seen
 
 
+# The validation metrics in each epoch's row, per kind (`val_loss` decides early stopping).
+VAL_METRICS = {"binary": ("roc_auc",), "multiclass": ("macro_f1",), "regression": ("rmse",)}
+
+
 def _validate(fit: _Fit, validation) -> dict[str, float]:
-    """Validation metrics of the network as it will predict (prior shift undone)."""
+    """Validation loss and metrics of the network as it will predict (prior shift undone)."""
     if fit.ddp:
         fit.dist.sync_buffers(fit.network)
     val_num, val_cat, val_y = validation
     with _shifted(fit.network, fit.offset):
-        proba = predict_tensors(fit.network, val_num, val_cat)
-    val = binary_metrics(val_y.numpy(), proba)
+        raw = raw_tensors(fit.network, val_num, val_cat)
+    kind = fit.head["kind"]
+    val = head_metrics(val_y.numpy(), raw, fit.head)
+    if isinstance(fit.loss_fn, StandardizedMSE):
+        loss = float(((raw - fit.loss_fn.standardize(val_y).numpy()) ** 2).mean())
+    else:
+        loss = val["log_loss"]
+    row = {"val_loss": loss}
+    if kind != "regression":
+        row["val_log_loss"] = val["log_loss"]
+    row.update({f"val_{k}": val[k] for k in VAL_METRICS[kind]})
     if fit.ddp:
         # Ranks must agree on early stopping; rank 0's view decides.
-        val["log_loss"], val["roc_auc"] = fit.dist.broadcast_floats(
-            [val["log_loss"], val["roc_auc"]]
-        )
-    return val
+        row = dict(zip(row, fit.dist.broadcast_floats(list(row.values())), strict=True))
+    return row
 
 
 def _track_best(progress: _Progress, network, val_loss: float) -> None:
@@ -228,7 +245,7 @@ def _best_network(fit: _Fit, progress: _Progress):
     network = fit.network.cpu()
     if progress.best is not None:
         network.load_state_dict(progress.best)
-    _shift_bias(network, -fit.offset)
+    _shift_bias(network, _negated(fit.offset))
     return network
 
 
@@ -239,13 +256,23 @@ class _shifted:
         self.network, self.offset = network, offset
 
     def __enter__(self):
-        _shift_bias(self.network, -self.offset)
+        _shift_bias(self.network, _negated(self.offset))
 
     def __exit__(self, *exc):
         _shift_bias(self.network, self.offset)
 
 
-def _shift_bias(network, delta: float) -> None:
-    if delta:
+def _negated(offset):
+    return [-x for x in offset] if isinstance(offset, list | tuple) else -offset
+
+
+def _shift_bias(network, delta) -> None:
+    """Add `delta` (a float, or one value per output) to the output bias."""
+    if isinstance(delta, list | tuple):
+        if any(delta):
+            with torch.no_grad():
+                bias = network.mlp[-1].bias
+                bias += torch.tensor(delta, dtype=bias.dtype, device=bias.device)
+    elif delta:
         with torch.no_grad():
             network.mlp[-1].bias += delta

@@ -25,7 +25,9 @@ from ml import storage
 from ml.errors import NotFoundError
 from ml.features import sets
 from ml.features.derived import TARGET
+from ml.features.target import target_spec
 from ml.features.transform import FeatureTransform
+from ml.training.heads import head_config
 from ml.training.tensors import categorical_columns, frame_tensors, numeric_columns
 
 if TYPE_CHECKING:
@@ -149,15 +151,20 @@ class Batches:
 
     def positive_rate(self) -> float:
         """The share of positive targets over the whole split (every rank, every shard)."""
+        target = self.targets()
+        return float(target.sum()) / max(len(target), 1)
+
+    def targets(self) -> np.ndarray:
+        """The target column of the whole split (every rank, every shard), float64: what the
+        head and the loss are fitted on (class shares, standardization)."""
         if not self.streaming:
-            target = self._tensors[2]
-            return float(target.sum()) / max(len(target), 1)
-        positives = 0.0
+            return self._tensors[2].cpu().numpy().astype(np.float64)
+        parts = []
         for shard in self.shards:
             with self.fs.open(shard.path, "rb") as fh:
                 column = pq.read_table(fh, columns=[TARGET]).column(TARGET)
-            positives += float(column.to_numpy(zero_copy_only=False).sum())
-        return positives / max(self.rows, 1)
+            parts.append(column.to_numpy(zero_copy_only=False).astype(np.float64))
+        return np.concatenate(parts) if parts else np.zeros(0)
 
     def _generator(self, epoch: int):
         # A fresh generator per epoch: the order of epoch k does not depend on how many epochs
@@ -236,6 +243,18 @@ def training_data(
     )
     validation = frame_tensors(sets.read_split(manifest, "validation"), transform)
     return batches, validation
+
+
+def feature_set_head(manifest: dict, transform: FeatureTransform) -> dict:
+    """`training_head` of a feature set, its train targets read shard by shard."""
+    batches = split_batches(f"{manifest['ref']}/train", transform, batch_size=1, in_memory=False)
+    return training_head(manifest, batches)
+
+
+def training_head(manifest: dict, batches: Batches) -> dict:
+    """The output head of a feature set's target (its manifest's `target` section), fitted on
+    the train split's targets (`ml.training.heads.head_config`)."""
+    return head_config(target_spec(manifest["target"]), batches.targets())
 
 
 def synthetic_features(rows: int, seed: int = 0, n_numeric: int = 6, cardinality: int = 12):

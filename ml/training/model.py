@@ -1,5 +1,6 @@
-"""The registered model: an MLflow pyfunc that takes joined raw rows and returns the probability
-of a delay, with the fitted feature transform and the network inside.
+"""The registered model: an MLflow pyfunc that takes joined raw rows and returns its predictions
+(the columns of its target's kind: `ml.training.heads`), with the fitted feature transform, the
+network and its calibrated head inside.
 
 Scoring applies exactly the transform that training used. Ships inside the registered model with
 the modules it imports (`ml.features.transform`, `ml.training.network`, `ml.training.weights`;
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import mlflow.pyfunc
 
 from ml.features.transform import FeatureTransform
-from ml.training.network import network_from_config, predict_proba, quantize_dynamic
+from ml.training.heads import prediction_frame
+from ml.training.network import network_from_config, predict_raw, quantize_dynamic
 from ml.training.weights import load_weights
 
 if TYPE_CHECKING:
@@ -28,7 +30,9 @@ CONFIG_ARTIFACT = "config"
 
 
 class DelayModel(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc: joined raw rows in, `probability` out (transform + network inside)."""
+    """MLflow pyfunc: joined raw rows in, predictions out (transform + network + head inside):
+    `probability` (binary), `probability_<class>` and `predicted_class` (multiclass) or
+    `prediction` (regression)."""
 
     def load_context(self, context: Any) -> None:
         with open(context.artifacts[TRANSFORM_ARTIFACT]) as fh:
@@ -46,8 +50,7 @@ class DelayModel(mlflow.pyfunc.PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
-        import pandas as pd
-
         inputs = self.transform.apply(model_input)
-        proba = predict_proba(self.network, inputs, self.transform)
-        return pd.DataFrame({"probability": proba.astype("float64")}, index=model_input.index)
+        raw = predict_raw(self.network, inputs, self.transform)
+        # The config's `target` is the head (kind, calibration); none: an uncalibrated binary one.
+        return prediction_frame(raw, self.config.get("target"), model_input.index)

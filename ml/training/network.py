@@ -1,4 +1,5 @@
-"""The tabular PyTorch network: built from a config, probabilities out, its dynamic-int8 form.
+"""The tabular PyTorch network: built from a config, raw outputs (or binary probabilities) out,
+its dynamic-int8 form.
 
 Ships inside the registered model: imports numpy, torch and `ml.training.tensors` only.
 """
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 
 class TabularNet(nn.Module):
-    """Embeddings for categoricals, concatenated with numerics, into an MLP with one logit.
+    """Embeddings for categoricals, concatenated with numerics, into an MLP with `outputs` raw
+    outputs (one logit or value: shape (n,); one logit per class: shape (n, outputs)).
 
     Embedding width is `min(emb_dim, cardinality)`; `layers` hidden layers of `hidden` units,
     each Linear -> BatchNorm -> ReLU -> Dropout.
@@ -35,8 +37,10 @@ class TabularNet(nn.Module):
         emb_dim: int,
         dropout: float,
         layers: int,
+        outputs: int = 1,
     ) -> None:
         super().__init__()
+        self.outputs = outputs
         self.embeddings = nn.ModuleList(nn.Embedding(n, min(emb_dim, n)) for n in cardinalities)
         width = n_numeric + sum(min(emb_dim, n) for n in cardinalities)
         blocks: list[nn.Module] = []
@@ -48,11 +52,12 @@ class TabularNet(nn.Module):
                 nn.Dropout(dropout),
             ]
             width = hidden
-        self.mlp = nn.Sequential(*blocks, nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*blocks, nn.Linear(width, outputs))
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         parts = [numeric] + [emb(categorical[:, i]) for i, emb in enumerate(self.embeddings)]
-        return self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+        out = self.mlp(torch.cat(parts, dim=1))
+        return out.squeeze(1) if self.outputs == 1 else out
 
 
 def build_network(
@@ -62,11 +67,14 @@ def build_network(
     emb_dim: int = 8,
     dropout: float = 0.1,
     layers: int = 2,
+    outputs: int = 1,
 ) -> TabularNet:
     """A fresh `TabularNet` (see there for its shape)."""
-    if layers < 1 or hidden < 1:
-        raise ValueError(f"network: layers and hidden must be >= 1, got {layers} and {hidden}")
-    return TabularNet(n_numeric, list(cardinalities), hidden, emb_dim, dropout, layers)
+    if layers < 1 or hidden < 1 or outputs < 1:
+        raise ValueError(
+            f"network: layers, hidden and outputs must be >= 1, got {layers}, {hidden}, {outputs}"
+        )
+    return TabularNet(n_numeric, list(cardinalities), hidden, emb_dim, dropout, layers, outputs)
 
 
 def network_from_config(transform: FeatureTransform, config: dict) -> TabularNet:
@@ -90,7 +98,20 @@ def predict_proba(
 
 
 def predict_tensors(network, numeric, categorical, batch_size: int = 65536):
-    """Probabilities (float32 numpy) for input tensors, in batches, on the network's device."""
+    """Probabilities (float32 numpy) of a one-logit network for input tensors, in batches."""
+    raw = raw_tensors(network, numeric, categorical, batch_size)
+    return (1.0 / (1.0 + np.exp(-raw.astype(np.float64)))).astype(np.float32)
+
+
+def predict_raw(network, frame: pd.DataFrame, transform: FeatureTransform, batch_size: int = 65536):
+    """Raw outputs (logits or standardized values) for a model-input frame, on the CPU."""
+    numeric, categorical, _ = frame_tensors(frame, transform, target=False)
+    return raw_tensors(network, numeric, categorical, batch_size)
+
+
+def raw_tensors(network, numeric, categorical, batch_size: int = 65536):
+    """Raw outputs (float32 numpy, (n,) or (n, outputs)) for input tensors, in batches, on the
+    network's device."""
     network.eval()
     device = next(network.parameters()).device
     out = []
@@ -100,5 +121,8 @@ def predict_tensors(network, numeric, categorical, batch_size: int = 65536):
                 numeric[start : start + batch_size].to(device),
                 categorical[start : start + batch_size].to(device),
             )
-            out.append(torch.sigmoid(logits.float()).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+            out.append(logits.float().cpu().numpy())
+    if out:
+        return np.concatenate(out)
+    width = getattr(network, "outputs", 1)
+    return np.zeros((0,) if width == 1 else (0, width), dtype=np.float32)

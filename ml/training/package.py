@@ -28,6 +28,7 @@ from mlflow.models import infer_signature
 from ml import tracking
 from ml.features import sets
 from ml.training import weights
+from ml.training.heads import output_columns
 from ml.training.model import CONFIG_ARTIFACT, TRANSFORM_ARTIFACT, WEIGHTS_ARTIFACT
 
 if TYPE_CHECKING:
@@ -41,8 +42,10 @@ SHIPPED_MODULES = (
     "ml.errors",
     "ml.features",
     "ml.features.derived",
+    "ml.features.target",
     "ml.features.transform",
     "ml.training",
+    "ml.training.heads",
     "ml.training.tensors",
     "ml.training.network",
     "ml.training.weights",
@@ -85,10 +88,17 @@ def input_example(manifest: dict, transform) -> pd.DataFrame:
     return eval_rows[transform.input_columns].head(5)
 
 
-def model_output_example(example: pd.DataFrame) -> pd.DataFrame:
+def model_output_example(example: pd.DataFrame, head: dict | None = None) -> pd.DataFrame:
+    """Outputs shaped as the model's for its head (`ml.training.heads.output_columns`)."""
     import pandas as pd
 
-    return pd.DataFrame({"probability": [0.5] * len(example)})
+    columns = output_columns(head)
+    return pd.DataFrame(
+        {
+            name: pd.Series(["x" if dtype == "string" else 0.5] * len(example), dtype=dtype)
+            for name, dtype in columns.items()
+        }
+    )
 
 
 def model_files(folder: Path, network, transform, config: dict) -> dict[str, str]:
@@ -118,7 +128,9 @@ def log_pyfunc(network, transform, network_config: dict, example, extra_config=N
                 python_model=entry_file(),
                 artifacts=artifacts,
                 code_paths=[str(copy_shipped_code(tmp / "code"))],
-                signature=infer_signature(example, model_output_example(example)),
+                signature=infer_signature(
+                    example, model_output_example(example, config.get("target"))
+                ),
                 input_example=example,
                 pip_requirements=requirements(),
             )

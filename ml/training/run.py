@@ -21,14 +21,17 @@ import mlflow
 from ml import tracking
 from ml.features import sets
 from ml.features.derived import TARGET
-from ml.metrics import binary_metrics
+from ml.metrics import PRIMARY_METRIC
 from ml.training import figures
+from ml.training.calibration import CALIBRATION_SPLIT, calibrate
 from ml.training.checkpoint import CheckpointStore
 from ml.training.device import pick_device
 from ml.training.distributed import launch
 from ml.training.fit import fit_network
-from ml.training.loader import training_data
-from ml.training.network import predict_proba
+from ml.training.heads import activate, n_outputs
+from ml.training.loader import feature_set_head, training_data, training_head
+from ml.training.measure import head_metrics
+from ml.training.network import predict_raw
 from ml.training.package import input_example, log_pyfunc
 from ml.training.params import TrainParams
 from ml.training.register import CODE_VERSION, register
@@ -97,6 +100,7 @@ def _fit_here(task: TaskRun, hp: TrainParams, store: CheckpointStore):
     device = pick_device()
     batches, validation = training_data(task.manifest, task.transform, hp, device)
     logged = tracking.logged_steps(task.client, task.run_id, "train_loss")
+    head = training_head(task.manifest, batches)
     return fit_network(
         batches,
         validation,
@@ -106,28 +110,40 @@ def _fit_here(task: TaskRun, hp: TrainParams, store: CheckpointStore):
         checkpoint=store,
         on_epoch=lambda row: tracking.log_step(task.client, task.run_id, row, logged),
         describe_input=f"{task.manifest['ref']}/train",
+        head=head,
     )
 
 
 def _finish(task: TaskRun, network, history, hp: TrainParams, baseline) -> TrainResult:
-    """Test metrics, figures and history, the model logged and registered: the task's result."""
+    """Calibration (param `calibration`: `ml.training.calibration`), test metrics, figures and
+    history, the model logged (with its calibrated head) and registered: the task's result."""
+    raw_head = feature_set_head(task.manifest, task.transform)
+    # `prior` is fitted on the rows the network was trained on, the others on validation.
+    fitted_on = sets.read_split(task.manifest, CALIBRATION_SPLIT.get(hp.calibration, "validation"))
+    raw_fit = predict_raw(network, fitted_on, task.transform)
+    head = calibrate(raw_head, raw_fit, fitted_on[TARGET].to_numpy(), hp.calibration)
     test_frame = sets.read_split(task.manifest, "test")
-    proba = predict_proba(network, test_frame, task.transform)
+    raw = predict_raw(network, test_frame, task.transform)
     y_test = test_frame[TARGET].to_numpy()
-    test = binary_metrics(y_test, proba)
-    metrics = _log_test_metrics(test, baseline)
-    _log_figures_and_history(history, y_test, proba)
+    predicted = activate(raw, head)
+    test = head_metrics(y_test, raw, head)
+    before = head_metrics(y_test, raw, raw_head)
+    metrics = _log_test_metrics(test, baseline, head["kind"], before)
+    _log_figures_and_history(history, y_test, predicted, activate(raw, raw_head), head)
     example = input_example(task.manifest, task.transform)
-    info = log_pyfunc(network, task.transform, hp.network_config(), example)
+    network_config = {**hp.network_config(), "outputs": n_outputs(head)}
+    info = log_pyfunc(network, task.transform, network_config, example, {"target": head})
     version = register(
         task.client, task.run_id, info.model_uri, task.contract, task.manifest, metrics
     )
     mlflow.set_tag(VERSION_TAG, version)
+    primary = PRIMARY_METRIC[head["kind"]]
     log.info(
-        "registered %s version %s (test roc_auc %.4f)",
+        "registered %s version %s (test %s %.4f)",
         task.contract.model_name,
         version,
-        test["roc_auc"],
+        primary,
+        test[primary],
     )
     return TrainResult(
         model_name=task.contract.model_name,
@@ -139,20 +155,26 @@ def _finish(task: TaskRun, network, history, hp: TrainParams, baseline) -> Train
     )
 
 
-def _log_test_metrics(test: dict[str, float], baseline: BaselineResult | None) -> dict:
-    """`test_*` metrics (and the gap to the baseline's test ROC AUC) logged to the active run."""
+def _log_test_metrics(
+    test: dict[str, float], baseline: BaselineResult | None, kind: str, before: dict[str, float]
+) -> dict:
+    """`test_*` metrics (the uncalibrated ones as `uncalibrated_test_*`, and the gap to the
+    baseline's primary metric) logged to the active run."""
     metrics = {f"test_{k}": v for k, v in test.items()}
-    if baseline:
-        metrics["baseline_test_roc_auc"] = baseline.metrics["test_roc_auc"]
-        metrics["test_roc_auc_minus_baseline"] = test["roc_auc"] - baseline.metrics["test_roc_auc"]
+    primary = PRIMARY_METRIC[kind]
+    if baseline and f"test_{primary}" in baseline.metrics:
+        theirs = baseline.metrics[f"test_{primary}"]
+        metrics[f"baseline_test_{primary}"] = theirs
+        metrics[f"test_{primary}_minus_baseline"] = test[primary] - theirs
         mlflow.set_tag("baseline_run_id", baseline.run_id)
-    mlflow.log_metrics(metrics)
+    mlflow.log_metrics({**metrics, **{f"uncalibrated_test_{k}": v for k, v in before.items()}})
     return metrics
 
 
-def _log_figures_and_history(history: list[dict], y_test, proba) -> None:
+def _log_figures_and_history(history: list[dict], y_test, predicted, before, head) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        for path in figures.training_figures(history, y_test, proba, Path(tmp)):
+        paths = figures.training_figures(history, y_test, predicted, Path(tmp), head, before)
+        for path in paths:
             mlflow.log_artifact(str(path), artifact_path="figures")
         (Path(tmp) / "history.json").write_text(json.dumps(history, indent=2))
         mlflow.log_artifact(str(Path(tmp) / "history.json"))

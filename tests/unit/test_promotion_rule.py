@@ -99,3 +99,21 @@ def test_the_rule_as_recorded():
 def test_bad_rules_are_refused_with_the_rule_named(kwargs, message):
     with pytest.raises(EvaluationError, match=message):
         DecisionRule(**kwargs)
+
+
+def test_regression_and_multiclass_metrics_know_their_direction():
+    rule = DecisionRule.for_contract({"metric": "rmse"})
+    assert rule.guardrails == {}  # log loss and ECE measure classes, not values
+    assert decide({"rmse": 9.0}, {"rmse": 10.0}, rule).promoted  # lower RMSE is better
+    assert not decide({"rmse": 11.0}, {"rmse": 10.0}, rule).promoted
+    assert not decide({"r2": 0.1}, {"r2": 0.2}, DecisionRule("r2", guardrails={})).promoted
+    multi = DecisionRule.for_contract({"metric": "macro_f1"})
+    assert multi.guardrails == {"log_loss": 0.02, "ece": 0.05}
+    better = {"macro_f1": 0.5, "log_loss": 0.8, "ece": 0.01}
+    assert decide(better, {"macro_f1": 0.4, "log_loss": 0.8, "ece": 0.01}, multi).promoted
+
+
+def test_a_metric_the_target_does_not_measure_is_refused_not_ignored():
+    rule = DecisionRule.for_contract({"metric": "roc_auc"})
+    with pytest.raises(EvaluationError, match="'roc_auc' is not measured"):
+        decide({"rmse": 1.0}, {"rmse": 2.0}, rule)

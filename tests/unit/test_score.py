@@ -61,3 +61,41 @@ def test_a_skipped_day_is_left_pending_and_the_others_are_scored(monkeypatch):
     assert score.score_partitions("flights", days, version="1") == ["date=2013-12-30"]
     with pytest.raises(PartitionSkipped):
         score.score("flights", "2013-12-31", version="1")
+
+
+def test_the_output_contract_follows_the_target_kind():
+    from ml.score import predictions_contract
+
+    binary = predictions_contract(contracts.load_contract("flights").target)
+    assert [c.name for c in binary.columns] == ["probability", "label", "model_version"]
+    multi = predictions_contract(contracts.load_contract("flights_delay_class").target)
+    assert [c.name for c in multi.columns] == [
+        "probability_on_time",
+        "probability_short",
+        "probability_long",
+        "predicted_class",
+        "model_version",
+    ]
+    assert {"predictions_multiclass.probability_long.max"} <= set(rule_ids(multi))
+    regression = predictions_contract(contracts.load_contract("flights_delay_minutes").target)
+    assert [c.name for c in regression.columns] == ["prediction", "model_version"]
+    assert len({binary.hash, multi.hash, regression.hash}) == 3
+
+
+def test_a_partition_gets_the_columns_of_its_kind(monkeypatch):
+    import pandas as pd
+
+    from ml import score
+
+    class Model:
+        def predict(self, df):
+            return pd.DataFrame(
+                {"prediction": [1.5] * len(df), "extra": [0] * len(df)}, index=df.index
+            )
+
+    monkeypatch.setattr(score, "_load_model", lambda uri, tracking: Model())
+    rows = pd.DataFrame({"key": [1, 2]})
+    out = score.predict_partition(rows, "m", "t", "3", 0.5, ["key"], {"prediction": "float64"})
+    assert list(out.columns) == ["key", "prediction", "model_version"]  # no label, no extra
+    empty = score.predict_partition(rows.iloc[:0], "m", "t", "3", 0.5, ["key"], {"x": "string"})
+    assert list(empty.columns) == ["key", "x", "model_version"] and empty["x"].dtype == "string"

@@ -12,14 +12,20 @@ from ml.training.tensors import frame_tensors
 SMALL = {"epochs": 3, "hidden": 32, "layers": 2, "emb_dim": 4, "batch_size": 256, "patience": 5}
 
 
-def fit(data, store=None, **overrides):
+def fit(data, store=None, head=None, **overrides):
     frame, val, transform = data
     hp = TrainParams.from_dict({**SMALL, **overrides})
     batches = Batches(
         frame_tensors(frame, transform), transform, batch_size=hp.batch_size, seed=hp.seed
     )
     return fit_network(
-        batches, frame_tensors(val, transform), transform, hp, device="cpu", checkpoint=store
+        batches,
+        frame_tensors(val, transform),
+        transform,
+        hp,
+        device="cpu",
+        checkpoint=store,
+        head=head,
     )
 
 

@@ -87,3 +87,41 @@ def test_the_saved_model_is_code_and_data_with_no_pickle_in_it(data, tmp_path):
             assert not path.read_bytes().startswith(b"\x80"), f"{path} looks like a pickle"
     mlmodel = (model / "MLmodel").read_text()
     assert "mlflow.pyfunc.loaders.code_model" in mlmodel and "python_model:" not in mlmodel
+
+
+def test_predict_applies_the_calibrated_head_of_its_config(data):
+    """The head in the model config (`target`) is what `predict` applies: calibration, and the
+    output columns of the kind. Set directly on the pyfunc (no packaging involved)."""
+    from ml.training.heads import activate
+    from ml.training.model import DelayModel
+    from ml.training.network import build_network, predict_raw
+
+    _, val, transform = data
+    torch.manual_seed(0)
+    model = DelayModel()
+    model.transform = transform
+    model.network = build_network(len(transform.numeric), transform.cardinalities, outputs=3)
+    model.network.eval()
+    raw_rows = pd.DataFrame({c: val[f"num__{c}"].astype("float64") for c in transform.numeric})
+    for c in transform.categorical:
+        raw_rows[c] = [transform.vocab[c][k - 1] for k in val[f"cat__{c}"]]
+    head = {
+        "kind": "multiclass",
+        "classes": ["a", "b", "c"],
+        "scale": 0.5,
+        "bias": [0.3, 0.0, -0.3],
+        "decision_weights": [1.0, 1.0, 1.0],
+    }
+    model.config = {"target": head}
+    out = model.predict(None, raw_rows)
+    assert list(out.columns) == [
+        "probability_a",
+        "probability_b",
+        "probability_c",
+        "predicted_class",
+    ]
+    raw = predict_raw(model.network, transform.apply(raw_rows), transform)
+    expected = activate(raw, head)
+    np.testing.assert_allclose(out.iloc[:, :3].to_numpy(), expected, rtol=1e-6)
+    uncalibrated = activate(raw, {**head, "scale": 1.0, "bias": [0.0, 0.0, 0.0]})
+    assert not np.allclose(out.iloc[:, :3].to_numpy(), uncalibrated)
