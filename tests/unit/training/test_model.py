@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from ml.training.params import TrainParams
 from tests.unit.training._fit import SMALL, fit
