@@ -46,3 +46,20 @@ def raise_asset_event(uri: str, name: str, extra: dict[str, Any]) -> int | None:
             asset=asset, extra=extra, source_is_api=True, session=session
         )
         return None if event is None else event.id
+
+
+def stage_identity(stage: str):
+    """The S3 identity of the Airflow connection `mlpipe_s3_<stage>` (as the DAGs' tasks use,
+    `dags/_mlpipe.py`), or None where none is configured (the process's own keys apply)."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    from ml.identity import S3Identity
+
+    try:
+        conn = Connection.get_connection_from_secrets(f"mlpipe_s3_{stage}")
+    except AirflowNotFoundException:
+        return None
+    if not conn.login or not conn.password:
+        return None
+    return S3Identity(stage, conn.login, conn.password)

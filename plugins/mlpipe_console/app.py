@@ -112,7 +112,16 @@ def create_app(
         except webhook.WebhookRejected as exc:
             log.warning("MLflow webhook refused: %s", exc)
             return JSONResponse({"error": str(exc)}, status_code=401)
-        status, answer = await run_in_threadpool(views.alias_moved, body, delivery, raiser)
+        status, answer = await run_in_threadpool(_as_promote, body, delivery, raiser)
         return JSONResponse(answer, status_code=status)
+
+    def _as_promote(body: bytes, delivery: str, raise_event) -> tuple[int, dict]:
+        """An alias move is audited as promotions are: under the `promote` S3 identity (its
+        lock and the append-only audit log), where per-stage identities are configured."""
+        from ml.identity import use_identity
+        from mlpipe_console.airflow_side import stage_identity
+
+        with use_identity(stage_identity("promote")):
+            return views.alias_moved(body, delivery, raise_event)
 
     return app

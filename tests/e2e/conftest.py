@@ -3,6 +3,7 @@ one answers (the production path), SQLite otherwise."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -31,8 +32,8 @@ def _postgres():
     return conn
 
 
-@pytest.fixture(scope="package")
-def databases() -> Iterator[dict[str, str]]:
+@contextlib.contextmanager
+def fresh_databases() -> Iterator[dict[str, str]]:
     """Fresh Airflow and MLflow databases in Postgres (dropped afterwards), or {} for SQLite."""
     conn = _postgres()
     if conn is None:
@@ -54,6 +55,13 @@ def databases() -> Iterator[dict[str, str]]:
             for name in names.values():
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()
+
+
+@pytest.fixture(scope="package")
+def databases() -> Iterator[dict[str, str]]:
+    """The package stack's databases (`fresh_databases`)."""
+    with fresh_databases() as urls:
+        yield urls
 
 
 @pytest.fixture(scope="package")
