@@ -113,6 +113,12 @@ def split_parts(feature_manifest: dict, split: str) -> list[dict]:
     return [p for p in parts if p["rows"]]
 
 
+def split_url(feature_manifest: dict, split: str) -> str:
+    """The folder of one split: inside the committed attempt's folder (`data`), or directly
+    under the feature set for one written before attempts."""
+    return f"{feature_manifest.get('data', feature_manifest['ref'])}/{split}"
+
+
 def read_split(feature_manifest: dict, split: str) -> pd.DataFrame:
     """One split of a feature set (or the eval snapshot) as a pandas frame (small sets only;
     stream `split_parts` for large ones)."""
@@ -123,7 +129,7 @@ def read_split(feature_manifest: dict, split: str) -> pd.DataFrame:
         url = (
             feature_manifest["eval_snapshot"]
             if split == EVAL_SNAPSHOT
-            else f"{feature_manifest['ref']}/{split}/"
+            else f"{split_url(feature_manifest, split)}/"
         )
         return pd.read_parquet(url, storage_options=options)
     parts = split_parts(feature_manifest, split) or feature_manifest["parts"][split][:1]

@@ -232,7 +232,7 @@ def training_data(
 ):
     """(train Batches, validation tensors) of a feature set (this rank's share under DDP)."""
     batches = split_batches(
-        f"{manifest.get('data', manifest['ref'])}/train",  # the committed attempt's folder
+        sets.split_url(manifest, "train"),
         transform,
         batch_size=hp.batch_size,
         device=device,
@@ -247,7 +247,9 @@ def training_data(
 
 def feature_set_head(manifest: dict, transform: FeatureTransform) -> dict:
     """`training_head` of a feature set, its train targets read shard by shard."""
-    batches = split_batches(f"{manifest['ref']}/train", transform, batch_size=1, in_memory=False)
+    batches = split_batches(
+        sets.split_url(manifest, "train"), transform, batch_size=1, in_memory=False
+    )
     return training_head(manifest, batches)
 
 

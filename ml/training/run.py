@@ -109,7 +109,7 @@ def _fit_here(task: TaskRun, hp: TrainParams, store: CheckpointStore):
         device=device,
         checkpoint=store,
         on_epoch=lambda row: tracking.log_step(task.client, task.run_id, row, logged),
-        describe_input=f"{task.manifest['ref']}/train",
+        describe_input=sets.split_url(task.manifest, "train"),
         head=head,
     )
 
