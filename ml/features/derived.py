@@ -141,7 +141,7 @@ class Derived:
         if self.op == "hook":
             return {self.name: _run_hook(self, column, index)}
         if self.op == "bucket" and self.encode == "category":
-            return {self.name: _bucket_labels(self, _as_float(column(self.columns[0])), index)}
+            return {self.name: _bucket_labels(self, as_float(column(self.columns[0])), index)}
         return self._encode(self._values(column), index)
 
     def _values(self, column: Callable[[str], Any]):
@@ -151,17 +151,17 @@ class Derived:
         if self.op == "calendar":
             return _calendar_part(self, [column(c) for c in self.columns])
         if self.op == "clock":
-            hhmm = _as_float(column(self.columns[0]))
+            hhmm = as_float(column(self.columns[0]))
             hour, minute = hhmm // 100, hhmm % 100
             return {"hour": hour, "minute": minute, "minute_of_day": hour * 60 + minute}[self.part]
-        a, b = (_as_float(column(c)) for c in self.columns)
+        a, b = (as_float(column(c)) for c in self.columns)
         if self.op == "difference":
             return a - b
         if self.op == "ratio":
             with np.errstate(divide="ignore", invalid="ignore"):
                 return np.where(b == 0, np.nan, a / np.where(b == 0, 1.0, b))
         if self.op == "bucket":  # as a number: the bucket's index
-            values = _as_float(column(self.columns[0]))
+            values = as_float(column(self.columns[0]))
             return np.where(np.isnan(values), np.nan, np.searchsorted(self.bounds, values, "right"))
         raise ContractError(f"derived feature {self.name!r}: unknown op {self.op!r}")
 
@@ -187,7 +187,7 @@ def _period(feature: Derived) -> float:
     return float(period)
 
 
-def _as_float(values) -> Any:
+def as_float(values) -> Any:
     """An input column as a float64 numpy array (NaN for missing and non-numbers)."""
     import numpy as np
     import pandas as pd
@@ -207,7 +207,7 @@ def _calendar_part(feature: Derived, columns: list):
     part = feature.part
     if len(columns) == 1:
         return _timestamp_part(columns[0], part, feature.timezone)
-    y, m, d = (_as_float(c) for c in columns)
+    y, m, d = (as_float(c) for c in columns)
     ok = ~(np.isnan(y) | np.isnan(m) | np.isnan(d))
     if part in ("year", "month", "day"):
         return np.where(ok, {"year": y, "month": m, "day": d}[part], np.nan)
@@ -365,7 +365,7 @@ def _run_hook(feature: Derived, column: Callable[[str], Any], index):
         )
     if feature.kind == "categorical":
         return pd.Series(np.asarray(out, dtype=object), index=index).astype("string")
-    return _as_float(pd.Series(np.asarray(out), index=index))
+    return as_float(pd.Series(np.asarray(out), index=index))
 
 
 # --- the contract's features ----------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ml.features.derived import (
     Derived,
+    as_float,
     derived_columns,
     derived_inputs,
     derived_of,
@@ -123,7 +124,7 @@ class FeatureTransform:
         derived = derived_columns(df, self.derived_features)
         numeric = {}
         for c in self.numeric:
-            values = _as_float(derived[c] if c in derived else df[c])
+            values = as_float(derived[c] if c in derived else df[c])
             values = values[~np.isnan(values)]
             mean = float(values.mean()) if len(values) else 0.0
             numeric[c] = (len(values), mean, float(((values - mean) ** 2).sum()))
@@ -154,7 +155,7 @@ class FeatureTransform:
 
         out = {}
         for c in self.numeric:
-            values = _as_float(column(c))
+            values = as_float(column(c))
             filled = np.where(np.isnan(values), self.means[c], values)
             out[f"num__{c}"] = ((filled - self.means[c]) / self.stds[c]).astype("float32")
         vocab = self._vocab_arrays()
@@ -185,18 +186,6 @@ class FeatureTransform:
     @classmethod
     def from_json(cls, text: str) -> FeatureTransform:
         return cls(**json.loads(text))
-
-
-def _as_float(values) -> Any:
-    """A numeric input column as a float64 numpy array (NaN for missing and non-numbers)."""
-    import numpy as np
-    import pandas as pd
-
-    if isinstance(values, np.ndarray):
-        return values.astype("float64")
-    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        values = pd.to_numeric(values, errors="coerce")
-    return values.to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _combine_stats(parts: list[dict]) -> dict:
