@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ml import ingest, storage, tracking
+from ml import contracts, ingest, storage, tracking
 from ml.features import build, sets
+from ml.features.derived import TARGET
 from ml.training.loader import synthetic_features
 from ml.training.params import TrainParams
 from ml.training.result import TrainResult
@@ -111,6 +112,8 @@ def synthetic_feature_set(
         "inputs": [f"s3://validated/{dataset}/{name}"],
         "eval_snapshot": f"s3://{base}/eval",
         "transform": f"s3://{base}/transform.json",
+        # As `build_features` writes it: the contract's target, in the `target` column.
+        "target": {**contracts.load_contract(contract_file).target, "column": TARGET},
     }
     fs.pipe_file(f"{base}/{storage.MANIFEST}", json.dumps(manifest).encode())
     return f"s3://{base}"
