@@ -28,8 +28,8 @@ table:
 pii: {tailnum: hash, name: drop}  # applied before the validated zone; hash = HMAC-SHA256 hex
                                   # with settings.pii_salt (MLPIPE_PII_SALT)
 extra_columns: reject            # columns the contract does not declare: reject (default: the
-  # batch is quarantined, rule <dataset>.table.extra_columns) or drop (left out of `validated`,
-  # the report lists them); `raw` keeps every column as delivered
+  # batch is quarantined, rule <dataset>.table.extra_columns), drop (left out of `validated`,
+  # the report lists them) or keep (pass as they are: output contracts); `raw` keeps all
 na_values: [NA, "n/a"]            # text that means "missing" in file sources (default none: `NA`,
   # `None`, `null`, `n/a` stay text); an empty CSV field is missing in every column type
 limits: {max_bytes: 1048576, max_rows: 100000, max_decoded_bytes: 8388608}
@@ -93,7 +93,7 @@ FAILURE_MODES = {"quarantine_batch", "quarantine_rows"}
 FAILURE_KEYS = {"mode", "max_bad_fraction", "on_failure"}
 ON_FAILURE = {"fail", "warn"}
 FAILURE_POLICIES = {"quarantine_batch"}  # the string forms
-EXTRA_COLUMNS = ("reject", "drop")
+EXTRA_COLUMNS = ("reject", "drop", "keep")
 LIMIT_KEYS = {"max_bytes", "max_rows", "max_decoded_bytes"}
 # Column names the pipeline writes itself (e.g. `_failed_rules` of quarantined rows) start with
 # `_`: a contract cannot declare one.
@@ -141,7 +141,7 @@ class Contract:
     pii: dict[str, str] = field(default_factory=dict)  # column -> drop | hash
     unique_keys: tuple[tuple[str, ...], ...] = ()
     freshness: Freshness | None = None
-    extra_columns: str = "reject"  # reject | drop: what happens to undeclared columns
+    extra_columns: str = "reject"  # reject | drop | keep: what happens to undeclared columns
     na_values: tuple[str, ...] = ()  # text read as missing in file sources (besides empty CSV)
     limits: dict[str, int] = field(default_factory=dict)  # max_bytes, max_rows, max_decoded_bytes
 

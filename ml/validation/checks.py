@@ -82,15 +82,16 @@ def newest(values: list[Any]) -> Any:
 
 def extra_columns_result(spec: RuleSpec, columns: list[str]) -> dict[str, Any]:
     """Undeclared columns: a failure under `extra_columns: reject`; under `drop` a pass that
-    lists them (left out of `validated`). `observed_value` lists them either way."""
+    lists them (left out of `validated`); under `keep` (output contracts, whose rows carry the
+    input's row keys) a pass. `observed_value` lists them either way."""
     out = empty_result(spec)
     declared = set(spec.kwargs["declared"])
     extra = [c for c in columns if c not in declared]
     out["observed_value"] = extra
     out["unexpected_count"] = len(extra)
-    if spec.kwargs["policy"] == "drop":
+    if spec.kwargs["policy"] in ("drop", "keep"):
         out["success"] = True
-        if extra:
+        if extra and spec.kwargs["policy"] == "drop":
             out["dropped_columns"] = extra
     else:
         out["success"] = not extra

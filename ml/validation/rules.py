@@ -175,7 +175,9 @@ def _table_rules(contract: Contract) -> list[RuleSpec]:
 
 
 def undeclared(contract: Contract, columns: Iterable[str]) -> list[str]:
-    """The columns a contract does not declare, in their order."""
+    """The columns a contract does not declare and does not keep, in their order."""
+    if contract.extra_columns == "keep":
+        return []
     declared = set(contract.column_names)
     return [str(c) for c in columns if str(c) not in declared]
 

@@ -335,7 +335,7 @@ def test_input_rules_default_and_declared(tmp_path):
 @pytest.mark.parametrize(
     ("tail", "message"),
     [
-        ("extra_columns: keep\n", "extra_columns: 'keep' is not one of"),
+        ("extra_columns: allow\n", "extra_columns: 'allow' is not one of"),
         ("na_values: NA\n", "na_values: must be a list of strings"),
         ("limits: {max_rows: 0}\n", "limits.max_rows: must be a whole number > 0"),
         ("limits: {rows: 5}\n", "unknown key(s) ['rows']"),
