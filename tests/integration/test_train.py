@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ def test_a_killed_training_resumes_in_the_same_run_and_registers_once(
     import mlflow
 
     from ml.training.checkpoint import CheckpointStore, task_key
+    from ml.training.params import TrainParams
     from ml.training.run import train
     from ml.training.task_run import TASK_KEY_TAG
 
@@ -66,7 +68,13 @@ def test_a_killed_training_resumes_in_the_same_run_and_registers_once(
         },
         start_new_session=True,
     )
-    store = CheckpointStore.for_task("trainsynth", key)
+    # Where training keeps them: keyed by the task, the feature version and the params.
+    store = CheckpointStore.for_task(
+        "trainsynth",
+        key,
+        feature_version="fv-resume",
+        params=asdict(TrainParams.from_dict(PARAMS)),
+    )
     deadline = time.monotonic() + 240
     while (store.latest() or {}).get("epoch", -1) < 1:
         assert proc.poll() is None, "training ended before it could be killed"
