@@ -147,7 +147,8 @@ def test_lineage_round_trips(champion, scored, capsys):
     assert up["feature_set"]["feature_version"] == champion["fs"].feature_version
     assert len(up["training_batches"]) == len(champion["fs"].manifest["inputs"])
     scored_flights = [b for b in up["scored_batches"] if "/flights/" in b["ref"]]
-    assert len(scored_flights) == 1 and len(up["scored_batches"]) == 2  # flights + weather
+    # flights + weather, and the planes and airports snapshots its features look up
+    assert len(scored_flights) == 1 and len(up["scored_batches"]) == 4
     raw = scored_flights[0]["raw"][0]
     assert raw["ref"].startswith("s3://raw/flights/") and raw["source"]
 
