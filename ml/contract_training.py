@@ -3,7 +3,6 @@ lookups, lags, numeric, categorical, derived), `target`, `split` and `model`."""
 
 from __future__ import annotations
 
-import itertools
 from itertools import pairwise
 from typing import Any
 
@@ -194,7 +193,7 @@ def _multiclass(check: Checker, target: dict, numeric: bool, spec: Any) -> None:
             check.fail(("target", "bins"), "needs a numeric source_column (int or float)")
         if not isinstance(bins, list) or not bins or not all(is_number(b) for b in bins):
             check.fail(("target", "bins"), f"must be a list of numbers, got {show(bins)}")
-        if any(a >= b for a, b in itertools.pairwise(bins)):
+        if any(a >= b for a, b in pairwise(bins)):
             check.fail(("target", "bins"), f"must increase strictly, got {bins}")
         if len(classes) != len(bins) + 1:
             check.fail(
