@@ -311,12 +311,12 @@ def test_nothing_is_deleted_or_rewritten_in_raw_or_the_audit_log(enforcing, kept
 
 
 def test_a_raw_batch_is_never_recommitted(enforcing, kept):
-    fs = storage.filesystem()
-    with enforcing.stage("ingest"), pytest.raises(FileExistsError):
-        fs.pipe_file(f"{kept[0].prefix}/{storage.MANIFEST}", b"{}", mode="create")
-    # A second attempt's commit is refused by the same If-None-Match and gets the first back.
-    again = dataclasses.replace(kept[0], attempt="a-second")
     with enforcing.stage("ingest"):
+        fs = storage.filesystem()  # the stage's keys (outside it: the keys of nobody)
+        with pytest.raises(FileExistsError):
+            fs.pipe_file(f"{kept[0].prefix}/{storage.MANIFEST}", b"{}", mode="create")
+        # A second attempt's commit is refused by the same If-None-Match and gets the first back.
+        again = dataclasses.replace(kept[0], attempt="a-second")
         assert commit.commit(fs, again).attempt == kept[0].attempt
 
 
