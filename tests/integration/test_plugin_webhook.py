@@ -45,8 +45,13 @@ def console(s3_server, tmp_path_factory):
         "MLPIPE_STATE_DIR": str(tmp_path_factory.mktemp("state")),
         "MLPIPE_MLFLOW_WEBHOOK_SECRET": SECRET,
         "MLPIPE_MLFLOW_WEBHOOK_URL": f"http://127.0.0.1:{port}/mlflow/webhook",
+        # An audit log of its own: the package's other modules promote this model too.
+        "MLPIPE_BUCKET_REPORTS": "reports-webhook",
     }
     with pipeline_environment(env):
+        from ml import storage
+
+        storage.ensure_buckets()
         thread.start()
         deadline = time.monotonic() + 30
         while not server.started and time.monotonic() < deadline:
