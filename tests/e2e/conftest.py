@@ -79,6 +79,8 @@ def stack(tmp_path_factory, databases) -> Iterator:
         "AWS_ACCESS_KEY_ID": "e2e",
         "AWS_SECRET_ACCESS_KEY": "e2e-secret",
         "MLPIPE_AIRFLOW_PARALLELISM": "4",
+        # The DAG files do not change during a test run: no re-parsing every 30 s (CPU).
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
         **databases,
     }
     with pipeline_environment(env):

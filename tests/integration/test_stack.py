@@ -37,8 +37,13 @@ from airflow.sdk import dag, task
 def mlpipe_stack_sleeper():
     @task
     def nap():
+        import json
+        import sys
         import time
+        from pathlib import Path
 
+        # What this task process holds before it imports anything (the executor preloads).
+        Path(__file__).with_name("modules.json").write_text(json.dumps(sorted(sys.modules)))
         time.sleep(600)
 
     nap()
@@ -86,7 +91,7 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=60) as resp:  # a busy 2-core machine
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -100,7 +105,7 @@ def _post(url: str, body: dict, token: str) -> tuple[int, dict]:
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=60) as resp:  # a busy 2-core machine
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
@@ -317,6 +322,10 @@ def test_full_stack_with_airflow(
         assert time.monotonic() < deadline, "the BashOperator's sleep did not show up"
         time.sleep(0.5)
 
+    # Tasks start with the heavy libraries the scheduler imported before its workers forked.
+    modules = set(json.loads((dags / "modules.json").read_text()))
+    assert {"great_expectations", "torch", "mlflow", "s3fs"} <= modules
+    assert "ml.validation" not in modules  # our own code: imported fresh by each task
     before = _family(pids)
     sleepers = [pid for pid, cmd in before.items() if cmd.startswith("sleep 600")]
     assert sleepers and os.getsid(sleepers[0]) not in pids.values()  # it left our sessions

@@ -350,7 +350,8 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # LocalExecutor, with the heavy libraries imported before its workers fork (plugins/).
+        "AIRFLOW__CORE__EXECUTOR": "mlpipe_executor.PreloadingLocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(s.airflow_parallelism),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],

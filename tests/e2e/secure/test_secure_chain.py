@@ -41,6 +41,8 @@ def secure_stack(tmp_path_factory) -> Iterator:
         "AWS_ACCESS_KEY_ID": "e2e-secure-nobody",
         "AWS_SECRET_ACCESS_KEY": f"e2e-{uuid.uuid4().hex}",
         "MLPIPE_AIRFLOW_PARALLELISM": "4",
+        # The DAG files do not change during a test run: no re-parsing every 30 s (CPU).
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
     }
     with fresh_databases() as databases, pipeline_environment({**env, **databases}):
         s = settings_module.get_settings()
