@@ -39,8 +39,14 @@ install: $(INSTALLED)
 demo: $(INSTALLED) .env
 	$(BIN)/mlpipe demo
 
+# Two workers (pytest-xdist): the e2e package (one Airflow stack, mostly waiting on it) runs whole
+# on one while the other goes through unit, integration and reliability (tests/conftest.py
+# groups them). TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+
 test: lint tools
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 # Tools the tests need beyond the venv: Debian's docker-compose (the compose file check runs
 # `docker-compose config -q`). Installed with apt-get when missing (needs root).

@@ -21,9 +21,22 @@ os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
+# Packages whose modules share one set of servers (one Airflow stack for all of e2e; one results
+# table for the reliability suite): under pytest-xdist (`make test` runs two workers,
+# `--dist loadgroup`) each runs whole on one worker. Every other module is a group of its own,
+# so module- and package-scoped servers are started once per worker, not once per test.
+WHOLE_PACKAGES = ("e2e", "reliability")
+
+
+def _group(item) -> str:
+    parts = item.nodeid.split("::", 1)[0].split("/")
+    return parts[1] if len(parts) > 2 and parts[1] in WHOLE_PACKAGES else "/".join(parts)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if not any(item.get_closest_marker(level) for level in LEVELS):
             raise pytest.UsageError(
                 f"{item.nodeid} has no level marker: mark it unit, integration or e2e"
             )
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
