@@ -43,7 +43,7 @@ demo: $(INSTALLED) .env
 # on one while the other goes through unit, integration and reliability (tests/conftest.py
 # groups them). TEST_WORKERS=0 runs everything in this process.
 TEST_WORKERS ?= 2
-PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 test: lint tools
 	$(BIN)/pytest $(PYTEST_PARALLEL)

@@ -22,15 +22,33 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
 # Packages whose modules share one set of servers (one Airflow stack for all of e2e; one results
-# table for the reliability suite): under pytest-xdist (`make test` runs two workers,
-# `--dist loadgroup`) each runs whole on one worker. Every other module is a group of its own,
-# so module- and package-scoped servers are started once per worker, not once per test.
+# table for the reliability suite): under pytest-xdist (`make test` runs two workers) each runs
+# whole on one worker. Every other module is a group of its own, so its module- and
+# package-scoped servers start once per worker, not once per test.
 WHOLE_PACKAGES = ("e2e", "reliability")
 
 
-def _group(item) -> str:
-    parts = item.nodeid.split("::", 1)[0].split("/")
+def test_group(nodeid: str) -> str:
+    """The scheduling group of a test: its module, or its package where that runs whole."""
+    parts = nodeid.split("::", 1)[0].split("/")
     return parts[1] if len(parts) > 2 and parts[1] in WHOLE_PACKAGES else "/".join(parts)
+
+
+test_group.__test__ = False  # not a test
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Whole groups (`test_group`) to a worker, in collection order (xdist's `loadgroup` reads
+    marks through a node attribute pytest 9.2 no longer has, so the groups are ours)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_group(nodeid)
+
+    config.option.loadscopereorder = False  # e2e, collected first, starts first
+    return GroupScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -39,4 +57,3 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(
                 f"{item.nodeid} has no level marker: mark it unit, integration or e2e"
             )
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
