@@ -39,11 +39,13 @@ install: $(INSTALLED)
 demo: $(INSTALLED) .env
 	$(BIN)/mlpipe demo
 
-# Two workers (pytest-xdist): the e2e package (one Airflow stack, mostly waiting on it) runs whole
-# on one while the other goes through unit, integration and reliability (tests/conftest.py
-# groups them). TEST_WORKERS=0 runs everything in this process.
-TEST_WORKERS ?= 2
-PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
+# TEST_WORKERS=2 runs on two pytest-xdist workers: the e2e package (one Airflow stack, mostly
+# waiting on it) whole on one, collected first, while the other goes through unit, integration
+# and reliability (tests/conftest.py groups them). Not the default yet: in the one full run tried
+# (32 min to the hang, all else passing), test_policies' Dask worker vanished while the other
+# worker ran the rest of the integration modules, and its chain waited forever.
+TEST_WORKERS ?= 0
+PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) tests/e2e tests/unit tests/integration tests/reliability)
 
 test: lint tools
 	$(BIN)/pytest $(PYTEST_PARALLEL)

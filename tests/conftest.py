@@ -22,7 +22,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
 # Packages whose modules share one set of servers (one Airflow stack for all of e2e; one results
-# table for the reliability suite): under pytest-xdist (`make test` runs two workers) each runs
+# table for the reliability suite): under pytest-xdist (`make test TEST_WORKERS=2`) each runs
 # whole on one worker. Every other module is a group of its own, so its module- and
 # package-scoped servers start once per worker, not once per test.
 WHOLE_PACKAGES = ("e2e", "reliability")

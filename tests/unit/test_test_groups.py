@@ -1,4 +1,4 @@
-"""`make test`'s two workers: the e2e package (one Airflow stack) and the reliability package
+"""`make test TEST_WORKERS=2`: the e2e package (one Airflow stack) and the reliability package
 (one results table) each run whole on one worker; any other module is a group of its own."""
 
 from __future__ import annotations
