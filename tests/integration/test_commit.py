@@ -77,6 +77,22 @@ def test_two_attempts_of_one_task_commit_one_batch(s3_server):
     assert len(storage.read_batch(batches[0])) == 10
 
 
+def test_a_listing_made_earlier_never_hides_another_writers_commit(s3_server):
+    """A long-lived reader (a scheduler, the console) listed a batch folder while another
+    process was still writing its parts; the commit that follows is seen at once."""
+    import s3fs
+
+    fs = storage.filesystem()
+    options = storage.get_settings().s3_storage_options()
+    other = s3fs.S3FileSystem(skip_instance_cache=True, **options)  # another process's client
+    other.pipe_file(f"raw/late/{PARTITION}/b-1/a-1/part-00000.parquet", _frame().to_parquet())
+    assert fs.ls(f"raw/late/{PARTITION}/b-1") and not storage.list_batches("raw", "late")
+    with pytest.MonkeyPatch.context() as mp:  # the writer, with a filesystem of its own
+        mp.setattr(storage, "filesystem", lambda settings=None: other)
+        committed = storage.commit_parts("raw", "late", PARTITION, "b-1", attempt="a-1")
+    assert [b.ref for b in storage.list_batches("raw", "late")] == [committed.ref]
+
+
 def test_a_replacement_switches_by_manifest_and_removes_the_old_attempt(s3_server):
     raw = storage.write_batch(_frame(), "raw", "swap", PARTITION)
     first = storage.copy_batch(raw, "validated")
