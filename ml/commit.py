@@ -137,6 +137,16 @@ def read_committed(fs, prefix: str) -> Manifest | None:
         return None
 
 
+def forget_listings(fs, prefix: str) -> None:
+    """Forget what `fs` listed at `prefix` and under it: other processes commit while this one
+    runs (s3fs's `invalidate_cache(path)` forgets a folder and its parents, not its subfolders,
+    so a glob would walk an old listing of a batch folder and miss a new manifest)."""
+    prefix = prefix.rstrip("/")
+    for key in [k for k in list(fs.dircache) if k == prefix or k.startswith(f"{prefix}/")]:
+        fs.dircache.pop(key, None)
+    fs.invalidate_cache(prefix)
+
+
 def put_if_absent(fs, path: str, data: bytes) -> bool:
     """Write `path` only if no object is there (S3 `If-None-Match: *`); False when one was."""
     try:

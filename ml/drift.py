@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ml import storage
+from ml.commit import forget_listings
 from ml.features import sets
 from ml.model_versions import trained_feature_set
 from ml.settings import get_settings
@@ -186,7 +187,7 @@ def recent_reports(dataset: str, limit: int = 20) -> list[dict[str, Any]]:
     s = get_settings()
     fs = storage.filesystem(s)
     base = f"{s.bucket('reports')}/drift/{dataset}"
-    fs.invalidate_cache(base)
+    forget_listings(fs, base)
     paths = sorted(fs.glob(f"{base}/*/model=*.json"), reverse=True)
     return [storage.read_json(f"s3://{path}", s) for path in paths[:limit]]
 

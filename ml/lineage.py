@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from ml import contracts, storage, tracking
+from ml.commit import forget_listings
 from ml.errors import NotFoundError
 from ml.features import sets
 from ml.model_versions import version_uri
@@ -106,7 +107,7 @@ def _all_feature_manifests() -> list[dict[str, Any]]:
     s = get_settings()
     fs = storage.filesystem(s)
     base = s.bucket("features")
-    fs.invalidate_cache(base)
+    forget_listings(fs, base)
     return [json.loads(fs.cat_file(p).decode()) for p in fs.glob(f"{base}/*/*/{storage.MANIFEST}")]
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ml import contracts, storage, tracking
 from ml.alias_lock import alias_lock, holder_name
+from ml.commit import forget_listings
 from ml.errors import RefusedError
 from ml.evaluate import evaluate_version, load_snapshot
 from ml.model_versions import (
@@ -67,7 +68,7 @@ def history(model_name: str) -> list[dict[str, Any]]:
     s = get_settings()
     fs = storage.filesystem(s)
     base = f"{s.bucket('reports')}/{AUDIT_PREFIX}/{model_name}"
-    fs.invalidate_cache(base)
+    forget_listings(fs, base)
     paths = sorted(p for p in fs.glob(f"{base}/*.json") if not p.endswith(LOCK_NAME))
     records = []
     for path in paths:

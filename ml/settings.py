@@ -201,9 +201,6 @@ class Settings(BaseSettings):
                 "endpoint_url": self.s3_endpoint_url,
                 "region_name": self.aws_region,
             },
-            # Other processes commit while this one runs: a listing kept from earlier would hide
-            # their manifests (s3fs forgets a folder's listing, not its subfolders').
-            "use_listings_cache": False,
         }
 
     def s3_keys(self, identity: S3Identity | None = None) -> tuple[str | None, str | None]:

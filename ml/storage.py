@@ -291,7 +291,7 @@ def list_batches(
     fs = filesystem(s)
     bucket = s.bucket(zone)
     base = f"{bucket}/{dataset}"
-    fs.invalidate_cache(base)
+    commit.forget_listings(fs, base)
     pattern = f"{base}/{partition or '*'}/*/{MANIFEST}"
     paths = fs.glob(pattern)
     blobs = fs.cat(paths, on_error="raise") if paths else {}  # fetched concurrently

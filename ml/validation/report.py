@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ml.commit import forget_listings
 from ml.contracts import Contract
 from ml.validation.rules import EXPECTATIONS, RuleSpec
 
@@ -80,7 +81,7 @@ def recent_reports(dataset: str, limit: int = 20) -> list[dict[str, Any]]:
     s = get_settings()
     fs = storage.filesystem(s)
     base = f"{s.bucket('reports')}/{REPORT_PREFIX}/{dataset}"
-    fs.invalidate_cache(base)
+    forget_listings(fs, base)
     paths = sorted(fs.glob(f"{base}/*/*.json"), key=lambda p: p.rsplit("/", 1)[-1], reverse=True)
     out = []
     for path in paths[:limit]:
