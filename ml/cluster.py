@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 WORKER_DASK_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 # The same as an environment variable, for `dask worker` processes (stack, docker-compose).
 WORKER_ENV = {"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": '{"MALLOC_TRIM_THRESHOLD_": None}'}
+# The scheduler fails a task that has had no worker to run it for this long, instead of keeping
+# the computation (and its Airflow task) waiting for ever: every worker gone, or dying on each
+# task it gets (a worker whose `sys.path` found another `ml` did, in a test). The task's
+# retries take it from there.
+SCHEDULER_ENV = {"DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT": "10 minutes"}
 
 
 class ClusterUnavailable(TransientError):

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 
+# Before anything imports Dask (it reads its configuration from the environment once): the
+# schedulers of the tests' LocalClusters fail a task that has had no worker for 2 minutes, so a
+# test whose workers died fails with the reason instead of waiting for ever.
+os.environ.setdefault("DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT", "120s")
+
 import pytest
 
 # One implementation for tests and benchmarks: free loopback ports, and setting the pipeline's

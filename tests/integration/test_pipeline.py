@@ -100,9 +100,10 @@ def test_features_train_promote_score(validated, dask_cluster, mlflow_server):
     assert len(storage.read_batch(storage.read_manifest(again.ref))) == day_rows
 
     # The registered model takes raw joined rows and applies the transform it was trained with.
-    import mlflow.pyfunc
-
-    model = mlflow.pyfunc.load_model(f"models:/{good.model_name}@champion")
+    # (Loaded as the pipeline loads it: a plain `mlflow.pyfunc.load_model` leaves the model's
+    # partial copy of `ml` first on sys.path, and Dask workers spawned later by this process
+    # import it: test_policies' worker died on `No module named 'ml.features.build'`.)
+    model = tracking.load_model(f"models:/{good.model_name}@champion")
     eval_rows = pd.read_parquet(
         good.eval_snapshot, storage_options=storage.get_settings().s3_storage_options()
     )

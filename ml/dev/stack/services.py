@@ -153,7 +153,7 @@ def _dask_scheduler_spec(s: Settings) -> ServiceSpec:
         "--dashboard-address",
         f"{url_host(host)}:{_dashboard_port(host, port)}",
     ]
-    return ServiceSpec(argv, {}, REPO)
+    return ServiceSpec(argv, dict(cluster.SCHEDULER_ENV), REPO)
 
 
 def _dask_workers_spec(s: Settings) -> ServiceSpec:
