@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 
 # Before anything imports Dask (it reads its configuration from the environment once): the
 # schedulers of the tests' LocalClusters fail a task that has had no worker for 2 minutes, so a
@@ -15,6 +16,7 @@ import pytest
 # environment (cached settings and S3 clients dropped, everything put back on exit).
 from bench._common import environment as pipeline_environment
 from bench._common import free_port
+from tests.reliability.record import CaseResult, Recorder
 
 __all__ = ["free_port", "pipeline_environment"]
 
@@ -62,3 +64,25 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(
                 f"{item.nodeid} has no level marker: mark it unit, integration or e2e"
             )
+
+
+# The reliability suite's results table (tests/reliability/record.py): cases of the reliability
+# and e2e packages record what they did; written when the session ends.
+@pytest.fixture(scope="session")
+def reliability_results() -> Iterator[Recorder]:
+    """The session's results; written to `results_dir()` when the session ends."""
+    recorder = Recorder()
+    yield recorder
+    recorder.write()
+
+
+@pytest.fixture
+def record_outcome(reliability_results: Recorder) -> Callable[..., CaseResult]:
+    """`record_outcome(suite=..., case=..., kind=..., expected=..., outcome=..., rows_in=...,
+    ...)`: one row of the results table (fields of `CaseResult`); returns it. Record before
+    asserting, so that a failing case shows in the table as what it did."""
+
+    def record(**fields) -> CaseResult:
+        return reliability_results.record(CaseResult(**fields))
+
+    return record

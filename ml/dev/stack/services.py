@@ -365,6 +365,11 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_ports["worker"]),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(log_ports["trigger"]),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        # A scheduler that died (with its executor's task processes) is noticed in about a
+        # minute, not five: its running tasks fail on their missed heartbeats and retry, its
+        # queued ones are reset for the new scheduler (tests/e2e/test_survives_scheduler_restart).
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
         # Default is <tmp>/airflow, shared by every Airflow on the machine.
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(home / "dag_bundles"),
         # The plugin's MLflow webhook receiver checks signatures with it (plugins/).
