@@ -86,3 +86,15 @@ def record_outcome(reliability_results: Recorder) -> Callable[..., CaseResult]:
         return reliability_results.record(CaseResult(**fields))
 
     return record
+
+
+@pytest.fixture
+def record_fault(record_outcome) -> Callable[..., CaseResult]:
+    """`record_fault(case=..., kind=..., survived=..., rows_in=..., ...)`: a fault case's row
+    (suite `faults`, expected `survived`; outcome `survived`, or `broken` when it was not)."""
+
+    def record(*, survived: bool, **fields) -> CaseResult:
+        outcome = "survived" if survived else "broken"
+        return record_outcome(suite="faults", expected="survived", outcome=outcome, **fields)
+
+    return record

@@ -56,7 +56,7 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
-def test_a_run_completes_after_its_scheduler_is_killed(stack, record_outcome):
+def test_a_run_completes_after_its_scheduler_is_killed(stack, record_fault):
     client = AirflowClient(stack.airflow_api_url)
     client.wait_for_dags(["ingest_orders", "validate_orders"], timeout=180)
     for day in DAYS:
@@ -86,12 +86,10 @@ def test_a_run_completes_after_its_scheduler_is_killed(stack, record_outcome):
         and rows_validated == rows_in
         and len(raw) == len(expected)
     )
-    record_outcome(
-        suite="faults",
+    record_fault(
         case="Airflow scheduler killed with its task processes mid-run, then restarted",
         kind="scheduler",
-        expected="survived",
-        outcome="survived" if survived else "broken",
+        survived=survived,
         rows_in=rows_in,
         rows_validated=rows_validated,
         duplicates=len(raw) - len(expected),

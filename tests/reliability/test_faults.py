@@ -1,6 +1,6 @@
 """Fault injection on real parts (issue 13, item 8): a writer SIGKILLed mid-write then retried,
 two attempts of one task at once, and the S3 endpoint unreachable mid-task behind a TCP proxy
-the test pauses. Each case records its outcome in the suite's results table (`record_outcome`,
+the test pauses. Each case records its outcome in the suite's results table (`record_fault`,
 see `tests.reliability.record`), from which the README's reliability section is made.
 """
 
@@ -107,19 +107,17 @@ def _shas(m: storage.Manifest) -> list[str]:
     return [commit.hashlib.sha256(fs.cat_file(u[5:])).hexdigest() for u in m.part_urls]
 
 
-def test_sigkill_of_the_raw_writer_mid_write_then_the_retry(s3_server, tmp_path, record_outcome):  # noqa: F811
+def test_sigkill_of_the_raw_writer_mid_write_then_the_retry(s3_server, tmp_path, record_fault):  # noqa: F811
     _kill_mid_write(tmp_path, "raw", "killed")
     visible = storage.list_batches("raw", "killed")
     orphans = storage.filesystem().glob(f"raw/killed/{PARTITION}/*/*/part-*.parquet")
     retried = storage.read_manifest(_run("raw", "killed"))
     clean = storage.read_manifest(_run("raw", "clean"))
     same = _shas(retried) == _shas(clean)
-    record_outcome(
-        suite="faults",
+    record_fault(
         case="sigkill raw writer mid-write, then retry",
         kind="sigkill",
-        expected="survived",
-        outcome="survived" if not visible and same else "broken",
+        survived=not visible and same,
         rows_in=ROWS,
         rows_validated=retried.rows,
         duplicates=len(storage.list_batches("raw", "killed")) - 1,
@@ -129,7 +127,7 @@ def test_sigkill_of_the_raw_writer_mid_write_then_the_retry(s3_server, tmp_path,
     assert same and retried.rows == clean.rows == ROWS  # byte for byte a clean run
 
 
-def test_sigkill_of_validate_mid_write_then_the_retry(s3_server, tmp_path, record_outcome):  # noqa: F811
+def test_sigkill_of_validate_mid_write_then_the_retry(s3_server, tmp_path, record_fault):  # noqa: F811
     contract = tmp_path / "vkill.yaml"
     contract.write_text(
         "dataset: vkill\nowner: t@example.org\ncolumns:\n  id: {type: int}\n"
@@ -146,12 +144,10 @@ def test_sigkill_of_validate_mid_write_then_the_retry(s3_server, tmp_path, recor
         retried = storage.read_manifest(_run("validate", "vkill", raw.ref, str(contract)))
         clean = storage.read_manifest(_run("validate", "vkill", twin.ref, str(contract)))
     same = _shas(retried) == _shas(clean)
-    record_outcome(
-        suite="faults",
+    record_fault(
         case="sigkill validate mid-write, then retry",
         kind="sigkill",
-        expected="survived",
-        outcome="survived" if not visible and same else "broken",
+        survived=not visible and same,
         rows_in=ROWS,
         rows_validated=retried.rows,
     )
@@ -159,7 +155,7 @@ def test_sigkill_of_validate_mid_write_then_the_retry(s3_server, tmp_path, recor
     assert same and retried.rows == ROWS
 
 
-def test_two_attempts_of_one_task_at_once_commit_one_batch(s3_server, record_outcome):  # noqa: F811
+def test_two_attempts_of_one_task_at_once_commit_one_batch(s3_server, record_fault):  # noqa: F811
     procs = [_writer("raw", "twice") for _ in range(2)]
     outs = []
     for p in procs:
@@ -167,12 +163,10 @@ def test_two_attempts_of_one_task_at_once_commit_one_batch(s3_server, record_out
         assert p.returncode == 0, err
         outs.append(out.strip().splitlines()[-1])
     batches = storage.list_batches("raw", "twice")
-    record_outcome(
-        suite="faults",
+    record_fault(
         case="two attempts of one ingest at once",
         kind="concurrency",
-        expected="survived",
-        outcome="survived" if len(batches) == 1 else "broken",
+        survived=len(batches) == 1,
         rows_in=ROWS,
         rows_validated=sum(b.rows for b in batches[:1]),
         duplicates=len(batches) - 1,
@@ -241,7 +235,7 @@ def _retry_action(exc: BaseException) -> str:
     return _mlpipe.RETRY_POLICY.evaluate(exc, 1, 3).action.name
 
 
-def test_s3_unreachable_mid_task_then_the_retry_succeeds(s3_server, monkeypatch, record_outcome):  # noqa: F811
+def test_s3_unreachable_mid_task_then_the_retry_succeeds(s3_server, monkeypatch, record_fault):  # noqa: F811
     proxy = PausableProxy(int(s3_server.rsplit(":", 1)[1]))
     df = _frame()
     key = commit.idempotency_key("cut", PARTITION, storage.content_hash(df), "")
@@ -264,12 +258,10 @@ def test_s3_unreachable_mid_task_then_the_retry_succeeds(s3_server, monkeypatch,
             df, "raw", "cut", PARTITION, batch_id=key, rows_per_part=PER_PART
         )
     batches = storage.list_batches("raw", "cut")
-    record_outcome(
-        suite="faults",
+    record_fault(
         case="S3 endpoint unreachable before the commit, then the retry",
         kind="network",
-        expected="survived",
-        outcome="survived" if action != "FAIL" and len(batches) == 1 else "broken",
+        survived=action != "FAIL" and len(batches) == 1,
         rows_in=ROWS,
         rows_validated=retried.rows,
         duplicates=len(batches) - 1,

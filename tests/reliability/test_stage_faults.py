@@ -178,19 +178,17 @@ def _validated_rows() -> int:
     return sum(m.rows for m in storage.latest_batches("validated", DATASET).values())
 
 
-def test_preprocess_sigkilled_before_its_commit_then_retried(world, clean_features, record_outcome):
+def test_preprocess_sigkilled_before_its_commit_then_retried(world, clean_features, record_fault):
     _forget_features()
     _killed_at(world["folder"], "build", {"dataset": DATASET}, at="ml.commit:put_if_absent")
     visible = _visible_feature_sets()
     orphans = storage.filesystem().glob(f"features/{DATASET}/*/*/train/part-*.parquet")
     retried = _run(world["folder"], "build", {"dataset": DATASET})["ref"]
     same = _feature_files(retried) == clean_features["files"]
-    record_outcome(
-        suite="faults",
+    record_fault(
         case="sigkill preprocess after its parts, before its manifest; then the retry",
         kind="sigkill",
-        expected="survived",
-        outcome="survived" if not visible and same else "broken",
+        survived=not visible and same,
         rows_in=clean_features["rows"],
         rows_validated=_split_rows(retried),
         duplicates=len(_visible_feature_sets()) - 1,
@@ -200,7 +198,7 @@ def test_preprocess_sigkilled_before_its_commit_then_retried(world, clean_featur
 
 
 def test_a_dask_worker_killed_while_it_holds_the_train_split(
-    world, clean_features, monkeypatch, record_outcome
+    world, clean_features, monkeypatch, record_fault
 ):
     """SIGKILL of the worker holding most of the persisted train split, between the persist and
     the fit: the scheduler recomputes what was lost; the feature set is a clean build's."""
@@ -223,12 +221,10 @@ def test_a_dask_worker_killed_while_it_holds_the_train_split(
     monkeypatch.setattr(build, "fit_on_dask", kill_a_worker_then_fit)
     built = build.build_features(DATASET)
     same = _feature_files(built.ref) == clean_features["files"]
-    record_outcome(
-        suite="faults",
+    record_fault(
         case="a Dask worker SIGKILLed while it holds the persisted train split",
         kind="dask-worker",
-        expected="survived",
-        outcome="survived" if same and killed else "broken",
+        survived=bool(same and killed),
         rows_in=clean_features["rows"],
         rows_validated=_split_rows(built.ref),
         duplicates=len(_visible_feature_sets()) - 1,
@@ -262,7 +258,7 @@ def _runs_of(task_key: str) -> list:
     return client.search_runs(experiments, f"tags.{TASK_KEY_TAG} = '{task_key}'")
 
 
-def test_mlflow_down_during_training_then_the_retry(world, features, record_outcome):
+def test_mlflow_down_during_training_then_the_retry(world, features, record_fault):
     """The server is killed when the network has trained and the run is to be finished (test
     metrics, figures, the model version): the try fails in bounded time with an error the
     tasks retry; the retry, with the server back, finishes the same run and registers once."""
@@ -291,12 +287,10 @@ def test_mlflow_down_during_training_then_the_retry(world, features, record_outc
         if v.run_id == retried["run_id"]
     ]
     ok = code == 1 and failed["retry"] != "FAIL" and len(runs) == 1 and len(versions) == 1
-    record_outcome(
-        suite="faults",
+    record_fault(
         case="MLflow server killed during training (before the run is finished); then the retry",
         kind="mlflow-down",
-        expected="survived",
-        outcome="survived" if ok else "broken",
+        survived=ok,
         duplicates=max(len(versions), 1) - 1 + max(len(runs), 1) - 1,
         note=f"{failed.get('error')} after {took:.0f} s -> retry policy {failed.get('retry')}",
     )
@@ -307,7 +301,7 @@ def test_mlflow_down_during_training_then_the_retry(world, features, record_outc
 
 
 def test_mlflow_down_during_promotion_never_promotes(
-    world, features, champion, monkeypatch, record_outcome
+    world, features, champion, monkeypatch, record_fault
 ):
     """The server is killed when the challenger has been scored and the champion is read under
     the lock: no decision is taken on an answer that was not given, nothing is recorded, the
@@ -342,12 +336,10 @@ def test_mlflow_down_during_promotion_never_promotes(
     unchanged = alias_version(name, CHAMPION) == champion and registry.history(name) == before
     decided = registry.promote(name, challenger.version, challenger.eval_snapshot)
     records = [r for r in registry.history(name) if str(r.get("version")) == challenger.version]
-    record_outcome(
-        suite="faults",
+    record_fault(
         case="MLflow server killed during promotion (reading the champion under the lock)",
         kind="mlflow-down",
-        expected="survived",
-        outcome="survived" if unchanged and action != "FAIL" and len(records) == 1 else "broken",
+        survived=unchanged and action != "FAIL" and len(records) == 1,
         duplicates=max(len(records), 1) - 1,
         note=f"RegistryUnavailable after {took:.0f} s -> retry policy {action}; "
         f"the retry: promoted={decided.promoted}",
@@ -360,7 +352,7 @@ def test_mlflow_down_during_promotion_never_promotes(
 # --- scoring -----------------------------------------------------------------------------------
 
 
-def test_scoring_sigkilled_before_its_commit_then_retried(world, champion, record_outcome):
+def test_scoring_sigkilled_before_its_commit_then_retried(world, champion, record_fault):
     """Killed with its predictions written and not committed: nothing visible, the day still
     pending; the retry commits one batch of every row. A re-run killed the same way leaves the
     committed predictions as they were (replacement switches by manifest only)."""
@@ -381,12 +373,10 @@ def test_scoring_sigkilled_before_its_commit_then_retried(world, champion, recor
         and len(rows) == expected
         and not rows.duplicated(keys).any()
     )
-    record_outcome(
-        suite="faults",
+    record_fault(
         case="sigkill scoring after its parts, before its manifest; then the retry and a re-run",
         kind="sigkill",
-        expected="survived",
-        outcome="survived" if ok else "broken",
+        survived=ok,
         rows_in=expected,
         rows_validated=len(rows) if rows is not None else 0,
         duplicates=int(rows.duplicated(keys).sum()) if rows is not None else 0,
