@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import postgres_cluster
 from tests.conftest import free_port, pipeline_environment
 
 log = logging.getLogger(__name__)
@@ -20,22 +21,23 @@ POSTGRES_URL = os.environ.get(
 )
 
 
-def _postgres():
+def _postgres(url: str):
     import psycopg2
 
     try:
-        conn = psycopg2.connect(POSTGRES_URL, connect_timeout=3)
+        conn = psycopg2.connect(url, connect_timeout=3)
     except psycopg2.OperationalError as exc:
-        log.warning("no Postgres at %s (%s): the e2e stack runs on SQLite", POSTGRES_URL, exc)
+        log.warning("no Postgres at %s (%s): the e2e stack runs on SQLite", url, exc)
         return None
     conn.autocommit = True
     return conn
 
 
 @contextlib.contextmanager
-def fresh_databases() -> Iterator[dict[str, str]]:
-    """Fresh Airflow and MLflow databases in Postgres (dropped afterwards), or {} for SQLite."""
-    conn = _postgres()
+def fresh_databases(url: str = POSTGRES_URL) -> Iterator[dict[str, str]]:
+    """Fresh Airflow and MLflow databases in the Postgres at `url` (dropped afterwards), or {}
+    for SQLite when none answers."""
+    conn = _postgres(url)
     if conn is None:
         yield {}
         return
@@ -44,23 +46,38 @@ def fresh_databases() -> Iterator[dict[str, str]]:
     with conn.cursor() as cur:
         for name in names.values():
             cur.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_URL.rsplit("/", 1)[0].split("://", 1)[1]
+    conn.close()
+    base = url.rsplit("/", 1)[0].split("://", 1)[1]
     try:
         yield {
             "MLPIPE_AIRFLOW_DATABASE_URL": f"postgresql+psycopg2://{base}/{names['airflow']}",
             "MLPIPE_MLFLOW_DATABASE_URL": f"postgresql://{base}/{names['mlflow']}",
         }
     finally:
-        with conn.cursor() as cur:
-            for name in names.values():
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
+        conn = _postgres(url)  # a new connection: the server may have restarted since
+        if conn is not None:
+            with conn.cursor() as cur:
+                for name in names.values():
+                    cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.close()
 
 
 @pytest.fixture(scope="package")
-def databases() -> Iterator[dict[str, str]]:
-    """The package stack's databases (`fresh_databases`)."""
-    with fresh_databases() as urls:
+def airflow_postgres() -> Iterator[postgres_cluster.Cluster | None]:
+    """The package stack's own PostgreSQL cluster, which a test restarts under Airflow; None
+    where the machine has no PostgreSQL server binaries (the shared server is used then)."""
+    if not postgres_cluster.available():
+        log.warning("no initdb/pg_ctl: the e2e stack uses the shared Postgres (or SQLite)")
+        yield None
+        return
+    with postgres_cluster.throwaway_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="package")
+def databases(airflow_postgres) -> Iterator[dict[str, str]]:
+    """The package stack's databases (`fresh_databases`), in its own cluster when there is one."""
+    with fresh_databases(airflow_postgres.url if airflow_postgres else POSTGRES_URL) as urls:
         yield urls
 
 

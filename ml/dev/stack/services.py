@@ -367,7 +367,7 @@ def airflow_env(settings: Settings | None = None) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         # A scheduler that died (with its executor's task processes) is noticed in about a
         # minute, not five: its running tasks fail on their missed heartbeats and retry, its
-        # queued ones are reset for the new scheduler (tests/e2e/test_survives_scheduler_restart).
+        # queued ones are reset for the new scheduler (tests/e2e/test_survives_restarts.py).
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
         "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
         # Default is <tmp>/airflow, shared by every Airflow on the machine.
