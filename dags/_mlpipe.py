@@ -189,6 +189,26 @@ def task_args(kind: str, policy: ExceptionRetryPolicy | None = None, **overrides
     }
 
 
-def dag_args(kind: str) -> dict[str, Any]:
-    """The `@dag(...)` arguments every DAG of this kind shares: defaults and the run timeout."""
-    return {**DAG_DEFAULTS, "dagrun_timeout": DAG_TIMEOUTS[kind]}
+# What each kind of DAG does, in the words of its display name ("flights: validate batches").
+DAG_TITLES: dict[str, str] = {
+    "ingest": "ingest raw batches",
+    "validate": "validate batches",
+    "preprocess": "build features",
+    "train": "train a model",
+    "promote": "promote the champion",
+    "batch_score": "score with the champion",
+}
+
+
+def dag_args(kind: str, dataset: str) -> dict[str, Any]:
+    """The `@dag(...)` arguments of the `kind` DAG of `dataset`: defaults, the run timeout, a
+    display name people read, and the contract's owner (with a mail link when it is an
+    address) as the owner of every task."""
+    owner = load_contract(dataset).owner
+    return {
+        **DAG_DEFAULTS,
+        "dagrun_timeout": DAG_TIMEOUTS[kind],
+        "dag_display_name": f"{dataset}: {DAG_TITLES[kind]}",
+        "default_args": {"owner": owner},
+        "owner_links": {owner: f"mailto:{owner}"} if "@" in owner else {},
+    }

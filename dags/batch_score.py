@@ -37,7 +37,7 @@ def build(dataset: str, model_name: str):
         schedule=AssetOrTimeSchedule(
             timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=champion
         ),
-        **dag_args("batch_score"),
+        **dag_args("batch_score", dataset),
         max_active_runs=1,
         doc_md=__doc__,
         tags=["score", dataset],

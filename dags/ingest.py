@@ -59,7 +59,7 @@ def build(dataset: str):
     @dag(
         dag_id=f"ingest_{dataset}",
         schedule=None,
-        **dag_args("ingest"),
+        **dag_args("ingest", dataset),
         doc_md=__doc__,
         tags=["ingest", dataset],
         params={

@@ -34,7 +34,7 @@ def build(dataset: str, joins: list[str]):
     @dag(
         dag_id=f"preprocess_{dataset}",
         schedule=schedule,
-        **dag_args("preprocess"),
+        **dag_args("preprocess", dataset),
         doc_md=__doc__,
         tags=["preprocess", dataset],
         params={

@@ -90,7 +90,7 @@ def build(dataset: str, contract: Contract):
     @dag(
         dag_id=f"promote_{dataset}",
         schedule=[challenger],
-        **dag_args("promote"),
+        **dag_args("promote", dataset),
         max_active_runs=1,
         doc_md=__doc__,
         tags=["promote", dataset],

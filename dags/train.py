@@ -38,7 +38,7 @@ def build(dataset: str, model_name: str):
     @dag(
         dag_id=f"train_{dataset}",
         schedule=[features],
-        **dag_args("train"),
+        **dag_args("train", dataset),
         doc_md=__doc__,
         tags=["train", dataset],
         params={

@@ -28,7 +28,7 @@ def build(dataset: str):
     @dag(
         dag_id=f"validate_{dataset}",
         schedule=[raw],
-        **dag_args("validate"),
+        **dag_args("validate", dataset),
         doc_md=__doc__,
         tags=["validate", dataset],
     )

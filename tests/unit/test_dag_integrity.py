@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from ml.contracts import load_contract
+
 pytestmark = pytest.mark.unit
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(DAGS.glob("[!_]*.py"))  # `_*.py`: modules the DAG files share
+KINDS = ("batch_score", "ingest", "validate", "preprocess", "train", "promote")
 HEAVY = (
     "torch",
     "dask",
@@ -78,6 +81,11 @@ def test_dag_file_parses_fast_without_heavy_imports(path, airflow_env):
     assert result["seconds"] < 1.0, f"{path.name} took {result['seconds']:.2f}s to parse"
 
 
+def _kind_and_dataset(dag_id: str) -> tuple[str, str]:
+    kind = next(k for k in KINDS if dag_id.startswith(f"{k}_"))
+    return kind, dag_id.removeprefix(f"{kind}_")
+
+
 def test_dagbag_has_no_import_errors_and_the_whole_chain(airflow_env):
     code = """
 import json, sys
@@ -87,7 +95,12 @@ from airflow.dag_processing.dagbag import BundleDagBag
 bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=Path(sys.argv[1]).parent if sys.argv[1].endswith('.py') else Path(sys.argv[1]))
 print(json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
-    "dags": {d.dag_id: {"doc": bool(d.doc_md), "tags": sorted(d.tags), "tasks": sorted(d.task_ids)} for d in bag.dags.values()},
+    "dags": {d.dag_id: {
+        "doc": bool(d.doc_md), "tags": sorted(d.tags), "tasks": sorted(d.task_ids),
+        "owner": d.owner, "owner_links": d.owner_links or {}, "display": d.dag_display_name,
+        "dagrun_timeout": d.dagrun_timeout.total_seconds() if d.dagrun_timeout else None,
+        "limits": {t.task_id: [t.retries, bool(t.execution_timeout)] for t in d.tasks},
+    } for d in bag.dags.values()},
 }))
 """
     out = subprocess.run(
@@ -115,6 +128,15 @@ print(json.dumps({
     for dag_id, info in dags.items():
         assert info["doc"], f"{dag_id} has no doc_md"
         assert info["tags"], f"{dag_id} has no tags"
+        assert info["dagrun_timeout"], f"{dag_id} has no dagrun_timeout"
+        for task_id, (retries, timeout) in info["limits"].items():
+            assert retries >= 1 and timeout, f"{dag_id}.{task_id}: retries {retries}, timeout"
+        # The contract's owner owns every task, with a mail link; the name says what it does.
+        kind, dataset = _kind_and_dataset(dag_id)
+        owner = load_contract(dataset).owner
+        assert info["owner"] == owner, (dag_id, info["owner"], owner)
+        assert info["owner_links"] == {owner: f"mailto:{owner}"}, dag_id
+        assert info["display"].startswith(f"{dataset}: "), (kind, info["display"])
     assert dags["train_flights"]["tasks"] == ["baseline", "compress", "feature_set", "train_model"]
     assert dags["promote_flights"]["tasks"] == ["promote"]
     assert dags["batch_score_flights"]["tasks"] == ["drifted", "plan", "retrain", "score"]
