@@ -49,12 +49,14 @@ def build(dataset: str, model_name: str):
                 title="Day to score",
                 description="Empty: the newest validated day (alias move) or every day not "
                 "yet scored by the champion (daily run).",
+                section="Days to score",
             ),
             "max_days": Param(
                 DAILY_MAX_DAYS,
                 type="integer",
                 minimum=1,
                 title="Days at most (daily run: the newest ones)",
+                section="Days to score",
             ),
             "threshold": Param(
                 DEFAULT_THRESHOLD,
@@ -62,15 +64,20 @@ def build(dataset: str, model_name: str):
                 minimum=0,
                 maximum=1,
                 title="Probability threshold of a positive label",
+                section="Predictions",
             ),
             "drift_threshold": Param(
                 DRIFT_THRESHOLD,
                 type="number",
                 minimum=0,
                 title="PSI over which a feature has drifted",
+                section="Drift",
             ),
             "retrain_on_drift": Param(
-                False, type="boolean", title="Retrain on drift (starts preprocess_<dataset>)"
+                False,
+                type="boolean",
+                title="Retrain on drift (starts preprocess_<dataset>)",
+                section="Drift",
             ),
         },
     )

@@ -63,8 +63,20 @@ def build(dataset: str):
         doc_md=__doc__,
         tags=["ingest", dataset],
         params={
-            "date_from": Param("2013-01-01", type="string", format="date", title="First day"),
-            "date_to": Param("2013-01-01", type="string", format="date", title="Last day"),
+            "date_from": Param(
+                "2013-01-01",
+                type="string",
+                format="date",
+                title="First day",
+                section="Days to ingest",
+            ),
+            "date_to": Param(
+                "2013-01-01",
+                type="string",
+                format="date",
+                title="Last day",
+                section="Days to ingest",
+            ),
         },
     )
     def ingest_dag():

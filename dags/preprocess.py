@@ -44,6 +44,7 @@ def build(dataset: str, joins: list[str]):
                 format="date",
                 title="Training window: first day",
                 description="Empty: from the first validated day.",
+                section="Window of validated days",
             ),
             "date_to": Param(
                 None,
@@ -51,6 +52,7 @@ def build(dataset: str, joins: list[str]):
                 format="date",
                 title="Training window: last day",
                 description="Empty: up to the last validated day.",
+                section="Window of validated days",
             ),
             "min_frequency": Param(
                 DEFAULT_MIN_FREQUENCY,
@@ -58,6 +60,7 @@ def build(dataset: str, joins: list[str]):
                 minimum=1,
                 title="Minimum count of a category value in train",
                 description="Rarer values share the out-of-vocabulary bucket.",
+                section="Features",
             ),
         },
     )

@@ -100,28 +100,40 @@ def build(dataset: str, contract: Contract):
                 type=["null", "string"],
                 title="Model version",
                 description="Empty: the challenger that started this run (or the alias).",
+                section="Challenger",
             ),
             "metric": Param(
                 default.metric,
                 type="string",
                 enum=list(KNOWN_METRICS),
                 title="Primary metric",
+                section="Decision rule",
             ),
             "min_improvement": Param(
                 default.min_improvement,
                 type="number",
                 minimum=0,
                 title="Minimum improvement of the primary metric over the champion",
+                section="Decision rule",
             ),
             "guardrails": Param(
                 dict(default.guardrails),
                 type="object",
                 title="Guardrails",
                 description="metric -> how much worse than the champion the challenger may be.",
+                section="Decision rule",
             ),
-            "force": Param(False, type="boolean", title="Force the promotion (recorded as forced)"),
+            "force": Param(
+                False,
+                type="boolean",
+                title="Force the promotion (recorded as forced)",
+                section="Override (recorded)",
+            ),
             "requested_by": Param(
-                None, type=["null", "string"], title="Who asks (recorded in the audit log)"
+                None,
+                type=["null", "string"],
+                title="Who asks (recorded in the audit log)",
+                section="Override (recorded)",
             ),
         },
     )

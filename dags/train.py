@@ -46,64 +46,130 @@ def build(dataset: str, model_name: str):
                 None,
                 type=["null", "string"],
                 title="Feature set (s3://features/...)",
-                description="Empty: the one that started this run.",
+                description="Empty: the one that started this run, else the newest committed "
+                "one of this dataset.",
+                section="Input",
             ),
-            "epochs": Param(TRAIN.epochs, type="integer", minimum=1, maximum=500, title="Epochs"),
-            "batch_size": Param(TRAIN.batch_size, type="integer", minimum=16, title="Batch size"),
+            "epochs": Param(
+                TRAIN.epochs,
+                type="integer",
+                minimum=1,
+                maximum=500,
+                title="Epochs",
+                section="Optimisation",
+            ),
+            "batch_size": Param(
+                TRAIN.batch_size,
+                type="integer",
+                minimum=16,
+                title="Batch size",
+                section="Optimisation",
+            ),
             "learning_rate": Param(
-                TRAIN.learning_rate, type="number", exclusiveMinimum=0, title="Learning rate"
+                TRAIN.learning_rate,
+                type="number",
+                exclusiveMinimum=0,
+                title="Learning rate",
+                section="Optimisation",
             ),
             "weight_decay": Param(
-                TRAIN.weight_decay, type="number", minimum=0, title="AdamW weight decay"
+                TRAIN.weight_decay,
+                type="number",
+                minimum=0,
+                title="AdamW weight decay",
+                section="Optimisation",
             ),
             "hidden": Param(
-                TRAIN.hidden, type="integer", minimum=4, title="Hidden units per layer"
+                TRAIN.hidden,
+                type="integer",
+                minimum=4,
+                title="Hidden units per layer",
+                section="Network",
             ),
             "layers": Param(
-                TRAIN.layers, type="integer", minimum=1, maximum=8, title="Hidden layers"
+                TRAIN.layers,
+                type="integer",
+                minimum=1,
+                maximum=8,
+                title="Hidden layers",
+                section="Network",
             ),
-            "emb_dim": Param(TRAIN.emb_dim, type="integer", minimum=1, title="Max embedding width"),
-            "dropout": Param(TRAIN.dropout, type="number", minimum=0, maximum=0.9, title="Dropout"),
+            "emb_dim": Param(
+                TRAIN.emb_dim,
+                type="integer",
+                minimum=1,
+                title="Max embedding width",
+                section="Network",
+            ),
+            "dropout": Param(
+                TRAIN.dropout,
+                type="number",
+                minimum=0,
+                maximum=0.9,
+                title="Dropout",
+                section="Network",
+            ),
             "patience": Param(
-                TRAIN.patience, type="integer", minimum=1, title="Early-stopping patience"
+                TRAIN.patience,
+                type="integer",
+                minimum=1,
+                title="Early-stopping patience",
+                section="Optimisation",
             ),
-            "seed": Param(TRAIN.seed, type="integer", title="Random seed"),
+            "seed": Param(TRAIN.seed, type="integer", title="Random seed", section="Optimisation"),
             "precision": Param(
                 TRAIN.precision,
                 enum=list(PRECISIONS),
                 title="Precision (auto: bf16/fp16 on CUDA, fp32 on CPU)",
+                section="Optimisation",
             ),
             "pos_weight": Param(
-                TRAIN.pos_weight, type="boolean", title="Weight positives / classes (imbalance)"
+                TRAIN.pos_weight,
+                type="boolean",
+                title="Weight positives / classes (imbalance)",
+                section="Optimisation",
             ),
             "calibration": Param(
                 TRAIN.calibration,
                 enum=list(CALIBRATIONS),
                 title="Calibration after training (prior: bias on train; affine, temperature: "
                 "on validation)",
+                section="Calibration",
             ),
             "memory_budget_mb": Param(
-                TRAIN.memory_budget_mb, type="integer", minimum=1, title="Above this, stream shards"
+                TRAIN.memory_budget_mb,
+                type="integer",
+                minimum=1,
+                title="Above this, stream shards",
+                section="Resources",
             ),
             "nproc_per_node": Param(
                 TRAIN.nproc_per_node,
                 type="integer",
                 minimum=1,
                 title="Training processes (GPUs) via torchrun",
+                section="Resources",
             ),
-            "compress": Param(False, type="boolean", title="Also make an int8 compact variant"),
+            "compress": Param(
+                False,
+                type="boolean",
+                title="Also make an int8 compact variant",
+                section="Compact variant",
+            ),
             "prune_amount": Param(
                 COMPRESS.prune_amount,
                 type="number",
                 minimum=0,
                 maximum=0.95,
                 title="Magnitude pruning share",
+                section="Compact variant",
             ),
             "compress_tolerance": Param(
                 COMPRESS.compress_tolerance,
                 type="number",
                 minimum=0,
                 title="Max ROC AUC loss of the compact variant",
+                section="Compact variant",
             ),
         },
     )
@@ -118,11 +184,11 @@ def build(dataset: str, model_name: str):
                 for extra in event_extras(triggering_asset_events)
                 if "feature_set" in extra
             ]
-            if not refs:
-                raise ValueError(
-                    "no feature set: set the 'feature_set' param or let a new feature set start this DAG"
-                )
-            return refs[-1]
+            if refs:
+                return refs[-1]
+            from ml.features.sets import newest_feature_set  # a manual run with the defaults
+
+            return newest_feature_set(dataset)
 
         @task(**task_args("train"))
         @as_stage("train")

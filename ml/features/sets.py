@@ -91,6 +91,29 @@ def feature_set_ref(dataset: str, feature_version: str, settings=None) -> str:
     return f"s3://{(settings or get_settings()).bucket('features')}/{dataset}/{feature_version}"
 
 
+def newest_feature_set(dataset: str) -> str:
+    """The ref of the feature set of `dataset` committed last (what a manual training run with
+    the form's defaults takes); NotFoundError when none is committed."""
+    from ml.commit import forget_listings
+
+    s = get_settings()
+    fs = storage.filesystem(s)
+    base = f"{s.bucket('features')}/{dataset}"
+    forget_listings(fs, base)
+    manifests = [
+        info
+        for info in fs.find(base, maxdepth=2, detail=True).values()
+        if info["name"].endswith(f"/{storage.MANIFEST}")
+    ]
+    if not manifests:
+        raise NotFoundError(
+            f"no committed feature set of {dataset} in s3://{base}: run preprocess_{dataset} "
+            "first, or name one in the 'feature_set' param"
+        )
+    newest = max(manifests, key=lambda info: (info["LastModified"], info["name"]))
+    return f"s3://{newest['name'].rsplit('/', 1)[0]}"
+
+
 def read_feature_manifest(ref: str) -> dict:
     return storage.read_json(f"{ref.rstrip('/')}/{storage.MANIFEST}")
 

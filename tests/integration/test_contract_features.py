@@ -84,6 +84,15 @@ def features(onboarded, dask_cluster):
     return build.build_features(DATASET)
 
 
+def test_a_manual_training_run_takes_the_newest_feature_set(features):
+    """What `train_<dataset>` trains on when triggered with the form's defaults."""
+    from ml.errors import NotFoundError
+
+    assert sets.newest_feature_set(DATASET) == features.ref
+    with pytest.raises(NotFoundError, match="run preprocess_nothing_here first"):
+        sets.newest_feature_set("nothing_here")
+
+
 def test_layout_key_columns_survive_ingest_and_validate(onboarded):
     batch = storage.latest_batches("validated", DATASET)[f"date={DAYS[0]}"]
     rows = storage.read_batch(batch)

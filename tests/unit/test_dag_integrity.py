@@ -100,6 +100,7 @@ print(json.dumps({
         "owner": d.owner, "owner_links": d.owner_links or {}, "display": d.dag_display_name,
         "dagrun_timeout": d.dagrun_timeout.total_seconds() if d.dagrun_timeout else None,
         "limits": {t.task_id: [t.retries, bool(t.execution_timeout)] for t in d.tasks},
+        "params": {k: sorted(d.params.get_param(k).schema) for k in d.params},
     } for d in bag.dags.values()},
 }))
 """
@@ -131,6 +132,8 @@ print(json.dumps({
         assert info["dagrun_timeout"], f"{dag_id} has no dagrun_timeout"
         for task_id, (retries, timeout) in info["limits"].items():
             assert retries >= 1 and timeout, f"{dag_id}.{task_id}: retries {retries}, timeout"
+        for name, schema in info["params"].items():  # the trigger form: titled, in sections
+            assert {"title", "section"} <= set(schema), f"{dag_id} param {name}: {schema}"
         # The contract's owner owns every task, with a mail link; the name says what it does.
         kind, dataset = _kind_and_dataset(dag_id)
         owner = load_contract(dataset).owner
