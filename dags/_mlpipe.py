@@ -61,6 +61,7 @@ def task_key_parts(ti: Any) -> dict[str, Any]:
         "run_id": ti.run_id,
         "task_id": ti.task_id,
         "map_index": ti.map_index if ti.map_index is not None else -1,
+        "try_number": ti.try_number,  # not part of the key: tagged on the run per attempt
     }
 
 

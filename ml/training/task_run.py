@@ -12,6 +12,7 @@ import mlflow
 from ml import contracts, tracking
 from ml.features import sets
 from ml.features.transform import FeatureTransform
+from ml.settings import get_settings
 from ml.training.checkpoint import task_key
 
 TASK_KEY_TAG = "mlpipe_task_key"
@@ -37,7 +38,9 @@ def open_task_run(
     manifest = sets.read_feature_manifest(feature_ref)
     contract = contracts.load_contract(manifest["dataset"])
     transform = sets.load_transform(manifest)
-    key = task_key(**task_instance) if task_instance else f"adhoc-{uuid.uuid4().hex[:16]}"
+    key = (
+        task_key(**_key_parts(task_instance)) if task_instance else f"adhoc-{uuid.uuid4().hex[:16]}"
+    )
     tracking.use_server()
     experiment = mlflow.set_experiment(contract.dataset)
     client = tracking.client()
@@ -48,6 +51,42 @@ def open_task_run(
         TASK_KEY_TAG,
         key,
         f"{name}-{version}",
-        {"feature_version": version, "contract_hash": contract.hash, **(tags or {}), "role": role},
+        {
+            "feature_version": version,
+            "contract_hash": contract.hash,
+            **(tags or {}),
+            **airflow_tags(task_instance or {}),
+            "role": role,
+        },
     )
+    if task_instance and "try_number" in task_instance:  # which attempt wrote last
+        client.set_tag(run_id, "airflow.try_number", str(task_instance["try_number"]))
     return TaskRun(manifest, contract, transform, key, client, run_id)
+
+
+KEY_PARTS = ("dag_id", "run_id", "task_id", "map_index")
+
+
+def _key_parts(task_instance: dict) -> dict:
+    return {k: task_instance[k] for k in KEY_PARTS if k in task_instance}
+
+
+def airflow_tags(task_instance: dict) -> dict[str, str]:
+    """Where a run comes from in Airflow (dag, run, task, map index) and a link back to the
+    task in the Airflow UI; nothing for a run started outside Airflow."""
+    if not task_instance:
+        return {}
+    from urllib.parse import quote
+
+    ti = _key_parts(task_instance)
+    base = get_settings().airflow_api_url.rstrip("/")
+    url = f"{base}/dags/{ti['dag_id']}/runs/{quote(ti['run_id'], safe='')}/tasks/{ti['task_id']}"
+    if int(ti.get("map_index", -1)) >= 0:
+        url += f"/mapped/{ti['map_index']}"
+    return {
+        "airflow.dag_id": ti["dag_id"],
+        "airflow.run_id": ti["run_id"],
+        "airflow.task_id": ti["task_id"],
+        "airflow.map_index": str(ti.get("map_index", -1)),
+        "airflow.url": url,
+    }

@@ -264,9 +264,9 @@ def test_mlflow_down_during_training_then_the_retry(world, features, record_faul
     tasks retry; the retry, with the server back, finishes the same run and registers once."""
     from ml.training.checkpoint import task_key
 
-    ti = {"dag_id": "train_faults", "run_id": "manual__mlflow_down", "task_id": "train_model"}
-    ti["map_index"] = -1
-    args = {"ref": features.ref, "params": PARAMS, "task_instance": ti}
+    key = {"dag_id": "train_faults", "run_id": "manual__mlflow_down", "task_id": "train_model"}
+    key["map_index"] = -1
+    args = {"ref": features.ref, "params": PARAMS, "task_instance": {**key, "try_number": 1}}
     mlflow = world["mlflow"]
     proc, ready = _stage(world["folder"], "train", args, at="ml.training.run:_finish")
     _paused(proc, ready)
@@ -278,8 +278,8 @@ def test_mlflow_down_during_training_then_the_retry(world, features, record_faul
     finally:
         mlflow.start()
     took = time.monotonic() - started
-    retried = _run(world["folder"], "train", args)
-    runs = _runs_of(task_key(**ti))
+    retried = _run(world["folder"], "train", {**args, "task_instance": {**key, "try_number": 2}})
+    runs = _runs_of(task_key(**key))
     name = contracts.load_contract(DATASET).model_name
     versions = [
         v
@@ -298,6 +298,12 @@ def test_mlflow_down_during_training_then_the_retry(world, features, record_faul
     assert took < 300, f"the try held on for {took:.0f} s with the registry gone"
     assert [r.info.run_id for r in runs] == [retried["run_id"]]  # one run, continued
     assert len(versions) == 1  # and at most one version
+    # The run names its Airflow task, the attempt that wrote last, and links back to it.
+    tags = runs[0].data.tags
+    assert (tags["airflow.dag_id"], tags["airflow.try_number"]) == ("train_faults", "2")
+    assert tags["airflow.url"].endswith(
+        "/dags/train_faults/runs/manual__mlflow_down/tasks/train_model"
+    )
 
 
 def test_mlflow_down_during_promotion_never_promotes(
