@@ -127,3 +127,12 @@ def test_placeholder_secrets_do_not_block_stopping_the_stack(monkeypatch, tmp_pa
     finally:
         reset_settings()
     assert stopped
+
+
+def test_version_is_the_installed_package_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"mlpipe {version('mlpipe')}"
