@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, ExceptionRetryPolicy, RetryAction, RetryRule
+from airflow.sdk import Asset, BaseNotifier, ExceptionRetryPolicy, RetryAction, RetryRule
 
 from ml import assets
 from ml.contracts import Contract, available_datasets, load_contract
@@ -201,15 +201,46 @@ DAG_TITLES: dict[str, str] = {
 }
 
 
+class FailureAlert(BaseNotifier):
+    """Tells people that a task failed for good (after its retries), or that a run failed for
+    another reason than a failed task (its `dagrun_timeout`): `ml.alerts`, to the webhook and/or
+    mail of the settings. Airflow calls it as `on_failure_callback`."""
+
+    template_fields = ()
+
+    def notify(self, context: dict[str, Any]) -> None:
+        from ml import alerts
+
+        ti, run = context.get("ti") or context.get("task_instance"), context.get("dag_run")
+        reason = context.get("reason")
+        if ti is None and reason == "task_failure":
+            return  # the failed task has alerted already
+        dag_id = getattr(run, "dag_id", None) or getattr(ti, "dag_id", "?")
+        run_id = getattr(run, "run_id", None) or getattr(ti, "run_id", "?")
+        fields: dict[str, Any] = {"dag_id": dag_id, "run_id": run_id}
+        if ti is not None:
+            map_index = ti.map_index if ti.map_index is not None else -1
+            fields |= {"task_id": ti.task_id, "map_index": map_index, "try": ti.try_number}
+            fields["url"] = alerts.airflow_url(dag_id, run_id, ti.task_id, map_index)
+            title = f"{dag_id}.{ti.task_id} failed"
+        else:
+            fields["url"] = alerts.airflow_url(dag_id, run_id)
+            title = f"run {run_id} of {dag_id} failed ({reason or 'see the run'})"
+        error = context.get("exception")
+        text = f"{type(error).__name__}: {error}" if error else str(reason or "")
+        alerts.send(alerts.Alert(title, text[:4000], fields))
+
+
 def dag_args(kind: str, dataset: str) -> dict[str, Any]:
     """The `@dag(...)` arguments of the `kind` DAG of `dataset`: defaults, the run timeout, a
-    display name people read, and the contract's owner (with a mail link when it is an
-    address) as the owner of every task."""
+    display name people read, the contract's owner (with a mail link when it is an address) as
+    the owner of every task, and alerts (`FailureAlert`) when a task or the run fails."""
     owner = load_contract(dataset).owner
     return {
         **DAG_DEFAULTS,
         "dagrun_timeout": DAG_TIMEOUTS[kind],
         "dag_display_name": f"{dataset}: {DAG_TITLES[kind]}",
-        "default_args": {"owner": owner},
+        "default_args": {"owner": owner, "on_failure_callback": [FailureAlert()]},
+        "on_failure_callback": [FailureAlert()],
         "owner_links": {owner: f"mailto:{owner}"} if "@" in owner else {},
     }

@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     mlflow_webhook_secret: SecretStr | None = None
     mlflow_webhook_url: str | None = None
 
+    # Alerts to people (`ml.alerts`: a task that failed for good, a missed deadline): a generic
+    # webhook (JSON POST) and/or mail over SMTP; none set: no alerts.
+    alert_webhook_url: str | None = None
+    alert_smtp_host: str | None = None
+    alert_smtp_port: int = 25
+    alert_mail_from: str = "mlpipe@localhost"
+    alert_mail_to: str | None = None  # comma-separated addresses
+
     # Torch threads per training process (the cores are shared with Dask and Airflow).
     torch_threads: int = 2
     # Slots of the Airflow `gpu` pool that training tasks run in; None: one per GPU (min. 1).
@@ -228,6 +236,11 @@ class Settings(BaseSettings):
             env["MLPIPE_MLFLOW_WEBHOOK_SECRET"] = self.mlflow_webhook_secret.get_secret_value()
         if self.feature_hooks:
             env["MLPIPE_FEATURE_HOOKS"] = self.feature_hooks
+        for name in ("alert_webhook_url", "alert_smtp_host", "alert_mail_to"):
+            if getattr(self, name):
+                env[f"MLPIPE_{name.upper()}"] = getattr(self, name)
+        env["MLPIPE_ALERT_SMTP_PORT"] = str(self.alert_smtp_port)
+        env["MLPIPE_ALERT_MAIL_FROM"] = self.alert_mail_from
         if self.pii_salt is not None:
             env["MLPIPE_PII_SALT"] = self.pii_salt.get_secret_value()
         for zone in ZONES:

@@ -10,9 +10,9 @@ from typing import Any
 import mlflow
 
 from ml import contracts, tracking
+from ml.alerts import airflow_url
 from ml.features import sets
 from ml.features.transform import FeatureTransform
-from ml.settings import get_settings
 from ml.training.checkpoint import task_key
 
 TASK_KEY_TAG = "mlpipe_task_key"
@@ -76,13 +76,8 @@ def airflow_tags(task_instance: dict) -> dict[str, str]:
     task in the Airflow UI; nothing for a run started outside Airflow."""
     if not task_instance:
         return {}
-    from urllib.parse import quote
-
     ti = _key_parts(task_instance)
-    base = get_settings().airflow_api_url.rstrip("/")
-    url = f"{base}/dags/{ti['dag_id']}/runs/{quote(ti['run_id'], safe='')}/tasks/{ti['task_id']}"
-    if int(ti.get("map_index", -1)) >= 0:
-        url += f"/mapped/{ti['map_index']}"
+    url = airflow_url(ti["dag_id"], ti["run_id"], ti["task_id"], ti.get("map_index", -1))
     return {
         "airflow.dag_id": ti["dag_id"],
         "airflow.run_id": ti["run_id"],

@@ -81,8 +81,53 @@ def databases(airflow_postgres) -> Iterator[dict[str, str]]:
         yield urls
 
 
+class AlertReceiver:
+    """A local webhook that takes the stack's alerts (`ml.alerts`): the JSON bodies, in order."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, match, timeout: float = 120) -> dict:
+        """The first alert for which `match(alert)` holds, waiting up to `timeout` seconds."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for alert in self.received:
+                if match(alert):
+                    return alert
+            time.sleep(0.5)
+        raise AssertionError(f"no such alert within {timeout} s; received: {self.received}")
+
+
 @pytest.fixture(scope="package")
-def stack(tmp_path_factory, databases) -> Iterator:
+def alert_receiver() -> Iterator[AlertReceiver]:
+    receiver = AlertReceiver()
+    try:
+        yield receiver
+    finally:
+        receiver.server.shutdown()
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory, databases, alert_receiver) -> Iterator:
     """`mlpipe stack up` on free ports in a temporary state folder; `down` afterwards."""
     from ml import settings as settings_module
     from ml.dev.stack import lifecycle as stack_module
@@ -98,6 +143,7 @@ def stack(tmp_path_factory, databases) -> Iterator:
         "MLPIPE_AIRFLOW_PARALLELISM": "4",
         # The DAG files do not change during a test run: no re-parsing every 30 s (CPU).
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+        "MLPIPE_ALERT_WEBHOOK_URL": alert_receiver.url,
         **databases,
     }
     with pipeline_environment(env):

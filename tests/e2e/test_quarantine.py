@@ -25,7 +25,9 @@ def bad_batch(stack) -> str:
     ).ref
 
 
-def test_bad_batch_is_quarantined_and_its_run_fails_naming_the_rule(stack, bad_batch):
+def test_bad_batch_is_quarantined_and_its_run_fails_naming_the_rule(
+    stack, bad_batch, alert_receiver
+):
     client = AirflowClient(stack.airflow_api_url)
     since = datetime.now(UTC)
     client.create_asset_event("s3://raw/flights", {"batches": [bad_batch]})
@@ -49,3 +51,14 @@ def test_bad_batch_is_quarantined_and_its_run_fails_naming_the_rule(stack, bad_b
     assert failed["flights.dep_delay.max"]["unexpected_count"] == 3
     with pytest.raises(storage.BatchNotFoundError):
         storage.read_manifest(storage.ref_in_zone(bad_batch, "validated"))
+
+    # People are told: the failed task's alert reached the webhook, with the rule and a link.
+    alert = alert_receiver.wait_for(
+        lambda a: (
+            a["fields"].get("run_id") == run["dag_run_id"]
+            and a["fields"].get("task_id") == "validate"
+        )
+    )
+    assert alert["title"] == "validate_flights.validate failed"
+    assert "flights.dep_delay.max" in alert["text"]
+    assert alert["fields"]["url"].endswith("/tasks/validate/mapped/0")
