@@ -236,11 +236,12 @@ class Settings(BaseSettings):
             env["MLPIPE_MLFLOW_WEBHOOK_SECRET"] = self.mlflow_webhook_secret.get_secret_value()
         if self.feature_hooks:
             env["MLPIPE_FEATURE_HOOKS"] = self.feature_hooks
-        for name in ("alert_webhook_url", "alert_smtp_host", "alert_mail_to"):
-            if getattr(self, name):
-                env[f"MLPIPE_{name.upper()}"] = getattr(self, name)
-        env["MLPIPE_ALERT_SMTP_PORT"] = str(self.alert_smtp_port)
-        env["MLPIPE_ALERT_MAIL_FROM"] = self.alert_mail_from
+        if self.alert_webhook_url or self.alert_smtp_host:  # where alerts go (ml.alerts)
+            for name in ("alert_webhook_url", "alert_smtp_host", "alert_mail_to"):
+                if getattr(self, name):
+                    env[f"MLPIPE_{name.upper()}"] = getattr(self, name)
+            env["MLPIPE_ALERT_SMTP_PORT"] = str(self.alert_smtp_port)
+            env["MLPIPE_ALERT_MAIL_FROM"] = self.alert_mail_from
         if self.pii_salt is not None:
             env["MLPIPE_PII_SALT"] = self.pii_salt.get_secret_value()
         for zone in ZONES:
