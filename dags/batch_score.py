@@ -15,16 +15,22 @@ probability, label, model version) are checked against their contract and commit
 visible by the manifest). Re-scoring a day with the same version replaces it by switching the
 manifest; a failed re-run leaves the earlier predictions in place. Each scored day gets a drift report (PSI per feature against the model's training
 data, JSON and SVG chart in `reports`); with **Retrain on drift**, drift over the threshold
-starts `preprocess_<dataset>` (new features, then training and promotion).
+starts `preprocess_<dataset>` (new features, then training and promotion). A run not done
+an hour after it was queued (`MLPIPE_SCORING_DEADLINE_S`) raises a deadline alert.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from _mlpipe import alias_asset, as_stage, dag_args, task_args, trained_contracts, zone_asset
 from ml.assets import CHAMPION
 from ml.scoring_plan import DAILY_MAX_DAYS, DEFAULT_THRESHOLD, DRIFT_THRESHOLD
+from ml.settings import get_settings
 
 
 # long: DAG builder (the DAG, its Params and its tasks declared in one place)
@@ -39,6 +45,14 @@ def build(dataset: str, model_name: str):
         ),
         **dag_args("batch_score", dataset),
         max_active_runs=1,
+        # Predictions late (the daily 06:00 run not done by 07:00 by default): people are told.
+        deadline=DeadlineAlert(
+            reference=DeadlineReference.DAGRUN_QUEUED_AT,
+            interval=timedelta(seconds=get_settings().scoring_deadline_s),
+            callback=AsyncCallback(
+                "ml.alerts.deadline_missed", kwargs={"what": f"predictions of {dataset}"}
+            ),
+        ),
         doc_md=__doc__,
         tags=["score", dataset],
         params={

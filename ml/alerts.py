@@ -89,3 +89,20 @@ def _mail(s: Settings, alert: Alert) -> bool:
         log.error("alert mail via %s:%s failed: %s", s.alert_smtp_host, s.alert_smtp_port, exc)
         return False
     return True
+
+
+async def deadline_missed(what: str = "", context: dict[str, Any] | None = None) -> list[str]:
+    """The callback of a deadline alert, awaited by Airflow's triggerer with the late run in
+    `context`: `what` was not done in time (sent from a thread: `send` blocks)."""
+    import asyncio
+
+    run = (context or {}).get("dag_run") or {}
+    deadline = (context or {}).get("deadline") or {}
+    dag_id, run_id = run.get("dag_id", "?"), run.get("dag_run_id") or run.get("run_id", "?")
+    alert = Alert(
+        f"deadline missed: {dag_id} run {run_id}",
+        f"{what or 'the run'} not done by {deadline.get('deadline_time', 'its deadline')} "
+        f"(state {run.get('state', '?')})",
+        {"dag_id": dag_id, "run_id": run_id, "url": airflow_url(dag_id, run_id)},
+    )
+    return await asyncio.to_thread(send, alert)

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     alert_smtp_port: int = 25
     alert_mail_from: str = "mlpipe@localhost"
     alert_mail_to: str | None = None  # comma-separated addresses
+    # A scoring run not done this long after it was queued raises a deadline alert (the daily
+    # 06:00 run: predictions by 07:00).
+    scoring_deadline_s: int = 3600
 
     # Torch threads per training process (the cores are shared with Dask and Airflow).
     torch_threads: int = 2
@@ -236,6 +239,7 @@ class Settings(BaseSettings):
             env["MLPIPE_MLFLOW_WEBHOOK_SECRET"] = self.mlflow_webhook_secret.get_secret_value()
         if self.feature_hooks:
             env["MLPIPE_FEATURE_HOOKS"] = self.feature_hooks
+        env["MLPIPE_SCORING_DEADLINE_S"] = str(self.scoring_deadline_s)
         if self.alert_webhook_url or self.alert_smtp_host:  # where alerts go (ml.alerts)
             for name in ("alert_webhook_url", "alert_smtp_host", "alert_mail_to"):
                 if getattr(self, name):

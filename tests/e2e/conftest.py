@@ -144,6 +144,8 @@ def stack(tmp_path_factory, databases, alert_receiver) -> Iterator:
         # The DAG files do not change during a test run: no re-parsing every 30 s (CPU).
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
         "MLPIPE_ALERT_WEBHOOK_URL": alert_receiver.url,
+        # Every scoring run here takes longer than this: each raises its deadline alert.
+        "MLPIPE_SCORING_DEADLINE_S": "5",
         **databases,
     }
     with pipeline_environment(env):

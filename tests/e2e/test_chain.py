@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import pytest
 
@@ -158,3 +159,16 @@ def _nth_asset_run(client: AirflowClient, since: datetime, n: int, timeout: floa
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {len(found)} asset-triggered scoring runs, wanted {n}")
         time.sleep(2)
+
+
+def test_a_late_scoring_run_raises_its_deadline_alert(runs, alert_receiver):
+    """The stack's scoring deadline is 5 s (conftest): the triggerer ran the deadline's callback,
+    which reached the alert webhook naming the run."""
+    run_id = runs["batch_score_flights"]["dag_run_id"]
+    alert = alert_receiver.wait_for(
+        lambda a: a["title"] == f"deadline missed: batch_score_flights run {run_id}"
+    )
+    assert "predictions of flights not done by" in alert["text"]
+    assert alert["fields"]["url"].endswith(
+        f"/dags/batch_score_flights/runs/{quote(run_id, safe='')}"
+    )
