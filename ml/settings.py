@@ -240,6 +240,10 @@ class Settings(BaseSettings):
         if self.feature_hooks:
             env["MLPIPE_FEATURE_HOOKS"] = self.feature_hooks
         env["MLPIPE_SCORING_DEADLINE_S"] = str(self.scoring_deadline_s)
+        # MLflow logs through the task's own logging, not a stderr handler of its own (Airflow
+        # shows a task's stderr as ERROR lines), and draws no progress bars.
+        env["MLFLOW_CONFIGURE_LOGGING"] = "false"
+        env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
         if self.alert_webhook_url or self.alert_smtp_host:  # where alerts go (ml.alerts)
             for name in ("alert_webhook_url", "alert_smtp_host", "alert_mail_to"):
                 if getattr(self, name):

@@ -44,6 +44,40 @@ def client(tracking_uri: str | None = None, settings: Settings | None = None) ->
     return mlflow.MlflowClient(tracking_uri=use_server(tracking_uri, settings))
 
 
+class _LogWriter:
+    """A text stream whose lines go to a logger at INFO (see `stderr_as_log`)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger, self.pending = logger, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if line.strip():
+                self.logger.info("%s", line.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending.strip():
+            self.logger.info("%s", self.pending.rstrip())
+        self.pending = ""
+
+
+@contextmanager
+def stderr_as_log(logger: logging.Logger | None = None) -> Iterator[None]:
+    """What MLflow prints to stderr inside the block ("Successfully registered model ...",
+    "Created version ...") goes to `logger` at INFO: Airflow shows a task's stderr as ERROR."""
+    import contextlib
+
+    writer = _LogWriter(logger or log)
+    try:
+        with contextlib.redirect_stderr(writer):
+            yield
+    finally:
+        writer.flush()
+
+
 @contextmanager
 def sys_path_kept() -> Iterator[None]:
     """Undo what MLflow adds to `sys.path` while it logs or loads a model.

@@ -198,6 +198,13 @@ class AirflowClient:
         self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1
     ) -> str:
         """The text of one task attempt's log."""
+        records = self.task_log_records(dag_id, run_id, task_id, try_number, map_index)
+        return "\n".join(r.get("event", "") for r in records)
+
+    def task_log_records(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1
+    ) -> list[dict]:
+        """One task attempt's log as records (`event`, `level`, `logger`, `timestamp`, ...)."""
         data = self.request(
             "GET",
             f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
@@ -206,10 +213,8 @@ class AirflowClient:
         )
         content = data.get("content", "")
         if isinstance(content, list):  # structured log lines
-            return "\n".join(
-                line.get("event", "") if isinstance(line, dict) else str(line) for line in content
-            )
-        return str(content)
+            return [line if isinstance(line, dict) else {"event": str(line)} for line in content]
+        return [{"event": line} for line in str(content).splitlines()]
 
 
 def _stale_token(resp: requests.Response) -> bool:

@@ -23,7 +23,8 @@ def register(client, run_id, model_uri, contract, manifest, metrics, extra_tags=
     if version is not None:
         log.info("run %s already registered version %s: reusing it", run_id, version)
     else:
-        version = str(mlflow.register_model(model_uri, contract.model_name).version)
+        with tracking.stderr_as_log(log):  # MLflow prints its progress to stderr
+            version = str(mlflow.register_model(model_uri, contract.model_name).version)
     tags = {
         "feature_version": manifest["feature_version"],
         "contract_hash": contract.hash,

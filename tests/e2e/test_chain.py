@@ -172,3 +172,20 @@ def test_a_late_scoring_run_raises_its_deadline_alert(runs, alert_receiver):
     assert alert["fields"]["url"].endswith(
         f"/dags/batch_score_flights/runs/{quote(run_id, safe='')}"
     )
+
+
+def test_the_chains_task_logs_hold_no_error_lines(runs, stack):
+    """A clean run's logs show no ERROR that is not a problem (library INFO on stderr, progress
+    bars), so a real failure stands out."""
+    client = AirflowClient(stack.airflow_api_url)
+    errors = []
+    for dag_id, run in runs.items():
+        for ti in client.task_instances(dag_id, run["dag_run_id"]):
+            if ti["state"] != "success":
+                continue
+            for record in client.task_log_records(
+                dag_id, run["dag_run_id"], ti["task_id"], ti["try_number"], ti["map_index"]
+            ):
+                if str(record.get("level", "")).lower() in ("error", "critical"):
+                    errors.append(f"{dag_id}.{ti['task_id']}: {record.get('event', '')[:200]}")
+    assert not errors, "\n".join(errors[:40])
