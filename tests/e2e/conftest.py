@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests import postgres_cluster
+from tests.alert_receiver import AlertReceiver
 from tests.conftest import free_port, pipeline_environment
 
 log = logging.getLogger(__name__)
@@ -81,49 +82,13 @@ def databases(airflow_postgres) -> Iterator[dict[str, str]]:
         yield urls
 
 
-class AlertReceiver:
-    """A local webhook that takes the stack's alerts (`ml.alerts`): the JSON bodies, in order."""
-
-    def __init__(self) -> None:
-        import json
-        import threading
-        from http.server import BaseHTTPRequestHandler, HTTPServer
-
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_for(self, match, timeout: float = 120) -> dict:
-        """The first alert for which `match(alert)` holds, waiting up to `timeout` seconds."""
-        import time
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for alert in self.received:
-                if match(alert):
-                    return alert
-            time.sleep(0.5)
-        raise AssertionError(f"no such alert within {timeout} s; received: {self.received}")
-
-
 @pytest.fixture(scope="package")
 def alert_receiver() -> Iterator[AlertReceiver]:
     receiver = AlertReceiver()
     try:
         yield receiver
     finally:
-        receiver.server.shutdown()
+        receiver.close()
 
 
 @pytest.fixture(scope="package")

@@ -3,41 +3,27 @@
 
 from __future__ import annotations
 
-import json
 import socketserver
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from ml import alerts
 from ml.settings import Settings
+from tests.alert_receiver import AlertReceiver
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict]]]:
-    """An HTTP receiver: the JSON bodies POSTed to it."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def webhook() -> Iterator[AlertReceiver]:
+    receiver = AlertReceiver()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/hook", received
+        yield receiver
     finally:
-        server.shutdown()
+        receiver.close()
 
 
 class SMTPHandler(socketserver.StreamRequestHandler):
@@ -84,7 +70,7 @@ ALERT = alerts.Alert(
 
 
 def test_an_alert_goes_to_the_webhook_and_by_mail(webhook, smtp):
-    url, posted = webhook
+    url, posted = webhook.url, webhook.received
     port, mails = smtp
     s = Settings(
         _env_file=None,
