@@ -35,6 +35,9 @@ def register(client, run_id, model_uri, contract, manifest, metrics, extra_tags=
         **(extra_tags or {}),
     }
     tracking.set_version_tags(client, contract.model_name, version, tags)
+    client.update_model_version(
+        contract.model_name, version, description=_description(contract, manifest, metrics, variant)
+    )
     if variant == "full":
         client.set_registered_model_alias(contract.model_name, CHALLENGER, version)
     return version
@@ -45,3 +48,15 @@ def _registered_by(client, model_name: str, run_id: str, variant: str) -> str | 
     existing = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
     existing = [v for v in existing if v.tags.get("variant", "full") == variant]
     return str(existing[0].version) if existing else None
+
+
+def _description(contract, manifest, metrics, variant: str) -> str:
+    """What the registry's UI shows of a version: what it was trained on and how it tested."""
+    scores = ", ".join(
+        f"{k[5:]} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test_")
+    )
+    return (
+        f"{variant} model of `{contract.dataset}` (contract {contract.hash[:12]}), trained on "
+        f"feature set {manifest['feature_version']} from {len(manifest['inputs'])} validated "
+        f"batches ({manifest['ref']}). Test: {scores or 'no metrics'}."
+    )

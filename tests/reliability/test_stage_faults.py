@@ -298,6 +298,9 @@ def test_mlflow_down_during_training_then_the_retry(world, features, record_faul
     assert took < 300, f"the try held on for {took:.0f} s with the registry gone"
     assert [r.info.run_id for r in runs] == [retried["run_id"]]  # one run, continued
     assert len(versions) == 1  # and at most one version
+    assert f"trained on feature set {features.manifest['feature_version']}" in (
+        versions[0].description
+    )
     # The run names its Airflow task, the attempt that wrote last, and links back to it.
     tags = runs[0].data.tags
     assert (tags["airflow.dag_id"], tags["airflow.try_number"]) == ("train_faults", "2")
