@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ml import storage
+from ml.commit import forget_listings
 from ml.errors import NotFoundError
 from ml.features.transform import FEATURE_CODE_VERSION, FeatureTransform
 from ml.settings import get_settings
@@ -94,8 +95,6 @@ def feature_set_ref(dataset: str, feature_version: str, settings=None) -> str:
 def newest_feature_set(dataset: str) -> str:
     """The ref of the feature set of `dataset` committed last (what a manual training run with
     the form's defaults takes); NotFoundError when none is committed."""
-    from ml.commit import forget_listings
-
     s = get_settings()
     fs = storage.filesystem(s)
     base = f"{s.bucket('features')}/{dataset}"
