@@ -231,11 +231,12 @@ class FailureAlert(BaseNotifier):
         alerts.send(alerts.Alert(title, text[:4000], fields))
 
 
-def dag_args(kind: str, dataset: str) -> dict[str, Any]:
+def dag_args(kind: str, dataset: str, owner: str | None = None) -> dict[str, Any]:
     """The `@dag(...)` arguments of the `kind` DAG of `dataset`: defaults, the run timeout, a
-    display name people read, the contract's owner (with a mail link when it is an address) as
-    the owner of every task, and alerts (`FailureAlert`) when a task or the run fails."""
-    owner = load_contract(dataset).owner
+    display name people read, the contract's `owner` (with a mail link when it is an address;
+    read from the contract when not given) as the owner of every task, and alerts
+    (`FailureAlert`) when a task or the run fails."""
+    owner = owner or load_contract(dataset).owner
     return {
         **DAG_DEFAULTS,
         "dagrun_timeout": DAG_TIMEOUTS[kind],

@@ -34,7 +34,7 @@ from ml.settings import get_settings
 
 
 # long: DAG builder (the DAG, its Params and its tasks declared in one place)
-def build(dataset: str, model_name: str):
+def build(dataset: str, model_name: str, owner: str | None = None):
     champion = alias_asset(model_name, CHAMPION)
     predictions = zone_asset("predictions", dataset)
 
@@ -43,7 +43,7 @@ def build(dataset: str, model_name: str):
         schedule=AssetOrTimeSchedule(
             timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=champion
         ),
-        **dag_args("batch_score", dataset),
+        **dag_args("batch_score", dataset, owner),
         max_active_runs=1,
         # Predictions late (the daily 06:00 run not done by 07:00 by default): people are told.
         deadline=DeadlineAlert(
@@ -153,4 +153,4 @@ def build(dataset: str, model_name: str):
 
 
 for _dataset, _contract in trained_contracts():
-    build(_dataset, _contract.model_name)
+    build(_dataset, _contract.model_name, _contract.owner)

@@ -53,13 +53,13 @@ def failed_days(days: list[str], results) -> list[str]:
 
 
 # long: DAG builder (its tasks declared in one place)
-def build(dataset: str):
+def build(dataset: str, owner: str | None = None):
     raw = zone_asset("raw", dataset)
 
     @dag(
         dag_id=f"ingest_{dataset}",
         schedule=None,
-        **dag_args("ingest", dataset),
+        **dag_args("ingest", dataset, owner),
         doc_md=__doc__,
         tags=["ingest", dataset],
         params={
@@ -124,4 +124,4 @@ def build(dataset: str):
 
 for _dataset, _contract in contracts():
     if _contract.source:
-        build(_dataset)
+        build(_dataset, _contract.owner)

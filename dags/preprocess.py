@@ -24,7 +24,7 @@ from _mlpipe import as_stage, contracts, dag_args, task_args, zone_asset
 from ml.features.transform import DEFAULT_MIN_FREQUENCY
 
 
-def build(dataset: str, joins: list[str]):
+def build(dataset: str, joins: list[str], owner: str | None = None):
     inputs = [zone_asset("validated", name) for name in [dataset, *joins]]
     features = zone_asset("features", dataset)
     schedule = inputs[0]
@@ -34,7 +34,7 @@ def build(dataset: str, joins: list[str]):
     @dag(
         dag_id=f"preprocess_{dataset}",
         schedule=schedule,
-        **dag_args("preprocess", dataset),
+        **dag_args("preprocess", dataset, owner),
         doc_md=__doc__,
         tags=["preprocess", dataset],
         params={
@@ -91,4 +91,5 @@ def build(dataset: str, joins: list[str]):
 
 for _dataset, _contract in contracts():
     if _contract.features:
-        build(_dataset, [r["dataset"] for r in _contract.features.get("joins", [])])
+        joins = [r["dataset"] for r in _contract.features.get("joins", [])]
+        build(_dataset, joins, _contract.owner)

@@ -90,7 +90,7 @@ def build(dataset: str, contract: Contract):
     @dag(
         dag_id=f"promote_{dataset}",
         schedule=[challenger],
-        **dag_args("promote", dataset),
+        **dag_args("promote", dataset, contract.owner),
         max_active_runs=1,
         doc_md=__doc__,
         tags=["promote", dataset],

@@ -31,14 +31,14 @@ TRAIN, COMPRESS = TrainParams(), CompressParams()
 
 
 # long: DAG builder (Params, tasks and their wiring)
-def build(dataset: str, model_name: str):
+def build(dataset: str, model_name: str, owner: str | None = None):
     features = zone_asset("features", dataset)
     challenger = alias_asset(model_name, CHALLENGER)
 
     @dag(
         dag_id=f"train_{dataset}",
         schedule=[features],
-        **dag_args("train", dataset),
+        **dag_args("train", dataset, owner),
         doc_md=__doc__,
         tags=["train", dataset],
         params={
@@ -246,4 +246,4 @@ def build(dataset: str, model_name: str):
 
 
 for _dataset, _contract in trained_contracts():
-    build(_dataset, _contract.model_name)
+    build(_dataset, _contract.model_name, _contract.owner)

@@ -21,14 +21,14 @@ from _mlpipe import as_stage, contracts, dag_args, event_extras, task_args, zone
 
 
 # long: DAG builder (the task graph of one contract's validate DAG)
-def build(dataset: str):
+def build(dataset: str, owner: str | None = None):
     raw = zone_asset("raw", dataset)
     validated = zone_asset("validated", dataset)
 
     @dag(
         dag_id=f"validate_{dataset}",
         schedule=[raw],
-        **dag_args("validate", dataset),
+        **dag_args("validate", dataset, owner),
         doc_md=__doc__,
         tags=["validate", dataset],
     )
@@ -109,5 +109,5 @@ def build(dataset: str):
     return validate_dag()
 
 
-for _dataset, _ in contracts():
-    build(_dataset)
+for _dataset, _contract in contracts():
+    build(_dataset, _contract.owner)
