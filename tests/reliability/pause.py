@@ -59,6 +59,18 @@ def score(args: dict[str, Any]) -> dict:
     return {"ref": scored.ref, "rows": scored.rows}
 
 
+def retry_action(exc: BaseException) -> str:
+    """What the tasks' retry policy (`dags/_mlpipe.py`) does with `exc` on a first try: `FAIL`,
+    or the name of the action that retries."""
+    dags = str(Path(__file__).resolve().parents[2] / "dags")
+    sys.path.insert(0, dags)
+    try:
+        import _mlpipe
+    finally:
+        sys.path.remove(dags)
+    return _mlpipe.RETRY_POLICY.evaluate(exc, 1, 3).action.name
+
+
 CALLS = {"build": build, "train": train, "score": score}
 
 
@@ -75,11 +87,7 @@ def main() -> None:
     try:
         out = CALLS[call](args)
     except Exception as exc:
-        # What the task's retry policy would do with this error (dags/_mlpipe.py).
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dags"))
-        import _mlpipe
-
-        action = _mlpipe.RETRY_POLICY.evaluate(exc, 1, 3).action.name
+        action = retry_action(exc)
         print(json.dumps({"error": type(exc).__name__, "message": str(exc)[:500], "retry": action}))
         sys.exit(1)
     print(json.dumps(out))

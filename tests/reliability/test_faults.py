@@ -23,11 +23,11 @@ import pytest
 from ml import commit, storage
 from tests.conftest import pipeline_environment
 from tests.integration.conftest import s3_server  # noqa: F401  (the real S3 API server)
+from tests.reliability.pause import retry_action
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-DAGS = REPO / "dags"
 PARTITION = "date=2024-06-01"
 ROWS, PER_PART = 4_000, 500  # 8 parts: a kill lands between parts
 
@@ -226,15 +226,6 @@ class PausableProxy:
         self.paused.clear()
 
 
-def _retry_action(exc: BaseException) -> str:
-    sys.path.insert(0, str(DAGS))
-    try:
-        import _mlpipe
-    finally:
-        sys.path.remove(str(DAGS))
-    return _mlpipe.RETRY_POLICY.evaluate(exc, 1, 3).action.name
-
-
 def test_s3_unreachable_mid_task_then_the_retry_succeeds(s3_server, monkeypatch, record_fault):  # noqa: F811
     proxy = PausableProxy(int(s3_server.rsplit(":", 1)[1]))
     df = _frame()
@@ -253,7 +244,7 @@ def test_s3_unreachable_mid_task_then_the_retry_succeeds(s3_server, monkeypatch,
             storage.write_batch(df, "raw", "cut", PARTITION, batch_id=key, rows_per_part=PER_PART)
         monkeypatch.setattr(commit, "commit", real)
         proxy.resume()
-        action = _retry_action(failed.value)
+        action = retry_action(failed.value)
         retried = storage.write_batch(
             df, "raw", "cut", PARTITION, batch_id=key, rows_per_part=PER_PART
         )

@@ -30,6 +30,7 @@ from ml.training.run import train
 from ml.validation.batch import validate_batch
 from tests.conftest import pipeline_environment
 from tests.integration.test_contract_features import CONTRACT, DATASET, drop_day, series
+from tests.reliability.pause import retry_action
 from tests.reliability.services import RestartableMlflow
 
 pytestmark = pytest.mark.integration
@@ -336,12 +337,7 @@ def test_mlflow_down_during_promotion_never_promotes(
         monkeypatch.setattr(registry, "alias_version", real_alias)
         mlflow.start()
     took = time.monotonic() - started
-    sys.path.insert(0, str(REPO / "dags"))
-    try:
-        import _mlpipe
-    finally:
-        sys.path.remove(str(REPO / "dags"))
-    action = _mlpipe.RETRY_POLICY.evaluate(failed.value, 1, 3).action.name
+    action = retry_action(failed.value)
     unchanged = alias_version(name, CHAMPION) == champion and registry.history(name) == before
     decided = registry.promote(name, challenger.version, challenger.eval_snapshot)
     records = [r for r in registry.history(name) if str(r.get("version")) == challenger.version]
