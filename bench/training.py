@@ -258,7 +258,7 @@ def report_kind(kind: str, params: dict) -> tuple[bool, str]:
     from ml.features.target import target_spec
     from ml.metrics import kind_metrics
     from ml.training.baseline import BaselineParams, baseline_predict, fit_baseline
-    from ml.training.calibration import CALIBRATION_SPLIT, calibrate
+    from ml.training.calibration import calibrate_splits
     from ml.training.device import pick_device
     from ml.training.fit import fit_network
     from ml.training.heads import head_config, predicted_index
@@ -295,11 +295,11 @@ def report_kind(kind: str, params: dict) -> tuple[bool, str]:
         device=device,
         head=head,
     )
-    fitted = {}
-    for method in CALIBRATIONS:
-        split = CALIBRATION_SPLIT.get(method, "validation")
-        raw_fit = predict_raw(network, frames[split], transform)
-        fitted[method] = calibrate(head, raw_fit, frames[split]["target"].to_numpy(), method)
+    outputs = {
+        split: (predict_raw(network, frames[split], transform), frames[split]["target"].to_numpy())
+        for split in ("train", "validation")
+    }
+    fitted = {method: calibrate_splits(head, outputs.get, method) for method in CALIBRATIONS}
     calibrated = fitted[hp.calibration]
     net_s = time.perf_counter() - t0
     t0 = time.perf_counter()

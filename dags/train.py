@@ -132,8 +132,8 @@ def build(dataset: str, model_name: str, owner: str | None = None):
             "calibration": Param(
                 TRAIN.calibration,
                 enum=list(CALIBRATIONS),
-                title="Calibration after training (prior: bias on train; affine, temperature: "
-                "on validation)",
+                title="Calibration after training (scale_prior: scale on validation, bias on "
+                "train; prior: bias on train; affine, temperature: on validation)",
                 section="Calibration",
             ),
             "memory_budget_mb": Param(

@@ -10,7 +10,7 @@ from ml.errors import BadInputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # What is fitted after training (ml.training.calibration says what each fits, on which split).
-CALIBRATIONS = ("prior", "affine", "temperature", "none")
+CALIBRATIONS = ("scale_prior", "prior", "affine", "temperature", "none")
 _AT_LEAST_ONE = ("epochs", "batch_size", "hidden", "layers", "emb_dim", "nproc_per_node")
 
 
@@ -40,7 +40,7 @@ class TrainParams:
     pos_weight: bool = True  # weight positives by negatives/positives (then undo the prior shift)
     memory_budget_mb: int = 2048  # a split larger than this streams shard by shard
     nproc_per_node: int = 1  # > 1: DDP through torchrun, one process per GPU
-    calibration: str = "prior"  # of the binary / multiclass outputs, after training
+    calibration: str = "scale_prior"  # of the binary / multiclass outputs, after training
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> TrainParams:

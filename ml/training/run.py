@@ -23,7 +23,7 @@ from ml.features import sets
 from ml.features.derived import TARGET
 from ml.metrics import PRIMARY_METRIC
 from ml.training import figures
-from ml.training.calibration import CALIBRATION_SPLIT, calibrate
+from ml.training.calibration import calibrate_splits
 from ml.training.checkpoint import CheckpointStore
 from ml.training.device import pick_device
 from ml.training.distributed import launch
@@ -118,10 +118,12 @@ def _finish(task: TaskRun, network, history, hp: TrainParams, baseline) -> Train
     """Calibration (param `calibration`: `ml.training.calibration`), test metrics, figures and
     history, the model logged (with its calibrated head) and registered: the task's result."""
     raw_head = feature_set_head(task.manifest, task.transform)
-    # `prior` is fitted on the rows the network was trained on, the others on validation.
-    fitted_on = sets.read_split(task.manifest, CALIBRATION_SPLIT.get(hp.calibration, "validation"))
-    raw_fit = predict_raw(network, fitted_on, task.transform)
-    head = calibrate(raw_head, raw_fit, fitted_on[TARGET].to_numpy(), hp.calibration)
+
+    def outputs_of(split: str):
+        frame = sets.read_split(task.manifest, split)
+        return predict_raw(network, frame, task.transform), frame[TARGET].to_numpy()
+
+    head = calibrate_splits(raw_head, outputs_of, hp.calibration)
     test_frame = sets.read_split(task.manifest, "test")
     raw = predict_raw(network, test_frame, task.transform)
     y_test = test_frame[TARGET].to_numpy()

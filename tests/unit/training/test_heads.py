@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ml.metrics import expected_calibration_error
-from ml.training.calibration import calibrate
+from ml.training.calibration import calibrate, calibrate_splits
 from ml.training.heads import (
     activate,
     class_weights,
@@ -104,3 +104,32 @@ def test_prior_fits_the_bias_alone():
     assert fitted["calibration"] == "prior"
     with pytest.raises(ValueError, match="calibration method 'platt'"):
         calibrate(head, logit, y, "platt")
+
+
+def test_scale_prior_takes_the_scale_from_validation_and_the_base_rate_from_train():
+    """Validation days of a season of their own: fewer positives, the same overconfidence.
+    Platt on them would shift every probability down; `scale_prior` keeps their scale only."""
+    rng = np.random.default_rng(3)
+
+    def days(n, shift):  # `shift`: what the features do not show (the season's base rate)
+        logit = rng.normal(size=n)
+        y = (rng.random(n) < 1 / (1 + np.exp(-(logit + shift)))).astype(float)
+        return logit, y
+
+    train_logit, y_train = days(40_000, 0.0)
+    val_logit, y_val = days(20_000, -1.0)  # a calmer season
+    test_logit, y_test = days(20_000, 0.0)
+    # On its own train rows the network is right; on unseen days twice too confident.
+    outputs = {"train": (train_logit, y_train), "validation": (2.0 * val_logit, y_val)}
+    head = head_config(BIN, y_train)
+    fitted = calibrate_splits(head, outputs.get, "scale_prior")
+    assert fitted["calibration"] == "scale_prior"
+    assert fitted["scale"] == pytest.approx(0.5, rel=0.1)
+    raw_test = 2.0 * test_logit
+    ece = {
+        method: expected_calibration_error(
+            y_test, activate(raw_test, calibrate_splits(head, outputs.get, method))
+        )
+        for method in ("scale_prior", "affine", "prior")
+    }
+    assert ece["scale_prior"] < 0.02 < min(ece["affine"], ece["prior"]), ece
