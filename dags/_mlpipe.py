@@ -68,35 +68,60 @@ def task_key_parts(ti: Any) -> dict[str, Any]:
 # --- per-stage S3 identities ---------------------------------------------------------------------
 
 S3_CONNECTION = "mlpipe_s3_{}"  # an `aws` connection per stage (login/password = S3 keys)
+# The MLflow user of a stage that writes to MLflow (`ml.tracking.WRITER_STAGES`): login/password.
+MLFLOW_CONNECTION = "mlpipe_mlflow_{}"
+
+
+def _login(conn_id: str):
+    """(login, password) of the Airflow connection `conn_id`, or None when it is not configured
+    or has no login."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
+    if not conn.login or not conn.password:
+        return None
+    return conn.login, conn.password
 
 
 def s3_identity(name: str):
     """The S3 identity of connection `mlpipe_s3_<name>`, or None when it is not configured
     (then the settings' keys apply, as without per-stage identities)."""
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
     from ml.identity import S3Identity
 
-    try:
-        conn = Connection.get(S3_CONNECTION.format(name))
-    except AirflowNotFoundException:
-        return None
-    if not conn.login or not conn.password:
-        return None
-    return S3Identity(name, conn.login, conn.password)
+    login = _login(S3_CONNECTION.format(name))
+    return S3Identity(name, *login) if login else None
+
+
+def mlflow_env(stage: str) -> dict[str, str]:
+    """The MLflow credentials of `stage` (connection `mlpipe_mlflow_<stage>`) as environment;
+    empty for a stage that only reads, or without the connection (the process's own user)."""
+    from ml.tracking import WRITER_STAGES, credentials_env
+
+    if stage not in WRITER_STAGES:
+        return {}
+    login = _login(MLFLOW_CONNECTION.format(stage))
+    return credentials_env(*login) if login else {}
 
 
 def as_stage(stage: str):
-    """Run a task body with the S3 identity of `stage` (and Dask work with the `dask` one)."""
+    """Run a task body with the S3 identity of `stage` (and Dask work with the `dask` one), and
+    MLflow requests as the stage's MLflow user."""
     import functools
 
     def wrap(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
             from ml.identity import use_identity
+            from ml.tracking import environ
 
-            with use_identity(s3_identity(stage), dask=s3_identity("dask")):
+            with (
+                use_identity(s3_identity(stage), dask=s3_identity("dask")),
+                environ(mlflow_env(stage)),
+            ):
                 return fn(*args, **kwargs)
 
         return run

@@ -43,19 +43,22 @@ for pair in ${MLPIPE_SECRET_ENV:-}; do
 done
 unset MLPIPE_SECRET_ENV
 
-# MLPIPE_SECRET_CONN="AIRFLOW_CONN_<ID>=login:secret ...": an Airflow connection (JSON, type aws) whose password is the content of /run/secrets/<secret>: the per-stage S3
-# identities (dags/_mlpipe.py reads `mlpipe_s3_<stage>`).
+# MLPIPE_SECRET_CONN="AIRFLOW_CONN_<ID>=login:secret ...": an Airflow connection (JSON) whose password is the content of /run/secrets/<secret>: the per-stage S3
+# identities (type aws; dags/_mlpipe.py reads `mlpipe_s3_<stage>`) and MLflow users (type http,
+# `mlpipe_mlflow_<stage>`).
 for entry in ${MLPIPE_SECRET_CONN:-}; do
     conn=${entry%%=*}
     spec=${entry#*=}
-    path=$secrets_path/${spec#*:}
+    path=$secrets_path/${spec##*:}
     if [[ $entry != *=*:* || ! -r $path ]]; then
         printf 'entrypoint: %s: %s is not a readable file (is the Docker secret defined?)\n' \
             "$entry" "$path" >&2
         exit 64
     fi
     secret=$(<"$path")
-    export "${conn}={\"conn_type\": \"aws\", \"login\": \"${spec%%:*}\", \"password\": \"${secret}\"}"
+    type=aws
+    [[ $conn == AIRFLOW_CONN_MLPIPE_MLFLOW_* ]] && type=http
+    export "${conn}={\"conn_type\": \"${type}\", \"login\": \"${spec%:*}\", \"password\": \"${secret}\"}"
 done
 unset MLPIPE_SECRET_CONN
 

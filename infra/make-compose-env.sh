@@ -47,7 +47,7 @@ RANDOM = [
     "minio_train_secret_key", "minio_promote_secret_key", "minio_score_secret_key",
     "postgres_password", "airflow_db_password", "mlflow_db_password", "redis_password",
     "mlflow_admin_password", "mlflow_flask_secret_key",
-    "mlflow_pipeline_password", "mlflow_reader_password",
+    "mlflow_train_password", "mlflow_promote_password", "mlflow_reader_password",
     "airflow_admin_password", "airflow_operator_password", "airflow_viewer_password",
     "airflow_api_secret_key", "airflow_jwt_secret", "pii_salt",
 ]

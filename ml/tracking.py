@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -26,6 +27,41 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
+
+# The stages with an MLflow user of their own (the Airflow connection `mlpipe_mlflow_<stage>`,
+# read by dags/_mlpipe.py): `train` creates experiments, runs, models and versions (and manages
+# what it created); `promote` moves aliases and tags versions (MANAGE on registered models, by
+# the role infra/mlflow/create_users.py gives it). Every other stage, and the Dask workers, act as
+# their processes' own user: the reader.
+WRITER_STAGES = ("train", "promote")
+CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+@contextmanager
+def environ(env: dict[str, str]) -> Iterator[None]:
+    """`env` set in this process's environment for the block, the previous values back after.
+
+    How MLflow credentials change for a block (`credentials_env`): MLflow reads
+    MLFLOW_TRACKING_USERNAME / _PASSWORD from the environment on every request, and child
+    processes (torchrun's workers) inherit them. Process-wide: an Airflow task runs in a process
+    of its own, so nothing reaches another task."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def credentials_env(username: str | None, password: str | None) -> dict[str, str]:
+    """The environment that makes MLflow requests as `username` (empty when None)."""
+    if not username or password is None:
+        return {}
+    return dict(zip(CREDENTIAL_VARS, (username, password), strict=True))
 
 
 def use_server(tracking_uri: str | None = None, settings: Settings | None = None) -> str:

@@ -4,6 +4,8 @@ the stack's users (through the same clients the CLI uses)."""
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import time
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from ml import tracking
 from ml.dev.airflow_api import AirflowAPIError, AirflowClient
 from ml.dev.stack import auth, bootstrap, lifecycle, processes
 from ml.settings import Settings
@@ -61,6 +64,77 @@ def test_mlflow_basic_auth_refuses_anonymous_and_accepts_the_admin(secure):
     env = auth.client_env(secure)
     creds = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
     assert requests.post(api, json=body, auth=creds, timeout=10).status_code == 200
+
+
+def _attempt(action) -> int:
+    """200 when `action` goes through, else the HTTP status MLflow refused it with."""
+    from mlflow.exceptions import MlflowException, RestException
+
+    try:
+        action()
+    except RestException as exc:
+        return exc.get_http_status_code()
+    except MlflowException as exc:  # a body that is not JSON ("Permission denied")
+        found = re.search(r"error code (\d+)", str(exc))
+        if found is None:
+            raise
+        return int(found.group(1))
+    return 200
+
+
+def test_each_stage_writes_to_mlflow_only_what_it_must(secure):
+    """The users `up` makes (infra/mlflow/create_users.py, as compose's mlflow-init): train
+    registers, promote moves aliases, everything else reads. The same `up` twice changes
+    nothing (a kept state folder starts again)."""
+    lifecycle.up(secure, ["s3", "mlflow"], timeout=180)
+    again = auth.provision_mlflow_users(secure)
+    assert "user mlpipe-promote: role mlpipe-promote" in again
+    client = tracking.client(settings=secure)
+    conns = {
+        k.removeprefix("AIRFLOW_CONN_MLPIPE_MLFLOW_").lower(): json.loads(v)
+        for k, v in auth.mlflow_connection_env(secure).items()
+    }
+
+    def as_stage(stage):
+        if stage in conns:
+            return tracking.environ(
+                tracking.credentials_env(conns[stage]["login"], conns[stage]["password"])
+            )
+        return tracking.environ(auth.mlflow_process_env(secure))  # the reader
+
+    with as_stage("train"):
+        experiment = client.create_experiment("flights")
+        run = client.create_run(experiment).info.run_id
+        client.create_registered_model("flights")
+        version = client.create_model_version("flights", "s3://mlflow/m", run_id=run).version
+        client.set_registered_model_alias("flights", "challenger", version)
+    with as_stage("promote"):
+        assert (
+            _attempt(lambda: client.set_registered_model_alias("flights", "champion", version))
+            == 200
+        )
+        assert (
+            _attempt(lambda: client.delete_registered_model_alias("flights", "challenger")) == 200
+        )
+        assert _attempt(lambda: client.set_model_version_tag("flights", version, "p", "1")) == 200
+        assert _attempt(lambda: client.create_run(experiment)) == 403
+    for stage in ("score", "validate", "preprocess", "ingest"):
+        with as_stage(stage):
+            assert client.get_model_version_by_alias("flights", "champion").version == version
+            assert client.get_run(run).info.run_id == run
+            for refused in (
+                lambda: client.set_registered_model_alias("flights", "champion", version),
+                lambda: client.delete_registered_model_alias("flights", "champion"),
+                lambda: client.create_model_version("flights", "s3://x/evil", run_id=run),
+                lambda: client.set_model_version_tag("flights", version, "p", "2"),
+                lambda: client.create_run(experiment),
+                lambda: client.delete_registered_model("flights"),
+            ):
+                assert _attempt(refused) == 403, stage
+    with tracking.environ(auth.client_env(secure)):  # the admin sees what stayed
+        model = client.get_registered_model("flights")
+        assert model.aliases == {"champion": version}
+        assert [v.version for v in client.search_model_versions("name='flights'")] == [version]
 
 
 def _wait_api(s: Settings, timeout: float = 240.0) -> None:

@@ -5,6 +5,7 @@ buckets, pools, connections and settings names."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ml.dev.stack import auth as stack_auth
 from ml.dev.stack import services as stack_services
 from ml.settings import SECRET_MIN_LENGTH, ZONES, Settings
 
@@ -65,12 +67,13 @@ def _env_names_in(text: str) -> set[str]:
 
 def _secret_env_targets(env: dict) -> dict[str, str]:
     """MLPIPE_SECRET_ENV and MLPIPE_SECRET_CONN of a service: variable -> secret name (a
-    connection's entry is `AIRFLOW_CONN_<ID>=login:secret`)."""
+    connection's entry is `AIRFLOW_CONN_<ID>=login:secret`, the login maybe a compose variable
+    with a default, `${NAME:-login}`)."""
     pairs = str(env.get("MLPIPE_SECRET_ENV", "")).split()
     conns = str(env.get("MLPIPE_SECRET_CONN", "")).split()
     return {
         **dict(pair.split("=", 1) for pair in pairs),
-        **{var: spec.split(":", 1)[1] for var, spec in (c.split("=", 1) for c in conns)},
+        **{var: spec.rsplit(":", 1)[1] for var, spec in (c.split("=", 1) for c in conns)},
     }
 
 
@@ -283,6 +286,40 @@ def test_placeholders_are_refused_at_start(tmp_path):
         assert checked.returncode != 0 and "redis_password" in checked.stderr
 
 
+def test_secret_connections_become_airflow_connections(tmp_path):
+    """The entrypoint turns `AIRFLOW_CONN_<ID>=login:secret` into a connection whose password is
+    the secret file: `aws` for the S3 identities, `http` for the MLflow users."""
+    subprocess.run(["bash", str(MAKE_ENV), str(tmp_path)], check=True, capture_output=True)
+    secrets = tmp_path / "secrets"
+    run = {
+        **os.environ,
+        "MLPIPE_SECRETS_PATH": str(secrets),
+        "MLPIPE_SECRET_CONN": "AIRFLOW_CONN_MLPIPE_S3_TRAIN=train:minio_train_secret_key "
+        "AIRFLOW_CONN_MLPIPE_MLFLOW_TRAIN=mlpipe-train:mlflow_train_password",
+    }
+    shown = subprocess.run(
+        ["bash", str(ENTRYPOINT), "bash", "-c", "env | grep ^AIRFLOW_CONN_MLPIPE_"],
+        env=run,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert shown.returncode == 0, shown.stderr
+    conns = {
+        k: json.loads(v) for k, v in (line.split("=", 1) for line in shown.stdout.splitlines())
+    }
+    assert conns["AIRFLOW_CONN_MLPIPE_S3_TRAIN"] == {
+        "conn_type": "aws",
+        "login": "train",
+        "password": (secrets / "minio_train_secret_key").read_text().strip(),
+    }
+    assert conns["AIRFLOW_CONN_MLPIPE_MLFLOW_TRAIN"] == {
+        "conn_type": "http",
+        "login": "mlpipe-train",
+        "password": (secrets / "mlflow_train_password").read_text().strip(),
+    }
+
+
 def test_secret_minimum_is_the_same_everywhere():
     assert (
         f"min_length=${{MLPIPE_SECRET_MIN_LENGTH:-{SECRET_MIN_LENGTH}}}" in ENTRYPOINT.read_text()
@@ -355,6 +392,11 @@ def test_compose_and_the_local_stack_define_the_same_airflow_connections(compose
     # `mlflow` are process keys, not connections), as `ml.dev.stack.iam.connection_env` makes.
     policies = {p.stem for p in (ROOT / "infra" / "minio" / "policies").glob("*.json")}
     local |= {f"mlpipe_s3_{name}" for name in policies - {"airflow", "mlflow"}}
+    # and one MLflow user per stage that writes to MLflow (ml.dev.stack.auth)
+    secure = settings_env.model_copy(update={"secure": True})
+    local |= {
+        k.removeprefix("AIRFLOW_CONN_").lower() for k in stack_auth.mlflow_connection_env(secure)
+    }
     assert in_compose == local
     assert used <= in_compose, used - in_compose
 

@@ -9,22 +9,32 @@ a token) and MLflow asks for nothing. On:
   when set. A client gets a JWT with `POST /auth/token {"username", "password"}`.
 - MLflow's basic-auth app (`mlflow server --app-name basic-auth`): users and permissions in
   `mlflow/basic_auth.db`, the admin `MLPIPE_MLFLOW_ADMIN_USERNAME` with the password
-  `MLPIPE_MLFLOW_ADMIN_PASSWORD` (generated and kept in the state folder when not set). The
-  stack's own processes (Airflow tasks, Dask workers) get `MLFLOW_TRACKING_USERNAME` /
-  `MLFLOW_TRACKING_PASSWORD`, unless the settings already carry their own.
+  `MLPIPE_MLFLOW_ADMIN_PASSWORD` (generated and kept in the state folder when not set), and the
+  pipeline's users as compose has them (`MLFLOW_USERS`, made by the same
+  `infra/mlflow/create_users.py`): the stack's own processes (Airflow, Dask workers) act as the
+  reader, and the train and promote tasks as their own users through the Airflow connections
+  `mlpipe_mlflow_<stage>` (dags/_mlpipe.py). Settings that carry their own
+  `MLFLOW_TRACKING_USERNAME` / `_PASSWORD` (an MLflow of the team's) are used as they are.
 
 `client_env()` is what a process outside the stack (the CLI, a test) needs to talk to it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
+from functools import cache
 from pathlib import Path
 
 from ml.dev.airflow_api import AirflowClient
 from ml.settings import Settings
+from ml.tracking import WRITER_STAGES, credentials_env, environ
+
+REPO = Path(__file__).resolve().parents[3]
+#: The pipeline's MLflow users in secure mode, by role of infra/mlflow/create_users.py.
+MLFLOW_USERS = {"TRAIN": "mlpipe-train", "PROMOTE": "mlpipe-promote", "READER": "mlpipe-reader"}
 
 SIMPLE_AUTH_MANAGER = (
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -89,7 +99,8 @@ def airflow_auth_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
                 airflow_passwords_file(settings)
             ),
-            **mlflow_client_env(settings),
+            **mlflow_process_env(settings),
+            **mlflow_connection_env(settings),
         }
     )
     return env
@@ -115,6 +126,7 @@ def _mlflow_keys(settings: Settings) -> dict[str, str]:
     wanted = {
         "admin_password": secrets.token_urlsafe(24),
         "flask_secret_key": secrets.token_urlsafe(48),
+        **{f"{role.lower()}_password": secrets.token_urlsafe(24) for role in MLFLOW_USERS},
     }
     return _keep_json(_auth_dir(settings, "mlflow") / "auth-secrets.json", wanted, fixed)
 
@@ -148,20 +160,72 @@ def mlflow_server_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def mlflow_client_env(settings: Settings) -> dict[str, str]:
-    """MLflow credentials for the stack's processes: the settings' own, else in secure mode the
-    local admin's, else none."""
-    if settings.mlflow_tracking_username and settings.mlflow_tracking_password is not None:
-        return {
-            "MLFLOW_TRACKING_USERNAME": settings.mlflow_tracking_username,
-            "MLFLOW_TRACKING_PASSWORD": settings.mlflow_tracking_password.get_secret_value(),
-        }
-    if not settings.secure:
+def _own_mlflow_credentials(settings: Settings) -> dict[str, str]:
+    if settings.mlflow_tracking_password is None:
         return {}
-    return {
-        "MLFLOW_TRACKING_USERNAME": settings.mlflow_admin_username,
-        "MLFLOW_TRACKING_PASSWORD": _mlflow_keys(settings)["admin_password"],
-    }
+    return credentials_env(
+        settings.mlflow_tracking_username, settings.mlflow_tracking_password.get_secret_value()
+    )
+
+
+def mlflow_client_env(settings: Settings) -> dict[str, str]:
+    """MLflow credentials of a client outside the pipeline (the CLI, the stack's own set-up):
+    the settings' own, else in secure mode the local admin's, else none."""
+    own = _own_mlflow_credentials(settings)
+    if own or not settings.secure:
+        return own
+    return credentials_env(settings.mlflow_admin_username, _mlflow_keys(settings)["admin_password"])
+
+
+def mlflow_user(settings: Settings, role: str) -> tuple[str, str]:
+    """(username, password) of the pipeline's MLflow user `role` (`MLFLOW_USERS`)."""
+    return MLFLOW_USERS[role], _mlflow_keys(settings)[f"{role.lower()}_password"]
+
+
+def mlflow_process_env(settings: Settings) -> dict[str, str]:
+    """MLflow credentials of the stack's processes (Airflow, Dask workers): the settings' own,
+    else in secure mode the reader's, else none."""
+    own = _own_mlflow_credentials(settings)
+    if own or not settings.secure:
+        return own
+    return credentials_env(*mlflow_user(settings, "READER"))
+
+
+def mlflow_connection_env(settings: Settings) -> dict[str, str]:
+    """`AIRFLOW_CONN_MLPIPE_MLFLOW_<STAGE>` for the stages that write to MLflow (secure mode,
+    unless the settings carry their own credentials: then every stage uses those)."""
+    if not settings.secure or _own_mlflow_credentials(settings):
+        return {}
+    env = {}
+    for stage in WRITER_STAGES:
+        username, password = mlflow_user(settings, stage.upper())
+        conn = {"conn_type": "http", "host": settings.mlflow_tracking_uri}
+        env[f"AIRFLOW_CONN_MLPIPE_MLFLOW_{stage.upper()}"] = json.dumps(
+            {**conn, "login": username, "password": password}
+        )
+    return env
+
+
+@cache
+def _create_users_module():
+    """infra/mlflow/create_users.py, what compose's `mlflow-init` runs."""
+    path = REPO / "infra" / "mlflow" / "create_users.py"
+    spec = importlib.util.spec_from_file_location("mlpipe_mlflow_create_users", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def provision_mlflow_users(settings: Settings) -> list[str]:
+    """The pipeline's MLflow users and the promote role (secure mode, own credentials not
+    given), made by the admin as compose's `mlflow-init` makes them; what was done."""
+    if not settings.secure or _own_mlflow_credentials(settings):
+        return []
+    users = {role: mlflow_user(settings, role) for role in MLFLOW_USERS}
+    create_users = _create_users_module()
+    with environ(mlflow_client_env(settings)):
+        client = create_users.AuthServiceClient(settings.mlflow_tracking_uri)
+        return create_users.provision(client, users)
 
 
 def client_env(settings: Settings) -> dict[str, str]:

@@ -128,24 +128,8 @@ def ensure_mlflow_webhook(settings: Settings) -> str:
     Returns the webhook id."""
     from ml import tracking  # deferred: mlflow loads only when the stack registers the webhook
 
-    with _environ(auth.mlflow_client_env(settings)):  # secure mode: the MLflow admin
+    with tracking.environ(auth.mlflow_client_env(settings)):  # secure mode: the MLflow admin
         return _register_webhook(tracking.client(settings=settings), settings)
-
-
-@contextlib.contextmanager
-def _environ(env: dict[str, str]):
-    """`env` set in this process's environment for the block (MLflow reads its credentials
-    there), the previous values back afterwards."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _register_webhook(client, settings: Settings) -> str:

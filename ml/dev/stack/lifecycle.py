@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ml import storage
-from ml.dev.stack import bootstrap, health, processes, secure_s3
+from ml.dev.stack import auth, bootstrap, health, processes, secure_s3
 from ml.dev.stack.layout import AIRFLOW_SERVICES, SERVICES, log_dir, pid_file, run_dir, services_of
 from ml.dev.stack.processes import Launched, ensure_started, running_pid, wait_healthy
 from ml.dev.stack.services import airflow_log_ports, service_url
@@ -133,6 +133,8 @@ def _wait_mlflow_and_dask(
     urls = {}
     if "mlflow" in wanted:
         wait_healthy(s, [launched["mlflow"]], lambda: health.mlflow_healthy(s), deadline, "mlflow")
+        for line in auth.provision_mlflow_users(s):  # secure mode: the pipeline's users
+            log.info("mlflow: %s", line)
         urls["MLflow"] = s.mlflow_tracking_uri
     if "dask-scheduler" in wanted:
         procs = [launched[n] for n in ("dask-scheduler", "dask-workers") if n in launched]

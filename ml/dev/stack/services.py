@@ -173,7 +173,7 @@ def _dask_workers_spec(s: Settings) -> ServiceSpec:
     ]
     env = {
         **cluster.WORKER_ENV,
-        **auth.mlflow_client_env(s),
+        **auth.mlflow_process_env(s),
         **secure_s3_service_env(s, "dask-workers"),
     }
     return ServiceSpec(argv, env, REPO)

@@ -91,3 +91,23 @@ def test_the_process_keys_alone_can_touch_nothing(runs, secure_stack):
     """Outside any stage identity, the stack's S3 server refuses (the identities are real)."""
     with pytest.raises(PermissionError):
         storage.latest_batches("raw", "flights")
+
+
+def test_mlflow_was_written_by_the_stage_users(runs, secure_stack):
+    """The train tasks created the model (its creator manages it), the promote tasks could move
+    its aliases through their role; the reader every other task and Dask use has no more than
+    the server's default."""
+    from mlflow.server.auth.client import AuthServiceClient
+
+    from ml import contracts, tracking
+
+    model = contracts.load_contract("flights").model_name
+    admin = AuthServiceClient(secure_stack.mlflow_tracking_uri)
+    with tracking.environ(auth.client_env(secure_stack)):
+        effective = {
+            role: admin.get_user_permission(user, "registered_model", model).permission
+            for role, user in auth.MLFLOW_USERS.items()
+        }
+        aliases = tracking.client(settings=secure_stack).get_registered_model(model).aliases
+    assert effective == {"TRAIN": "MANAGE", "PROMOTE": "MANAGE", "READER": "READ"}, effective
+    assert "champion" in aliases

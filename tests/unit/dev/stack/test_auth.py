@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 
 import pytest
@@ -50,10 +51,23 @@ def test_secure_mode_runs_mlflow_with_basic_auth_and_hands_out_credentials(setti
     assert len(password) >= 16 and spec.env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
     ini = (s.state_path / "mlflow" / "basic_auth.ini").read_text()
     assert "basic_auth.db" in ini and password not in ini  # no secret in the ini file
-    expected = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
-    assert services.airflow_env(s).items() >= expected.items()  # tasks
-    assert services.service_spec(s, "dask-workers").env.items() >= expected.items()
-    assert auth.client_env(s).items() >= expected.items()
+    admin = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
+    assert auth.client_env(s).items() >= admin.items()  # the CLI, the stack's own set-up
+    # The stack's processes read as the reader; train and promote tasks get their own users.
+    reader, reader_password = auth.mlflow_user(s, "READER")
+    assert reader == "mlpipe-reader" and len(reader_password) >= 16
+    as_reader = {"MLFLOW_TRACKING_USERNAME": reader, "MLFLOW_TRACKING_PASSWORD": reader_password}
+    airflow = services.airflow_env(s)
+    assert airflow.items() >= as_reader.items()
+    assert services.service_spec(s, "dask-workers").env.items() >= as_reader.items()
+    conns = {
+        k: json.loads(v) for k, v in airflow.items() if k.startswith("AIRFLOW_CONN_MLPIPE_MLFLOW")
+    }
+    assert set(conns) == {"AIRFLOW_CONN_MLPIPE_MLFLOW_TRAIN", "AIRFLOW_CONN_MLPIPE_MLFLOW_PROMOTE"}
+    for stage in ("TRAIN", "PROMOTE"):
+        conn = conns[f"AIRFLOW_CONN_MLPIPE_MLFLOW_{stage}"]
+        assert (conn["login"], conn["password"]) == auth.mlflow_user(s, stage)
+    assert len({password, reader_password, *(c["password"] for c in conns.values())}) == 4
     # a process's own MLflow credentials (compose, per-stage users) are never replaced
     own = s.model_copy(
         update={
@@ -62,3 +76,5 @@ def test_secure_mode_runs_mlflow_with_basic_auth_and_hands_out_credentials(setti
         }
     )
     assert auth.mlflow_client_env(own)["MLFLOW_TRACKING_USERNAME"] == "reader"
+    assert auth.mlflow_process_env(own)["MLFLOW_TRACKING_USERNAME"] == "reader"
+    assert auth.mlflow_connection_env(own) == {}  # every stage then uses the settings' user
