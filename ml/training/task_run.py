@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlflow
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import DatasetInput, InputTag
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from ml import contracts, tracking
 from ml.alerts import airflow_url
@@ -61,7 +65,29 @@ def open_task_run(
     )
     if task_instance and "try_number" in task_instance:  # which attempt wrote last
         client.set_tag(run_id, "airflow.try_number", str(task_instance["try_number"]))
+    log_feature_inputs(client, run_id, manifest, contract.dataset)
     return TaskRun(manifest, contract, transform, key, client, run_id)
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def log_feature_inputs(client, run_id: str, manifest: dict, dataset_name: str) -> None:
+    """The feature set's splits as the run's dataset inputs (MLflow's Datasets panel): each split
+    by its folder in object storage, named `<dataset>-<split>`, its digest the feature version,
+    its context the split. A retry logs the same inputs again; MLflow keeps one of each."""
+    inputs = []
+    for split in SPLITS:
+        if split not in manifest.get("parts", {split: None}):
+            continue
+        dataset = MetaDataset(
+            resolve_dataset_source(sets.split_url(manifest, split)),
+            name=f"{dataset_name}-{split}",
+            digest=manifest["feature_version"],
+        )
+        context = InputTag(key=MLFLOW_DATASET_CONTEXT, value=split)
+        inputs.append(DatasetInput(dataset=dataset._to_mlflow_entity(), tags=[context]))
+    client.log_inputs(run_id, datasets=inputs)
 
 
 KEY_PARTS = ("dag_id", "run_id", "task_id", "map_index")

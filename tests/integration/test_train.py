@@ -100,6 +100,13 @@ def test_a_killed_training_resumes_in_the_same_run_and_registers_once(
     steps = sorted(m.step for m in client.get_metric_history(first_run, "train_loss"))
     assert steps == list(range(PARAMS["epochs"]))  # every epoch logged exactly once
     assert client.get_run(first_run).info.status == "FINISHED"
+    # the feature set's splits are the run's dataset inputs, once each although logged twice
+    inputs = client.get_run(first_run).inputs.dataset_inputs
+    contexts = {i.tags[0].value: i.dataset for i in inputs}
+    assert sorted(contexts) == ["test", "train", "validation"] and len(inputs) == 3
+    assert {d.digest for d in contexts.values()} == {"fv-resume"}
+    assert contexts["train"].name == "trainsynth-train"
+    assert json.loads(contexts["train"].source)["uri"].endswith("/train")
     versions = client.search_model_versions(f"name = 'trainsynth_delay' and run_id = '{first_run}'")
     assert [v.version for v in versions] == [result.version]
     tags = versions[0].tags
