@@ -25,7 +25,63 @@ def _cmd_stack(args: argparse.Namespace) -> int:
         lifecycle.down()
         print("stack is down")
         return 0
+    if args.action == "logs":
+        return _stack_logs(args)
     raise AssertionError(args.action)
+
+
+def _stack_logs(args: argparse.Namespace) -> int:
+    """The last lines of a service's log (`--follow`: then what it writes, until Ctrl-C)."""
+    import time
+    from collections import deque
+
+    from ml.dev.stack.layout import SERVICES, log_file  # deferred: fast CLI start
+    from ml.settings import get_settings  # deferred: fast CLI start
+
+    if args.service not in SERVICES:
+        print(f"mlpipe: no service {args.service!r}; one of {', '.join(SERVICES)}", file=sys.stderr)
+        return 2
+    path = log_file(get_settings(), args.service)
+    if not path.exists():
+        print(f"mlpipe: {path} does not exist (has {args.service} run yet?)", file=sys.stderr)
+        return 1
+    with path.open(errors="replace") as fh:
+        sys.stdout.writelines(deque(fh, maxlen=args.lines))
+        while args.follow:
+            line = fh.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.5)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Trigger a DAG with `--conf`, follow the run to its end (unless `--no-wait`)."""
+    from ml.alerts import airflow_url  # deferred: fast CLI start
+    from ml.dev.stack.auth import airflow_client  # deferred: fast CLI start
+    from ml.settings import get_settings  # deferred: fast CLI start
+
+    try:
+        conf = json.loads(args.conf)
+    except ValueError as exc:
+        print(f"mlpipe run: --conf is not JSON ({exc}): {args.conf!r}", file=sys.stderr)
+        return 2
+    if not isinstance(conf, dict):
+        print(f"mlpipe run: --conf must be a JSON object, not {args.conf!r}", file=sys.stderr)
+        return 2
+    client = airflow_client(get_settings())
+    if client.dag(args.dag_id) is None:
+        print(f"mlpipe run: no DAG {args.dag_id!r} in Airflow", file=sys.stderr)
+        return 1
+    run_id = client.trigger(args.dag_id, conf)
+    print(f"{args.dag_id} {run_id}  {airflow_url(args.dag_id, run_id)}")
+    if args.no_wait:
+        return 0
+    run = client.wait_for_run(args.dag_id, run_id, args.timeout)
+    print(f"{args.dag_id} {run_id}: {run['state']}")
+    return 0 if run["state"] == "success" else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -245,21 +301,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_stack, _add_demo, _add_contract, _add_quarantine, _add_model, _add_lineage):
+    for add in (
+        _add_stack,
+        _add_demo,
+        _add_run,
+        _add_contract,
+        _add_quarantine,
+        _add_model,
+        _add_lineage,
+    ):
         add(sub)
     return parser
 
 
 def _add_stack(sub: argparse._SubParsersAction) -> None:
     p_stack = sub.add_parser("stack", help="local services: S3 API, MLflow, Dask, Airflow")
-    p_stack.add_argument("action", choices=["up", "status", "down"])
+    actions = p_stack.add_subparsers(dest="action", required=True)
+    actions.add_parser("up", help="start what is not running, wait until healthy")
+    actions.add_parser("status", help="each service: running or stopped, pid, URL")
+    actions.add_parser("down", help="stop every service of the stack")
+    p_logs = actions.add_parser("logs", help="the last lines of a service's log")
+    p_logs.add_argument("service", help="s3, mlflow, dask-scheduler, airflow-scheduler, ...")
+    p_logs.add_argument("-n", "--lines", type=int, default=50, help="how many (default 50)")
+    p_logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p_stack.set_defaults(func=_cmd_stack)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p_run = sub.add_parser("run", help="trigger a DAG and follow its run to the end")
+    p_run.add_argument("dag_id", help="e.g. ingest_flights, train_flights")
+    p_run.add_argument(
+        "--conf", default="{}", help="the run's Params as JSON, e.g. '{\"epochs\": 3}'"
+    )
+    p_run.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait")
+    p_run.add_argument("--no-wait", action="store_true", help="trigger only")
+    p_run.set_defaults(func=_cmd_run)
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p_demo = sub.add_parser("demo", help="stack up, run the whole pipeline through Airflow")
-    p_demo.add_argument("--date-from", default="2013-01-01")
-    p_demo.add_argument("--date-to", default="2013-01-10")
+    p_demo.add_argument("--date-from", default="2013-01-01", help="first day (YYYY-MM-DD)")
+    p_demo.add_argument("--date-to", default="2013-01-10", help="last day, included")
     p_demo.add_argument("--timeout", type=float, default=480.0, help="seconds to wait for runs")
     p_demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     p_demo.set_defaults(func=_cmd_demo)
@@ -277,18 +359,18 @@ def _add_quarantine(sub: argparse._SubParsersAction) -> None:
     p_q = sub.add_parser("quarantine", help="batches held back by validation: list, show, act")
     q_sub = p_q.add_subparsers(dest="action", required=True)
     p_list = q_sub.add_parser("list", help="batches held back (all datasets, or one)")
-    p_list.add_argument("dataset", nargs="?")
+    p_list.add_argument("dataset", nargs="?", help="only this dataset (default: all)")
     p_list.add_argument("--all", action="store_true", help="also released and dropped ones")
-    p_list.add_argument("--json", action="store_true")
+    p_list.add_argument("--json", action="store_true", help="print JSON")
     p_show = q_sub.add_parser("show", help="the report summary of a quarantined batch")
     p_show.add_argument("ref", help="s3://quarantine/<dataset>/<partition>/<batch_id> (any zone)")
-    p_show.add_argument("--json", action="store_true")
+    p_show.add_argument("--json", action="store_true", help="print JSON")
     for action, helptext in (
         ("release", "the batch is fine: copy it to validated, with an audit record"),
         ("drop", "the batch is not wanted: mark it dropped, with an audit record (no delete)"),
     ):
         p = q_sub.add_parser(action, help=helptext)
-        p.add_argument("ref")
+        p.add_argument("ref", help="s3://quarantine/<dataset>/<partition>/<batch_id>")
         p.add_argument("--by", help="who decides (default: the current user)")
         p.add_argument("--note", default="", help="why")
         if action == "release":
@@ -301,11 +383,11 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
     m_sub = p_model.add_subparsers(dest="action", required=True)
     p_hist = m_sub.add_parser("history", help="the promotion audit log of a model, oldest first")
     p_hist.add_argument("name", help="registered model name (e.g. flights_delay)")
-    p_hist.add_argument("--json", action="store_true")
+    p_hist.add_argument("--json", action="store_true", help="print JSON")
     p_rb = m_sub.add_parser(
         "rollback", help="move 'champion' back to 'previous' (audited; scoring starts again)"
     )
-    p_rb.add_argument("name")
+    p_rb.add_argument("name", help="registered model name (e.g. flights_delay)")
     p_rb.add_argument("--by", help="who decides (default: the current user)")
     p_rb.add_argument("--reason", default="", help="why")
     p_rb.add_argument(
@@ -320,7 +402,7 @@ def _add_lineage(sub: argparse._SubParsersAction) -> None:
     )
     p_lin.add_argument("ref", help="s3://predictions/... (or, with --raw, s3://raw/...)")
     p_lin.add_argument("--raw", action="store_true", help="list everything downstream of it")
-    p_lin.add_argument("--json", action="store_true")
+    p_lin.add_argument("--json", action="store_true", help="print JSON")
     p_lin.set_defaults(func=_cmd_lineage)
 
 
@@ -333,13 +415,33 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # Placeholder secrets stop every command but the ones that only look or clean up.
-    if not (args.command == "stack" and args.action in ("status", "down")):
+    if not (args.command == "stack" and args.action in ("status", "down", "logs")):
         try:
             get_settings().check_secrets()
         except PlaceholderSecret as exc:
             print(f"mlpipe: {exc}", file=sys.stderr)
             return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line and where to look, never a raw traceback
+        if args.verbose:
+            raise
+        print(f"mlpipe {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"  {_where_to_look()} (-v shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _where_to_look() -> str:
+    from ml.dev.stack.layout import log_dir  # deferred: fast CLI start
+    from ml.settings import get_settings  # deferred: fast CLI start
+
+    try:
+        logs = log_dir(get_settings())
+    except Exception:  # settings themselves broken: the message above says why
+        return "see the message above"
+    return f"service logs: {logs} (mlpipe stack logs SERVICE)"
 
 
 if __name__ == "__main__":

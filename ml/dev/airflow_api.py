@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TERMINAL = {"success", "failed"}
+# Answers that say "not now" (an API server starting, a scheduler catching up): retried with
+# backoff. A 500 only for requests that can be repeated safely (not a POST that triggers a run).
+RETRY_STATUS = {502, 503, 504}
+IDEMPOTENT = {"GET", "PUT", "PATCH", "DELETE", "HEAD"}
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)  # about 15 s in all, then the error stands
+PROGRESS_EVERY = 30.0  # seconds between "still running" lines while a run is followed
 
 
 class AirflowAPIError(MlpipeError):
@@ -78,13 +84,33 @@ class AirflowClient:
         if self._token is None:
             self._authenticate()
         url = f"{self.base_url}/api/v2{path}"
-        resp = self.session.request(method, url, timeout=60, **kwargs)
+        resp = self._send(method, url, **kwargs)
         if _stale_token(resp):
             self._authenticate()
-            resp = self.session.request(method, url, timeout=60, **kwargs)
+            resp = self._send(method, url, **kwargs)
         if resp.status_code >= 400:
             raise AirflowAPIError(f"{method} {url} -> {resp.status_code}: {resp.text[:1000]}")
         return resp.json() if resp.content else None
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One request, repeated with backoff while the answer is transient (`RETRY_STATUS`,
+        a 500 or a lost connection for an idempotent method)."""
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                resp = self.session.request(method, url, timeout=60, **kwargs)
+            except requests.ConnectionError:
+                if delay is None or method not in IDEMPOTENT:
+                    raise
+                log.info("%s %s: no connection; again in %.0f s", method, url, delay)
+            else:
+                transient = resp.status_code in RETRY_STATUS or (
+                    resp.status_code == 500 and method in IDEMPOTENT
+                )
+                if not transient or delay is None:
+                    return resp
+                log.info("%s %s -> %s; again in %.0f s", method, url, resp.status_code, delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable")
 
     # DAGs -------------------------------------------------------------------------------------
 
@@ -135,9 +161,17 @@ class AirflowClient:
         return sorted(runs, key=lambda r: r["run_after"])
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
+        """The run once it ended; says (log, INFO) when its state changes and every
+        `PROGRESS_EVERY` seconds how long it has been running."""
+        started = time.monotonic()
+        deadline = started + timeout
+        said, said_at = None, started
         while True:
             run = self.run(dag_id, run_id)
+            now = time.monotonic()
+            if run["state"] != said or now - said_at >= PROGRESS_EVERY:
+                log.info("%s %s: %s (%.0f s)", dag_id, run_id, run["state"], now - started)
+                said, said_at = run["state"], now
             if run["state"] in TERMINAL:
                 return run
             if time.monotonic() > deadline:

@@ -3,6 +3,7 @@ replaced where it needs a server), `mlpipe contract` and `mlpipe quarantine`."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from ml import cli
 from ml.dev import demo
 from ml.dev.stack import lifecycle
+from ml.settings import get_settings
 
 pytestmark = pytest.mark.unit
 
@@ -50,6 +52,8 @@ def test_every_command_is_there():
         ["quarantine", "show", "s3://quarantine/a/b/c"],
         ["model", "rollback", "flights_delay", "--no-trigger"],
         ["lineage", "s3://raw/a/b/c", "--raw"],
+        ["run", "train_flights", "--conf", '{"epochs": 2}', "--no-wait"],
+        ["stack", "logs", "mlflow", "-n", "5"],
     ):
         args = parser.parse_args(argv)
         assert args.command == argv[0]
@@ -136,3 +140,55 @@ def test_version_is_the_installed_package_version(capsys):
         cli.main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"mlpipe {version('mlpipe')}"
+
+
+def _actions(parser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _actions(sub)
+        else:
+            yield parser.prog, action
+
+
+def test_every_option_and_argument_has_help():
+    missing = [
+        f"{prog} {action.dest}"
+        for prog, action in _actions(cli.build_parser())
+        if not action.help and action.dest not in ("help", "version")
+    ]
+    assert not missing, missing
+
+
+def test_a_failure_is_one_line_with_where_to_look(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("MLPIPE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("MLPIPE_AIRFLOW_API_URL", "http://127.0.0.1:9")  # nothing listens
+    monkeypatch.setattr("ml.dev.airflow_api.RETRY_DELAYS", (0.01,))
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["run", "ingest_flights"]) == 1
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("mlpipe run: ConnectionError: "), err
+    assert "mlpipe stack logs SERVICE" in err[1] and str(tmp_path / "state") in err[1]
+
+
+def test_stack_logs_prints_the_tail_of_a_service_log(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("MLPIPE_STATE_DIR", str(tmp_path / "state"))
+    get_settings.cache_clear()
+    try:
+        logs = tmp_path / "state" / "logs"
+        logs.mkdir(parents=True)
+        (logs / "mlflow.log").write_text("".join(f"line {i}\n" for i in range(100)))
+        assert cli.main(["stack", "logs", "mlflow", "-n", "3"]) == 0
+        assert capsys.readouterr().out == "line 97\nline 98\nline 99\n"
+        assert cli.main(["stack", "logs", "nope"]) == 2
+        assert "one of s3, mlflow" in capsys.readouterr().err
+    finally:
+        get_settings.cache_clear()
+
+
+def test_run_refuses_conf_that_is_not_a_json_object(capsys):
+    assert cli.main(["run", "train_flights", "--conf", "[1, 2]"]) == 2
+    assert "must be a JSON object" in capsys.readouterr().err

@@ -79,3 +79,36 @@ def test_wrong_or_missing_credentials_are_named(api):
         AirflowClient.from_settings(Settings(_env_file=None, airflow_api_url=api)).request(
             "GET", "/pools"
         )
+
+
+class _Busy(_Api):
+    """Like `_Api`, but the first answers to each path are 503 (a server catching up), and
+    POST /api/v2/dags/x/dagRuns answers 500 (an error that must not trigger twice)."""
+
+    def do_GET(self):
+        if self.path.startswith("/api/") and self.seen.count(f"GET {self.path}") < 2:
+            self.seen.append(f"GET {self.path}")
+            return self._send(503, {"detail": "catching up"})
+        return super().do_GET()
+
+    def do_POST(self):
+        if self.path.startswith("/api/v2/dags/"):
+            self.seen.append(f"POST {self.path}")
+            return self._send(500, {"detail": "boom"})
+        return super().do_POST()
+
+
+def test_transient_answers_are_retried_and_a_failed_trigger_is_not(monkeypatch):
+    monkeypatch.setattr("ml.dev.airflow_api.RETRY_DELAYS", (0.01, 0.01, 0.01))
+    _Busy.issued, _Busy.seen = 0, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = AirflowClient(f"http://127.0.0.1:{server.server_port}", "alice", "pw1234")
+        assert client.request("GET", "/pools") == {"pools": []}
+        assert _Busy.seen.count("GET /api/v2/pools") == 3  # two 503s, then the answer
+        with pytest.raises(AirflowAPIError, match="-> 500"):
+            client.trigger("x")
+        assert _Busy.seen.count("POST /api/v2/dags/x/dagRuns") == 1  # a POST 500 stands
+    finally:
+        server.shutdown()
