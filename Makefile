@@ -50,15 +50,19 @@ PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) tests/e2
 test: lint tools
 	$(BIN)/pytest $(PYTEST_PARALLEL)
 
-# Tools the tests need beyond the venv: Debian's docker-compose (the compose file check runs
-# `docker-compose config -q`). Installed with apt-get when missing (needs root).
+# Tools the tests need beyond the venv, from Debian's packages, installed with apt-get when
+# missing (needs root): docker-compose (the compose file check runs `docker-compose config -q`)
+# and chromium (the browser test drives it with Playwright).
+TOOLS := docker-compose:docker-compose chromium:chromium
 tools:
-	@command -v docker-compose >/dev/null 2>&1 || { \
-		echo "installing docker-compose (apt-get)"; \
-		apt-get install -y -qq docker-compose >/dev/null 2>&1 \
-			|| { apt-get update -qq >/dev/null && apt-get install -y -qq docker-compose >/dev/null; }; \
-	}
-	@command -v docker-compose >/dev/null 2>&1 || { echo "docker-compose is missing and apt-get could not install it" >&2; exit 1; }
+	@for tool in $(TOOLS); do \
+		cmd=$${tool%%:*}; pkg=$${tool#*:}; \
+		command -v $$cmd >/dev/null 2>&1 && continue; \
+		echo "installing $$pkg (apt-get)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null 2>&1 \
+			|| { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null; }; \
+		command -v $$cmd >/dev/null 2>&1 || { echo "$$cmd is missing and apt-get could not install $$pkg" >&2; exit 1; }; \
+	done
 
 test-unit: $(INSTALLED) tools
 	$(BIN)/pytest -m unit

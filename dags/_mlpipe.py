@@ -54,6 +54,12 @@ def event_extras(triggering_asset_events: Any) -> list[dict[str, Any]]:
     return [e.extra for events in (triggering_asset_events or {}).values() for e in events]
 
 
+def triggering_user(dag_run: Any) -> str:
+    """Who started the run in Airflow (its UI or REST API user; empty for a scheduled or
+    asset-triggered run): what audit records name, not a free-text field."""
+    return str(getattr(dag_run, "triggering_user_name", None) or "")
+
+
 def task_key_parts(ti: Any) -> dict[str, Any]:
     """What identifies a task instance across its attempts (ml/ derives the run key from it)."""
     return {
@@ -197,7 +203,11 @@ DAG_TIMEOUTS: dict[str, timedelta] = {
     "train": timedelta(hours=12),
     "promote": timedelta(hours=1),
     "batch_score": timedelta(hours=6),
+    "rollback": timedelta(hours=1),
+    "quarantine": timedelta(hours=2),
 }
+# How long a promotion waits for a person (`model.approval: required`); then it is rejected.
+APPROVAL_TIMEOUT = timedelta(days=3)
 
 
 def task_args(kind: str, policy: ExceptionRetryPolicy | None = None, **overrides: Any) -> dict:
@@ -223,6 +233,8 @@ DAG_TITLES: dict[str, str] = {
     "train": "train a model",
     "promote": "promote the champion",
     "batch_score": "score with the champion",
+    "rollback": "roll the champion back",
+    "quarantine": "release or drop held batches",
 }
 
 

@@ -13,16 +13,26 @@ Promotions run in the one-slot pool `promotion`, so two never interleave. A prom
 the asset `mlflow://models/<model>/champion`, which starts batch scoring once.
 
 **For a person**: trigger with a **Model version** to evaluate a given version; **Force** promotes
-it whatever the numbers say, and the audit record says it was forced and by whom.
+it whatever the numbers say, and the audit record says it was forced and by whom (the Airflow
+user who triggered the run).
+
+**Approval** (`model.approval: required` in the contract): `evaluate` shows what the decision
+would be, `approve` waits for a person (Airflow's human-in-the-loop: *Required actions*, or the
+task's page) with the numbers of both versions; on **Approve**, `promote` decides again under the
+lock and moves the alias, the audit record naming the approver; **Reject**, or no answer within
+three days, moves nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, RetryAction, RetryRule, dag, task
 
 from _mlpipe import (
+    APPROVAL_TIMEOUT,
+    DAG_TIMEOUTS,
     alias_asset,
     as_stage,
     dag_args,
@@ -30,6 +40,7 @@ from _mlpipe import (
     retry_policy,
     task_args,
     trained_contracts,
+    triggering_user,
 )
 from ml.assets import CHALLENGER, CHAMPION
 from ml.contracts import Contract
@@ -52,12 +63,13 @@ PROMOTION_RETRY_POLICY = retry_policy(
 
 
 def promotion_arguments(
-    params: dict[str, Any], extras: list[dict[str, Any]], contract: Contract
+    params: dict[str, Any], extras: list[dict[str, Any]], contract: Contract, user: str = ""
 ) -> dict[str, Any]:
     """The library's plain arguments from a run's Params and its challenger events' extras:
     the version (the Param, else the newest challenger event of this model, which also names
     its evaluation snapshot; None: the library takes the `challenger` alias), the rule (the
-    contract's, overridden by the Params), the force and who asks."""
+    contract's, overridden by the Params), the force and who asks (`user`: the Airflow user
+    who triggered the run)."""
     version, snapshot = params.get("model_version"), None
     if not version:
         mine = [
@@ -76,8 +88,33 @@ def promotion_arguments(
         "eval_snapshot": snapshot,
         "rule": rule,
         "force": bool(params.get("force", False)),
-        "requested_by": str(params.get("requested_by") or ""),
+        "requested_by": user,
     }
+
+
+def approval_summary(preview: Any) -> str:
+    """What the approver reads (Markdown): the versions, the decision's reasons, the metrics."""
+    metrics = sorted(preview.challenger_metrics)
+    champion = preview.champion_metrics or {}
+    rows = "\n".join(
+        f"| {m} | {preview.challenger_metrics[m]:.4f} | "
+        + (f"{champion[m]:.4f}" if m in champion else "-")
+        + " |"
+        for m in metrics
+    )
+    return (
+        f"Promote **{preview.model_name}** version **{preview.version}** "
+        f"(champion now: {preview.previous_champion or 'none'})?\n\n"
+        f"Decision on the frozen evaluation snapshot ({preview.eval_rows} rows): "
+        f"{preview.reason}\n\n"
+        f"| metric | version {preview.version} | champion |\n| --- | --- | --- |\n{rows}\n"
+    )
+
+
+def approver(approval: Any) -> str:
+    """The Airflow user who answered the approval (its XCom), empty when there is none."""
+    user = (approval or {}).get("responded_by_user") or {}
+    return str(user.get("name") or user.get("id") or "")
 
 
 # long: DAG builder (the DAG, its Params and its tasks declared in one place)
@@ -87,10 +124,14 @@ def build(dataset: str, contract: Contract):
     champion = alias_asset(model_name, CHAMPION)
     default = DecisionRule.for_contract(contract.model)  # the Params' defaults
 
+    args = dag_args("promote", dataset, contract.owner)
+    if contract.approval_required:  # the run waits for a person, up to APPROVAL_TIMEOUT
+        args["dagrun_timeout"] = APPROVAL_TIMEOUT + DAG_TIMEOUTS["promote"]
+
     @dag(
         dag_id=f"promote_{dataset}",
         schedule=[challenger],
-        **dag_args("promote", dataset, contract.owner),
+        **args,
         max_active_runs=1,
         doc_md=__doc__,
         tags=["promote", dataset],
@@ -126,13 +167,7 @@ def build(dataset: str, contract: Contract):
             "force": Param(
                 False,
                 type="boolean",
-                title="Force the promotion (recorded as forced)",
-                section="Override (recorded)",
-            ),
-            "requested_by": Param(
-                None,
-                type=["null", "string"],
-                title="Who asks (recorded in the audit log)",
+                title="Force the promotion (recorded as forced, with who triggered the run)",
                 section="Override (recorded)",
             ),
         },
@@ -140,13 +175,27 @@ def build(dataset: str, contract: Contract):
     def promote_dag():
         @task(**task_args("promote", PROMOTION_RETRY_POLICY), pool="promotion", outlets=[champion])
         @as_stage("promote")
-        def promote(params=None, triggering_asset_events=None, outlet_events=None, run_id=None):
+        def promote(
+            params=None,
+            triggering_asset_events=None,
+            outlet_events=None,
+            run_id=None,
+            dag_run=None,
+            ti=None,
+        ):
             from airflow.sdk.exceptions import AirflowSkipException
 
             from ml.registry import promote_challenger
 
-            args = promotion_arguments(params, event_extras(triggering_asset_events), contract)
-            decision = promote_challenger(dataset, **args, run_id=run_id or "")
+            events = event_extras(triggering_asset_events)
+            args = promotion_arguments(params, events, contract, triggering_user(dag_run))
+            approved_by = ""
+            if contract.approval_required:
+                approved_by = approver(ti.xcom_pull(task_ids="approve"))
+                args["version"] = ti.xcom_pull(task_ids="evaluate")["version"]  # what was shown
+            decision = promote_challenger(
+                dataset, **args, run_id=run_id or "", approved_by=approved_by
+            )
             if not decision.promoted:
                 raise AirflowSkipException(
                     f"not promoted: {decision.reason} (audit: {decision.audit_record})"
@@ -162,9 +211,45 @@ def build(dataset: str, contract: Contract):
                 "promoted": decision.promoted,
                 "reason": decision.reason,
                 "audit_record": decision.audit_record,
+                "approved_by": approved_by or None,
             }
 
-        promote()
+        if not contract.approval_required:
+            promote()
+            return
+
+        @task(**task_args("promote", PROMOTION_RETRY_POLICY))
+        @as_stage("promote")
+        def evaluate(params=None, triggering_asset_events=None, run_id=None, dag_run=None):
+            """What the promotion would decide; a refusal is decided (and audited) here."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from ml.registry import preview_challenger, promote_challenger
+
+            events = event_extras(triggering_asset_events)
+            args = promotion_arguments(params, events, contract, triggering_user(dag_run))
+            preview = preview_challenger(dataset, **args)
+            if not preview.promoted:  # nothing to approve: the refusal is recorded as usual
+                decision = promote_challenger(dataset, **args, run_id=run_id or "")
+                raise AirflowSkipException(
+                    f"not promoted: {decision.reason} (audit: {decision.audit_record})"
+                )
+            return {
+                "model_name": model_name,
+                "version": preview.version,
+                "summary": approval_summary(preview),
+            }
+
+        approve = ApprovalOperator(
+            task_id="approve",
+            subject=f"Promote {model_name} version "
+            "{{ ti.xcom_pull(task_ids='evaluate')['version'] }}?",
+            body="{{ ti.xcom_pull(task_ids='evaluate')['summary'] }}",
+            defaults="Reject",  # no answer in time: nothing moves
+            response_timeout=APPROVAL_TIMEOUT,
+            **task_args("plan"),  # the try before the wait: small reads only
+        )
+        evaluate() >> approve >> promote()
 
     return promote_dag()
 

@@ -48,7 +48,10 @@ KIND_METRICS = {
 }
 NUMERIC_TYPES = {"int", "float"}
 SPLIT_KEYS = {"by", "fractions", "description"}
-MODEL_KEYS = {"name", "metric", "margin", "description"}
+MODEL_KEYS = {"name", "metric", "margin", "description", "approval"}
+# `model.approval`: `required` puts a person's approval (Airflow's human-in-the-loop) between
+# the decision and the alias move; `none` (the default) moves on the decision alone.
+APPROVALS = ("none", "required")
 
 
 def check_training_sections(
@@ -257,7 +260,11 @@ def _model(check: Checker, raw: dict) -> None:
             "is not supported: nothing reads it; set training parameters (epochs, "
             "learning_rate, ...) as Params of the train DAG",
         )
-    check.mapping(("model",), spec, MODEL_KEYS)
+    spec = check.mapping(("model",), spec, MODEL_KEYS)
+    if spec.get("approval", "none") not in APPROVALS:
+        check.fail(
+            ("model", "approval"), f"must be one of {list(APPROVALS)}, got {spec['approval']!r}"
+        )
 
 
 # --- features.derived and features.lags: the vocabulary ----------------------------------------

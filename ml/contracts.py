@@ -191,6 +191,11 @@ class Contract:
     def model_name(self) -> str:
         return self.model.get("name", f"{self.dataset}_model")
 
+    @property
+    def approval_required(self) -> bool:
+        """`model.approval: required`: a person approves each promotion in Airflow."""
+        return self.model.get("approval") == "required"
+
     def timestamp_columns(self) -> list[str]:
         return [c.name for c in self.columns if c.type == "timestamp"]
 

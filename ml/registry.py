@@ -87,7 +87,8 @@ class PromotionDecision:
     `audit_fields`) and tagged on the version (`tags`).
 
     `force`/`requested_by` are what was asked; `forced` says whether forcing changed the
-    outcome; `by` is who asked, or the process when nobody said.
+    outcome; `by` is who asked, or the process when nobody said; `approved_by` the person who
+    approved the move (contracts with `model.approval: required`).
     """
 
     model_name: str
@@ -107,6 +108,7 @@ class PromotionDecision:
     eval_rows: int
     run_id: str = ""
     audit_record: str = ""  # the audit log object (s3://...), once written
+    approved_by: str = ""
 
     @property
     def action(self) -> str:
@@ -138,6 +140,7 @@ class PromotionDecision:
             "eval_rows": self.eval_rows,
             "by": self.by,
             "run_id": self.run_id,
+            "approved_by": self.approved_by or None,  # added last: older records lack it
         }
 
     def tags(self) -> dict[str, str]:
@@ -154,6 +157,7 @@ class PromotionDecision:
             "promotion.eval_snapshot": self.eval_snapshot,
             "promotion.eval_snapshot_hash": self.eval_snapshot_hash,
             "promotion.audit_record": self.audit_record,
+            **({"promotion.approved_by": self.approved_by} if self.approved_by else {}),
         }
 
 
@@ -222,9 +226,10 @@ def promote(
     force: bool = False,
     requested_by: str = "",
     run_id: str = "",
+    approved_by: str = "",
 ) -> PromotionDecision:
     """Move `champion` to `version` when it beats the champion on the same frozen snapshot
-    (or when `force`d by a person, `requested_by`).
+    (or when `force`d by a person, `requested_by`; `approved_by`: who approved the move).
 
     Under the model's alias lock: both versions are scored on the snapshot (pinned by content
     hash), the rule decides, aliases move (`previous` <- old champion), and the decision with
@@ -249,23 +254,18 @@ def promote(
         if verdict.promoted:
             lock.check()  # fencing: a lock broken as stale moves nothing
             _move_champion(model_name, version, champion)
-        decision = PromotionDecision(
-            model_name=model_name,
-            version=version,
-            promoted=verdict.promoted,
-            forced=verdict.forced,
-            reasons=verdict.reasons,
-            previous_champion=champion,
-            rule=rule,
+        decision = _decision(
+            model_name,
+            version,
+            verdict,
+            champion,
+            rule,
+            (challenger_metrics, champion_metrics),
+            (eval_snapshot, snapshot_hash, len(rows)),
             force=force,
             requested_by=requested_by,
-            by=requested_by or holder_name(),
-            challenger_metrics=challenger_metrics,
-            champion_metrics=champion_metrics,
-            eval_snapshot=eval_snapshot,
-            eval_snapshot_hash=snapshot_hash,
-            eval_rows=len(rows),
             run_id=run_id,
+            approved_by=approved_by,
         )
         audit = _audit(model_name, decision.audit_fields())
         decision = dataclasses.replace(decision, audit_record=audit)
@@ -346,10 +346,97 @@ def promote_challenger(
     force: bool = False,
     requested_by: str = "",
     run_id: str = "",
+    approved_by: str = "",
 ) -> PromotionDecision:
     """What the promote DAG runs: the given version (a person's, or the challenger event's),
     else the `challenger` alias; on the given snapshot, else the evaluation snapshot of the
     feature set the version was trained on; by the given rule, else the contract's."""
+    model_name, version, snapshot, rule = _candidate(dataset, version, eval_snapshot, rule)
+    return promote(
+        model_name,
+        version,
+        snapshot,
+        rule,
+        force=force,
+        requested_by=requested_by,
+        run_id=run_id,
+        approved_by=approved_by,
+    )
+
+
+def preview_challenger(
+    dataset: str,
+    rule: DecisionRule | None = None,
+    *,
+    version: str | None = None,
+    eval_snapshot: str | None = None,
+    force: bool = False,
+    requested_by: str = "",
+) -> PromotionDecision:
+    """What `promote_challenger` would decide now, with the same evidence, but moving nothing
+    and recording nothing: what a person is shown before approving. The move itself decides
+    again under the lock (the champion may have changed while the person thought)."""
+    model_name, version, snapshot, rule = _candidate(dataset, version, eval_snapshot, rule)
+    rows, snapshot_hash = load_snapshot(snapshot)
+    challenger_metrics = evaluate_version(model_name, version, rows)
+    champion = alias_version(model_name, CHAMPION)
+    verdict, champion_metrics, _ = _judge(
+        model_name,
+        version,
+        champion,
+        rows,
+        challenger_metrics,
+        rule,
+        force=force,
+        requested_by=requested_by,
+    )
+    return _decision(
+        model_name,
+        version,
+        verdict,
+        champion,
+        rule,
+        (challenger_metrics, champion_metrics),
+        (snapshot, snapshot_hash, len(rows)),
+        force=force,
+        requested_by=requested_by,
+    )
+
+
+def _decision(
+    model_name: str,
+    version: str,
+    verdict: Verdict,
+    champion: str | None,
+    rule: DecisionRule,
+    metrics: tuple[dict[str, float], dict[str, float] | None],
+    snapshot: tuple[str, str, int],
+    **asked: Any,
+) -> PromotionDecision:
+    """The decision record: `metrics` (challenger's, champion's), `snapshot` (URL, content
+    hash, rows), `asked` (force, requested_by, and run_id / approved_by when known)."""
+    return PromotionDecision(
+        model_name=model_name,
+        version=version,
+        promoted=verdict.promoted,
+        forced=verdict.forced,
+        reasons=verdict.reasons,
+        previous_champion=champion,
+        rule=rule,
+        by=asked["requested_by"] or holder_name(),
+        challenger_metrics=metrics[0],
+        champion_metrics=metrics[1],
+        eval_snapshot=snapshot[0],
+        eval_snapshot_hash=snapshot[1],
+        eval_rows=snapshot[2],
+        **asked,
+    )
+
+
+def _candidate(
+    dataset: str, version: str | None, eval_snapshot: str | None, rule: DecisionRule | None
+) -> tuple[str, str, str, DecisionRule]:
+    """(model name, version, evaluation snapshot, rule) of a promotion of `dataset`'s model."""
     contract = contracts.load_contract(dataset)
     model_name = contract.model_name
     version = version or alias_version(model_name, CHALLENGER)
@@ -360,15 +447,7 @@ def promote_challenger(
         )
     version = str(version)
     snapshot = eval_snapshot or trained_feature_set(dataset, model_name, version)["eval_snapshot"]
-    return promote(
-        model_name,
-        version,
-        snapshot,
-        rule or DecisionRule.for_contract(contract.model),
-        force=force,
-        requested_by=requested_by,
-        run_id=run_id,
-    )
+    return model_name, version, snapshot, rule or DecisionRule.for_contract(contract.model)
 
 
 def append_audit(model_name: str, record: dict[str, Any]) -> str:

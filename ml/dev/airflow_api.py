@@ -250,6 +250,27 @@ class AirflowClient:
             return [line if isinstance(line, dict) else {"event": str(line)} for line in content]
         return [{"event": line} for line in str(content).splitlines()]
 
+    # Human in the loop ------------------------------------------------------------------------
+
+    def awaiting_input(self, dag_id: str, run_id: str) -> list[str]:
+        """Task ids of the run that wait for a person (Airflow's human-in-the-loop)."""
+        return [
+            t["task_id"]
+            for t in self.task_instances(dag_id, run_id)
+            if t["state"] in ("awaiting_input", "deferred") and t["operator"] == "ApprovalOperator"
+        ]
+
+    def hitl_detail(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
+        return self.request("GET", path)
+
+    def respond(
+        self, dag_id: str, run_id: str, task_id: str, options: list[str], map_index: int = -1
+    ) -> dict:
+        """Answer a waiting human-in-the-loop task as this client's user (e.g. ["Approve"])."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
+        return self.request("PATCH", path, json={"chosen_options": options, "params_input": {}})
+
 
 def _stale_token(resp: requests.Response) -> bool:
     """An expired token (401) or one the server no longer accepts (403 'Invalid JWT token',

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ml import contracts, storage, tracking
+from ml.alerts import airflow_url
 from ml.dev.airflow_api import AirflowClient
 from ml.dev.stack import auth, lifecycle
 from ml.features import joins
@@ -101,9 +102,12 @@ def run_chain(
     date_from: str,
     date_to: str,
     timeout: float = 480.0,
+    approve: bool = False,
 ) -> dict[str, dict]:
     """Trigger ingestion of `dataset` and its reference tables and follow the chain to scoring.
 
+    A contract with `model.approval: required` waits for a person's answer at the promotion
+    (the run's page is logged); `approve`: this client approves it (tests).
     Returns the final state of one run per DAG, keyed by DAG id.
     """
     contract = contracts.load_contract(dataset)
@@ -133,25 +137,58 @@ def run_chain(
             runs[d["validate"]] = client.wait_for_new_run(d["validate"], since_group, left())
     since = since_group
     for stage in ("preprocess", "train", "promote"):
-        runs[ids[stage]] = client.wait_for_new_run(ids[stage], since, left())
+        if stage == "promote" and contract.approval_required:
+            runs[ids[stage]] = follow_approval(client, ids[stage], since, left(), approve)
+        else:
+            runs[ids[stage]] = client.wait_for_new_run(ids[stage], since, left())
         if runs[ids[stage]]["state"] != "success":
             return runs
-    promote_run = runs[ids["promote"]]
+    runs[ids["batch_score"]] = _scoring(client, ids, runs[ids["promote"]], since, left())
+    return runs
+
+
+def _scoring(
+    client: AirflowClient, ids: dict[str, str], promote_run: dict, since: datetime, timeout: float
+) -> dict:
+    """The scoring run after a promotion run: the one the moved alias started, else (nothing
+    moved) one triggered to score the day with the champion that stays."""
     promote = next(
         t
         for t in client.task_instances(ids["promote"], promote_run["dag_run_id"])
         if t["task_id"] == "promote"
     )
-    if promote["state"] == "success":
-        # The alias moved: its asset event starts exactly one scoring run.
-        runs[ids["batch_score"]] = wait_for_asset_run(client, ids["batch_score"], since, left())
-    else:
-        # The challenger did not beat the champion: no alias moved, so nothing started scoring.
-        # Score the day with the champion that stays.
-        log.info("challenger not promoted; scoring with the current champion")
-        run_id = client.trigger(ids["batch_score"], {"score_date": None, "threshold": 0.5})
-        runs[ids["batch_score"]] = client.wait_for_run(ids["batch_score"], run_id, left())
-    return runs
+    if promote["state"] == "success":  # the alias moved: its asset event starts one run
+        return wait_for_asset_run(client, ids["batch_score"], since, timeout)
+    log.info("challenger not promoted; scoring with the current champion")
+    run_id = client.trigger(ids["batch_score"], {"score_date": None, "threshold": 0.5})
+    return client.wait_for_run(ids["batch_score"], run_id, timeout)
+
+
+def follow_approval(
+    client: AirflowClient, dag_id: str, since: datetime, timeout: float, approve: bool
+) -> dict:
+    """The first run of `dag_id` since `since`, followed to its end; when it waits for a
+    person, says where (once), or answers Approve as this client's user (`approve`)."""
+    deadline = time.monotonic() + timeout
+    runs = []
+    while not runs:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no run of {dag_id} started within {timeout:.0f}s")
+        time.sleep(2)
+        runs = client.runs_since(dag_id, since)
+    run_id, told = runs[0]["dag_run_id"], False
+    while (run := client.run(dag_id, run_id))["state"] not in ("success", "failed"):
+        for task_id in client.awaiting_input(dag_id, run_id):
+            if approve:
+                client.respond(dag_id, run_id, task_id, ["Approve"])
+                log.info("%s %s: %s approved", dag_id, run_id, task_id)
+            elif not told:
+                log.info("%s waits for a person: %s", dag_id, airflow_url(dag_id, run_id, task_id))
+                told = True
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{dag_id} run {run_id} still {run['state']} after {timeout:.0f}s")
+        time.sleep(2)
+    return run
 
 
 def summarize(

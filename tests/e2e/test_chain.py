@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from ml import cli, lineage, registry, storage, tracking
+from ml import lineage, registry, storage, tracking
 from ml.dev import demo
 from ml.dev.airflow_api import AirflowClient
 from ml.model_versions import CHAMPION, alias_version
@@ -116,19 +116,26 @@ def test_alias_moves_score_exactly_once_and_rollback_scores_again(runs, stack, s
         if not key.startswith("promotion."):
             mlflow_client.set_model_version_tag("flights_delay", copy.version, key, value)
     second = str(copy.version)
-    run_id = client.trigger(
-        "promote_flights", {"model_version": second, "force": True, "requested_by": "e2e"}
-    )
-    assert client.wait_for_run("promote_flights", run_id, 300)["state"] == "success"
+    run_id = client.trigger("promote_flights", {"model_version": second, "force": True})
+    run = client.wait_for_run("promote_flights", run_id, 300)
+    assert run["state"] == "success"
     assert alias_version("flights_delay", CHAMPION) == second
     record = registry.history("flights_delay")[-1]
-    assert record["forced"] and record["by"] == "e2e"
+    # who asked is the Airflow user who triggered the run, not a field anyone can fill
+    assert run["triggering_user_name"] and record["by"] == run["triggering_user_name"]
+    assert record["forced"]
     scoring = _nth_asset_run(client, since, 2)
     assert scoring["state"] == "success"
 
-    # Rollback: one command moves champion back and raises the asset event: scoring again.
-    assert cli.main(["model", "rollback", "flights_delay", "--by", "e2e"]) == 0
+    # Rollback from its DAG's form: champion back in one step, audited with the user, and the
+    # champion asset event scores again.
+    run_id = client.trigger("rollback_flights", {"reason": "e2e: back to the first"})
+    run = client.wait_for_run("rollback_flights", run_id, 300)
+    assert run["state"] == "success"
     assert alias_version("flights_delay", CHAMPION) == first
+    record = registry.history("flights_delay")[-1]
+    assert record["by"] == run["triggering_user_name"]
+    assert record["reason"] == "e2e: back to the first"
     assert _nth_asset_run(client, since, 3)["state"] == "success"
     assert [r["action"] for r in registry.history("flights_delay")] == [
         "promote",

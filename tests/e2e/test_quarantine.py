@@ -62,3 +62,28 @@ def test_bad_batch_is_quarantined_and_its_run_fails_naming_the_rule(
     assert alert["title"] == "validate_flights.validate failed"
     assert "flights.dep_delay.max" in alert["text"]
     assert alert["fields"]["url"].endswith("/tasks/validate/mapped/0")
+
+
+def test_a_person_drops_the_held_batch_from_its_dag_form(stack, bad_batch):
+    """`quarantine_flights` with its defaults lists what is held; Drop marks the batch dropped
+    (nothing deleted), and the record names the Airflow user who triggered the run."""
+    client = AirflowClient(stack.airflow_api_url)
+    held_ref = storage.ref_in_zone(bad_batch, "quarantine")
+    listed = client.trigger("quarantine_flights")
+    assert client.wait_for_run("quarantine_flights", listed, 180)["state"] == "success"
+    held = client.xcom("quarantine_flights", listed, "act")["held"]
+    assert held_ref in [item["ref"] for item in held]
+
+    # release/drop without a batch is refused at once, naming the Param
+    refused = client.trigger("quarantine_flights", {"action": "drop"})
+    assert client.wait_for_run("quarantine_flights", refused, 180)["state"] == "failed"
+
+    run_id = client.trigger(
+        "quarantine_flights", {"action": "drop", "batch": held_ref, "note": "e2e: planted"}
+    )
+    run = client.wait_for_run("quarantine_flights", run_id, 180)
+    assert run["state"] == "success"
+    record = client.xcom("quarantine_flights", run_id, "act")
+    assert record["action"] == "drop" and record["reason"] == "e2e: planted"
+    assert record["by"] == run["triggering_user_name"]
+    assert storage.read_manifest(held_ref).rows  # nothing deleted

@@ -22,8 +22,9 @@ KINDS = {"flights_delay_minutes": "regression", "flights_delay_class": "multicla
 @pytest.fixture(scope="module")
 def runs(stack) -> dict[str, dict]:
     client = AirflowClient(stack.airflow_api_url)
+    # flights_delay_class asks for a person's approval of each promotion: this client gives it
     return {
-        dataset: demo.run_chain(client, dataset, DATE_FROM, DATE_TO, timeout=900)
+        dataset: demo.run_chain(client, dataset, DATE_FROM, DATE_TO, timeout=900, approve=True)
         for dataset in KINDS
     }
 
@@ -71,3 +72,25 @@ def test_multiclass_champion_gives_a_probability_per_class(runs, stack):
     assert set(columns) | {"predicted_class"} <= set(rows.columns)
     assert np.allclose(rows[columns].sum(axis=1), 1.0, atol=1e-6)
     assert set(rows["predicted_class"]) <= set(classes)
+
+
+def test_a_promotion_that_needs_approval_waits_for_a_person_and_names_them(runs, stack):
+    """`model.approval: required`: evaluate shows the decision, the approval is a person's
+    (Airflow's human-in-the-loop, answered through the REST API as the e2e user), and the
+    audit record and the version's tags name who approved."""
+    client = AirflowClient(stack.airflow_api_url)
+    run_id = runs["flights_delay_class"]["promote_flights_delay_class"]["dag_run_id"]
+    states = {
+        t["task_id"]: t["state"]
+        for t in client.task_instances("promote_flights_delay_class", run_id)
+    }
+    assert states == {"evaluate": "success", "approve": "success", "promote": "success"}
+    detail = client.hitl_detail("promote_flights_delay_class", run_id, "approve")
+    assert detail["chosen_options"] == ["Approve"]
+    assert "macro_f1" in detail["body"] and detail["subject"].startswith("Promote")
+    who = detail["responded_by_user"]["name"]
+    record = registry.history("flights_delay_class")[-1]
+    assert record["action"] == "promote" and record["approved_by"] == who
+    version = alias_version("flights_delay_class", CHAMPION)
+    tags = tracking.client().get_model_version("flights_delay_class", version).tags
+    assert tags["promotion.approved_by"] == who

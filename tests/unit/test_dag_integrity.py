@@ -16,7 +16,16 @@ pytestmark = pytest.mark.unit
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(DAGS.glob("[!_]*.py"))  # `_*.py`: modules the DAG files share
-KINDS = ("batch_score", "ingest", "validate", "preprocess", "train", "promote")
+KINDS = (
+    "batch_score",
+    "ingest",
+    "validate",
+    "preprocess",
+    "train",
+    "promote",
+    "rollback",
+    "quarantine",
+)
 HEAVY = (
     "torch",
     "dask",
@@ -63,6 +72,7 @@ def test_there_are_dag_files():
         "train",
         "promote",
         "batch_score",
+        "operations",
     }
 
 
@@ -124,6 +134,9 @@ print(json.dumps({
         "train_flights",
         "promote_flights",
         "batch_score_flights",
+        "rollback_flights",
+        "quarantine_flights",
+        "quarantine_weather",
     }
     assert expected <= set(dags)
     for dag_id, info in dags.items():
@@ -142,6 +155,11 @@ print(json.dumps({
         assert info["display"].startswith(f"{dataset}: "), (kind, info["display"])
     assert dags["train_flights"]["tasks"] == ["baseline", "compress", "feature_set", "train_model"]
     assert dags["promote_flights"]["tasks"] == ["promote"]
+    # A contract that wants a person's approval gets it between the decision and the move.
+    assert dags["promote_flights_delay_class"]["tasks"] == ["approve", "evaluate", "promote"]
+    assert dags["rollback_flights"]["tasks"] == ["rollback"]
+    assert dags["quarantine_flights"]["tasks"] == ["act"]
+    assert "rollback_weather" not in dags  # a contract without a model has nothing to roll back
     assert dags["batch_score_flights"]["tasks"] == ["drifted", "plan", "retrain", "score"]
     # Outputs have contracts too, but they are not datasets to ingest or validate.
     assert not any(d.endswith("_predictions") for d in dags)

@@ -32,16 +32,18 @@ extras = [
     {"model_name": name},
 ]
 defaults = {k: dag.params[k] for k in dag.params}
-def call(params, extras):
-    args = g["promotion_arguments"](params, extras, contract)
+def call(params, extras, user=""):
+    args = g["promotion_arguments"](params, extras, contract, user)
     return {**args, "rule": args["rule"].to_dict()}
 print(json.dumps({
     "param_defaults": defaults,
     "enum": dag.params.get_param("metric").schema["enum"],
     "by_event": call(defaults, extras),
-    "by_param": call({**defaults, "model_version": "2", "force": True, "requested_by": "bob",
-                      "min_improvement": 0.0, "guardrails": {}}, extras),
-    "nothing": call({**defaults, "requested_by": None}, []),
+    # the Airflow user who triggered the run asks; a Param cannot say who asks
+    "by_param": call({**defaults, "model_version": "2", "force": True, "requested_by": "mallory",
+                      "min_improvement": 0.0, "guardrails": {}}, extras, "bob"),
+    "nothing": call(defaults, []),
+    "params": sorted(defaults),
 }))
 """
 
@@ -78,6 +80,7 @@ def test_params_defaults_come_from_the_contract_and_the_library(probe):
     assert defaults["guardrails"] == dict(DEFAULT_GUARDRAILS)
     assert probe["enum"] == list(KNOWN_METRICS)
     assert defaults["force"] is False and defaults["model_version"] is None
+    assert "requested_by" not in probe["params"]  # who asks is the run's user, not a field
 
 
 def test_the_newest_challenger_event_of_this_model_names_version_and_snapshot(probe):

@@ -56,6 +56,7 @@ def test_the_audit_record_keeps_its_keys_in_their_order():
         "eval_rows",
         "by",
         "run_id",
+        "approved_by",
     ]
     assert record["action"] == "promote" and record["champion_after"] == "4"
     assert record["reason"] == "FORCED by alice despite the rule; roc_auc 0.6000 does not beat ..."
