@@ -1,0 +1,44 @@
+"""The secure local stack, shared by the modules of this package (the chain under per-stage
+identities, the browser test)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from ml.dev.stack import auth
+from tests.conftest import free_port, pipeline_environment
+from tests.e2e.conftest import fresh_databases
+
+
+@pytest.fixture(scope="package")
+def secure_stack(tmp_path_factory) -> Iterator:
+    """`mlpipe stack up` with MLPIPE_SECURE=true on free ports; `down` afterwards."""
+    from ml import settings as settings_module
+    from ml.dev.stack import lifecycle
+
+    env = {
+        "MLPIPE_SECURE": "true",
+        "MLPIPE_STATE_DIR": str(tmp_path_factory.mktemp("secure-stack")),
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+        "DASK_SCHEDULER_ADDRESS": f"tcp://127.0.0.1:{free_port()}",
+        "MLPIPE_AIRFLOW_API_URL": f"http://127.0.0.1:{free_port()}",
+        # The process's own keys: a user with no policy in secure mode (nothing escapes its
+        # stage identity unnoticed); secrets are long enough for the secure checks.
+        "AWS_ACCESS_KEY_ID": "e2e-secure-nobody",
+        "AWS_SECRET_ACCESS_KEY": f"e2e-{uuid.uuid4().hex}",
+        "MLPIPE_AIRFLOW_PARALLELISM": "4",
+        # The DAG files do not change during a test run: no re-parsing every 30 s (CPU).
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+    }
+    with fresh_databases() as databases, pipeline_environment({**env, **databases}):
+        s = settings_module.get_settings()
+        try:
+            lifecycle.up(s, timeout=300)
+            with pipeline_environment(auth.client_env(s)):
+                yield s
+        finally:
+            lifecycle.down(s)
