@@ -166,27 +166,21 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
 def environment(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables the pipeline reads, forget cached settings and S3 clients,
     and put everything back on exit."""
-    saved = {k: os.environ.get(k) for k in values}
+    import s3fs
+
+    from ml import settings
+    from ml.tracking import environ
 
     def forget() -> None:
-        import s3fs
-
-        from ml import settings
-
         settings.reset_settings()
         s3fs.S3FileSystem.clear_instance_cache()
 
-    os.environ.update(values)
-    forget()
     try:
-        yield
+        with environ(values):
+            forget()
+            yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        forget()
+        forget()  # after the old values are back
 
 
 @contextmanager
