@@ -27,6 +27,7 @@ def alias_version(model_name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import (
         INVALID_PARAMETER_VALUE,
+        PERMISSION_DENIED,
         RESOURCE_DOES_NOT_EXIST,
         ErrorCode,
     )
@@ -36,10 +37,12 @@ def alias_version(model_name: str, alias: str) -> str | None:
         return str(mlflow_client.get_model_version_by_alias(model_name, alias).version)
     except MlflowException as exc:
         # The SQL store answers a missing alias with INVALID_PARAMETER_VALUE, a missing model
-        # with RESOURCE_DOES_NOT_EXIST; anything else is no answer.
+        # with RESOURCE_DOES_NOT_EXIST; with basic auth, the alias of a model that does not
+        # exist is PERMISSION_DENIED (no oracle of names). The model itself then decides.
         not_found = {
             ErrorCode.Name(INVALID_PARAMETER_VALUE),
             ErrorCode.Name(RESOURCE_DOES_NOT_EXIST),
+            ErrorCode.Name(PERMISSION_DENIED),
         }
         if exc.error_code not in not_found:
             raise _unavailable(model_name, alias, exc) from exc

@@ -16,7 +16,8 @@ import requests
 from ml import tracking
 from ml.dev.airflow_api import AirflowAPIError, AirflowClient
 from ml.dev.stack import auth, bootstrap, lifecycle, processes
-from ml.settings import Settings
+from ml.model_versions import alias_version
+from ml.settings import Settings, reset_settings
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +83,7 @@ def _attempt(action) -> int:
     return 200
 
 
-def test_each_stage_writes_to_mlflow_only_what_it_must(secure):
+def test_each_stage_writes_to_mlflow_only_what_it_must(secure, monkeypatch):
     """The users `up` makes (infra/mlflow/create_users.py, as compose's mlflow-init): train
     registers, promote moves aliases, everything else reads. The same `up` twice changes
     nothing (a kept state folder starts again)."""
@@ -131,6 +132,16 @@ def test_each_stage_writes_to_mlflow_only_what_it_must(secure):
                 lambda: client.delete_registered_model("flights"),
             ):
                 assert _attempt(refused) == 403, stage
+    # A model nobody registered yet has no champion (not "registry unavailable"), although
+    # basic auth answers the reader's alias read of it with 403; a real model's alias reads.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", secure.mlflow_tracking_uri)
+    reset_settings()
+    try:
+        with as_stage("score"):
+            assert alias_version("never_registered", "champion") is None
+            assert alias_version("flights", "champion") == version
+    finally:
+        reset_settings()  # the environment itself is restored after the test
     with tracking.environ(auth.client_env(secure)):  # the admin sees what stayed
         model = client.get_registered_model("flights")
         assert model.aliases == {"champion": version}
