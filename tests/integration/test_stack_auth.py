@@ -5,8 +5,11 @@ the stack's users (through the same clients the CLI uses)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,8 +19,7 @@ import requests
 from ml import tracking
 from ml.dev.airflow_api import AirflowAPIError, AirflowClient
 from ml.dev.stack import auth, bootstrap, lifecycle, processes
-from ml.model_versions import alias_version
-from ml.settings import Settings, reset_settings
+from ml.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +85,7 @@ def _attempt(action) -> int:
     return 200
 
 
-def test_each_stage_writes_to_mlflow_only_what_it_must(secure, monkeypatch):
+def test_each_stage_writes_to_mlflow_only_what_it_must(secure):
     """The users `up` makes (infra/mlflow/create_users.py, as compose's mlflow-init): train
     registers, promote moves aliases, everything else reads. The same `up` twice changes
     nothing (a kept state folder starts again)."""
@@ -134,14 +136,22 @@ def test_each_stage_writes_to_mlflow_only_what_it_must(secure, monkeypatch):
                 assert _attempt(refused) == 403, stage
     # A model nobody registered yet has no champion (not "registry unavailable"), although
     # basic auth answers the reader's alias read of it with 403; a real model's alias reads.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", secure.mlflow_tracking_uri)
-    reset_settings()
-    try:
-        with as_stage("score"):
-            assert alias_version("never_registered", "champion") is None
-            assert alias_version("flights", "champion") == version
-    finally:
-        reset_settings()  # the environment itself is restored after the test
+    # In a process of its own: the library points MLflow at the server process-wide.
+    code = (
+        "from ml.model_versions import alias_version as a; "
+        "print(a('never_registered', 'champion'), a('flights', 'champion'))"
+    )
+    env = {
+        **os.environ,
+        **auth.mlflow_process_env(secure),  # the reader, as every read-only stage
+        "MLFLOW_TRACKING_URI": secure.mlflow_tracking_uri,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    }
+    read = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert read.returncode == 0, read.stderr[-2000:]
+    assert read.stdout.split() == ["None", version]
     with tracking.environ(auth.client_env(secure)):  # the admin sees what stayed
         model = client.get_registered_model("flights")
         assert model.aliases == {"champion": version}
