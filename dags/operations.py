@@ -26,7 +26,7 @@ from _mlpipe import (
     trained_contracts,
     triggering_user,
 )
-from ml.assets import CHAMPION
+from ml.assets import CHAMPION, champion_event
 from ml.contracts import Contract
 
 QUARANTINE_ACTIONS = ("list", "release", "drop")
@@ -59,12 +59,7 @@ def build_rollback(dataset: str, contract: Contract):
 
             who, reason = triggering_user(dag_run), params.get("reason") or ""
             record = roll_back(model_name, by=who, reason=reason)
-            outlet_events[champion].extra = {
-                "model_name": model_name,
-                "version": record["version"],
-                "action": record["action"],
-                "audit_record": record["audit_record"],
-            }
+            outlet_events[champion].extra = champion_event(model_name, record)
             return {**record, "model_name": model_name}
 
         rollback()

@@ -42,7 +42,7 @@ from _mlpipe import (
     trained_contracts,
     triggering_user,
 )
-from ml.assets import CHALLENGER, CHAMPION
+from ml.assets import CHALLENGER, CHAMPION, champion_event
 from ml.contracts import Contract
 from ml.promotion_rule import KNOWN_METRICS, DecisionRule
 
@@ -200,12 +200,14 @@ def build(dataset: str, contract: Contract):
                 raise AirflowSkipException(
                     f"not promoted: {decision.reason} (audit: {decision.audit_record})"
                 )
-            outlet_events[champion].extra = {
-                "model_name": model_name,
-                "version": decision.version,
-                "action": decision.action,
-                "audit_record": decision.audit_record,
-            }
+            outlet_events[champion].extra = champion_event(
+                model_name,
+                {
+                    "version": decision.version,
+                    "action": decision.action,
+                    "audit_record": decision.audit_record,
+                },
+            )
             return {
                 "version": decision.version,
                 "promoted": decision.promoted,

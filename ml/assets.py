@@ -27,3 +27,14 @@ def zone(zone_name: str, dataset: str) -> AssetName:
 def model_alias(model_name: str, alias: str) -> AssetName:
     """An alias of a registered model, e.g. `mlflow://models/flights_delay/champion`."""
     return AssetName(f"mlflow://models/{model_name}/{alias}", f"{alias}.{model_name}")
+
+
+def champion_event(model_name: str, record: dict) -> dict:
+    """The extra of a `champion` asset event, from the audit record of the move that raised
+    it (a promotion's or a rollback's): what scoring and the console read."""
+    return {
+        "model_name": model_name,
+        "version": record["version"],
+        "action": record["action"],
+        "audit_record": record["audit_record"],
+    }

@@ -206,20 +206,12 @@ def _format_record(r: dict) -> str:
 
 def _champion_event(model_name: str, record: dict) -> str:
     """Tell Airflow that `champion` moved (its consumers, batch scoring, start once)."""
-    from ml.assets import CHAMPION, model_alias  # deferred: fast CLI start
+    from ml.assets import CHAMPION, champion_event, model_alias  # deferred: fast CLI start
     from ml.dev.stack.auth import airflow_client  # deferred: fast CLI start
     from ml.settings import get_settings  # deferred: fast CLI start
 
     uri = model_alias(model_name, CHAMPION).uri
-    airflow_client(get_settings()).create_asset_event(
-        uri,
-        {
-            "model_name": model_name,
-            "version": record["version"],
-            "action": record["action"],
-            "audit_record": record["audit_record"],
-        },
-    )
+    airflow_client(get_settings()).create_asset_event(uri, champion_event(model_name, record))
     return uri
 
 
