@@ -1,23 +1,34 @@
-"""Ingestion: the rows of one partition from a dataset's source into the `raw` zone as a batch;
-input that cannot be read is kept byte for byte in `quarantine` instead."""
+"""Ingestion: the rows of partitions from a dataset's source into the `raw` zone, one committed
+batch per partition; input that cannot be read is kept byte for byte in `quarantine` instead.
+
+Partitions follow the contract's granularity (`ml.partitions`): keys `2013-01-05T13` (hour),
+`2013-01-05` (day), `2013-01` (month) name the layout's partitions `hour=...`, `date=...`,
+`month=...`; a snapshot reference table is one partition, `snapshot`. A source with a `pattern`
+is read one partition at a time; a source with `history` files (`ml.sources.history`) is read
+once per `ingest_partitions` call and split by the partition column.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pyarrow import ArrowException
 
-from ml import commit, contracts, storage
-from ml.errors import BadInputError
+from ml import commit, contracts, partitions, storage
+from ml.errors import MlpipeError, NotFoundError, TransientError
+from ml.partitions import PartitionKeyError
 from ml.settings import Settings, get_settings
-from ml.sources.errors import InputRefused, SourceError, UnreadableInput
+from ml.sources.errors import InputRefused, SourceError, SourceNotFound, UnreadableInput
+from ml.sources.fetch import Fetched
+from ml.sources.history import read_history
 from ml.sources.limits import Limits
-from ml.sources.read import SourceRows, read_input
+from ml.sources.read import SourceRows, read_partition
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +37,7 @@ REASON = "_reason.json"
 _RESERVED_NAMES = {storage.MANIFEST, REASON, "_report.json"}
 
 
-class DateRangeError(BadInputError):
+class DateRangeError(PartitionKeyError):
     """A date range that cannot be ingested (backwards, or too long for one run)."""
 
 
@@ -44,33 +55,77 @@ class IngestResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class PartitionOutcome:
+    """What became of one partition of an `ingest_partitions` call: its batch (`result`), or
+    the error that stopped it: its message, its type's path (`ml.sources.errors.UnreadableInput`)
+    and whether a later try may succeed (`retryable`: the source was not there yet or did not
+    answer; a bad input, a refused one or a wrong configuration reads the same next time)."""
+
+    key: str
+    result: IngestResult | None = None
+    error: str | None = None
+    error_type: str | None = None
+    retryable: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+    @classmethod
+    def failed(cls, key: str, exc: BaseException) -> PartitionOutcome:
+        kind = type(exc)
+        return cls(
+            key=key,
+            error=str(exc),
+            error_type=f"{kind.__module__}.{kind.__qualname__}",
+            retryable=isinstance(exc, TransientError | NotFoundError),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The XCom form: `{"key", "result": {"ref", "rows", "new"} | None, "error",
+        "error_type", "retryable"}`."""
+        return {
+            "key": self.key,
+            "result": self.result.to_dict() if self.result else None,
+            "error": self.error,
+            "error_type": self.error_type,
+            "retryable": self.retryable,
+        }
+
+
 def partition_name(day: date) -> str:
-    return f"date={day.isoformat()}"
+    """The name of a day partition (`date=2013-01-05`); any granularity: `ml.partitions.name`."""
+    return partitions.name(day, partitions.DAY)
 
 
 def days_between(date_from: str, date_to: str | None = None, max_days: int = 366) -> list[str]:
     """Every day from `date_from` to `date_to` inclusive, as ISO dates."""
-    first = date.fromisoformat(date_from)
-    last = date.fromisoformat(date_to) if date_to else first
-    if last < first:
-        raise DateRangeError(f"date range: date_to {last} is before date_from {first}")
-    span = (last - first).days + 1
-    if span > max_days:
-        raise DateRangeError(
-            f"date range {first}..{last} spans {span} days; at most {max_days} per run"
-        )
-    return [(first + timedelta(days=i)).isoformat() for i in range(span)]
+    return _keys_between(date_from, date_to, partitions.DAY, max_days)
+
+
+def _keys_between(date_from: str, date_to: str | None, granularity: str, max_days: int = 366):
+    try:
+        return partitions.keys_between(date_from, date_to, granularity, max_days)
+    except PartitionKeyError as exc:
+        raise DateRangeError(str(exc)) from None
 
 
 def plan_partitions(dataset: str, date_from: str, date_to: str | None = None) -> list[str]:
-    """The days an ingest run reads: every day of the range, or for a snapshot reference table
+    """The partition keys an ingest run reads for the days `date_from`..`date_to`, by the
+    contract's granularity: every hour of those days (`2013-01-05T13`), every day
+    (`2013-01-05`), every month touched (`2013-01`); for a snapshot reference table
     (`partition: {granularity: snapshot}`) one day, the last, whose whole table is taken."""
-    days = days_between(date_from, date_to)
-    return days[-1:] if contracts.load_contract(dataset).is_snapshot else days
+    granularity = _granularity(contracts.load_contract(dataset))
+    if granularity == partitions.SNAPSHOT:
+        return days_between(date_from, date_to)[-1:]
+    return _keys_between(date_from, date_to, granularity)
 
 
-def ingest_partition(dataset: str, day: date | str) -> IngestResult:
-    """Ingest `day` of `dataset` into `raw`; return the batch reference and row count.
+def ingest_partition(dataset: str, key: date | str) -> IngestResult:
+    """Ingest the partition `key` of `dataset` into `raw`; return the batch reference and row
+    count. `key`: the partition key of the contract's granularity (a day contract also takes a
+    `date`; a snapshot takes the day whose file is read).
 
     Idempotent: when the newest committed batch of the partition already holds the same
     content, it is returned and nothing is written. Changed content becomes a new batch whose
@@ -78,23 +133,127 @@ def ingest_partition(dataset: str, day: date | str) -> IngestResult:
 
     Raw is raw: the bytes the rows were parsed from are kept as delivered, once per content, at
     `s3://raw/_sources/sha256/<hex>` (`storage.put_content_addressed`); the manifest names them
-    (`extra.source_bytes`: url, sha256, bytes, name; the final URL after redirects is
-    `source`, the one asked for `extra.requested_url`). Every column is kept as delivered;
-    validation applies the contract's `extra_columns` policy.
+    (`extra.source_bytes`: url, sha256, bytes, name; rows from several history files: all of
+    them in `extra.source_files`; the final URL after redirects is `source`, the one asked for
+    `extra.requested_url`). Every column is kept as delivered; validation applies the
+    contract's `extra_columns` policy.
 
     Input that cannot be read (or stored) is kept byte for byte in `quarantine` (see
     `quarantine_unreadable`) and `UnreadableInput` is raised naming the source, the rule
     broken and the quarantine path; nothing reaches `raw`. Input refused before it was taken
-    (over the bounds, or from a forbidden address) raises `InputRefused`; a day with nothing
-    delivered raises `SourceNotFound`; neither quarantines anything (`ml.sources.errors`).
+    (over the bounds, or from a forbidden address) raises `InputRefused`; a partition with
+    nothing delivered raises `SourceNotFound`; neither quarantines anything
+    (`ml.sources.errors`).
 
     A snapshot reference table (planes, airports) is read whole into the partition `snapshot`;
-    `day` only fills in a file source's date pattern.
+    `key` only fills in a file source's date pattern.
     """
-    day = date.fromisoformat(day) if isinstance(day, str) else day
     contract = contracts.load_contract(dataset)
-    partition = contracts.SNAPSHOT if contract.is_snapshot else partition_name(day)
-    got, digest = _read(contract, partition, day)
+    key = _key(contract, key)
+    history = _history(contract, [key]) if contract.source.get("history") else None
+    return _ingest_one(contract, key, history)
+
+
+def ingest_partitions(dataset: str, keys: list[str]) -> list[PartitionOutcome]:
+    """Ingest several partitions in one call (one chunk of an ingest run): one outcome per key,
+    in order. Each partition becomes its own committed batch, as `ingest_partition` makes it
+    (same idempotency, manifest and quarantine); history files are read once for all of them.
+
+    A partition that fails with an mlpipe error (`ml.errors` kinds: `ml.sources.errors`,
+    `DateRangeError`, a bad key) is recorded in its outcome and the others go on; any other
+    exception (a bug, storage that broke mid-write) is raised: nothing is committed half-way, and
+    a retry of the call is safe (committed partitions are found unchanged).
+    """
+    contract = contracts.load_contract(dataset)
+    checked = [_checked_key(contract, raw) for raw in keys]
+    good = [key for key in checked if isinstance(key, str)]
+    history = _history(contract, good) if contract.source.get("history") else None
+    outcomes = []
+    for raw, key in zip(keys, checked, strict=True):
+        try:
+            if not isinstance(key, str):
+                raise key
+            outcomes.append(PartitionOutcome(key, result=_ingest_one(contract, key, history)))
+        except MlpipeError as exc:
+            log.warning("%s %s not ingested: %s", dataset, raw, exc)
+            outcomes.append(PartitionOutcome.failed(str(raw), exc))
+    return outcomes
+
+
+def _checked_key(contract: contracts.Contract, key: date | str) -> str | MlpipeError:
+    try:
+        return _key(contract, key)
+    except MlpipeError as exc:
+        return exc
+
+
+def _granularity(contract: contracts.Contract) -> str:
+    return partitions.granularity_of(contract.partition)
+
+
+def _key(contract: contracts.Contract, key: date | str) -> str:
+    """The canonical key; a snapshot's: the ISO day whose file is read."""
+    granularity = _granularity(contract)
+    if granularity == partitions.SNAPSHOT:
+        return partitions.normalize_key(key, partitions.DAY)
+    return partitions.normalize_key(key, granularity)
+
+
+def _partition(contract: contracts.Contract, key: str) -> str:
+    return partitions.name(key, _granularity(contract))
+
+
+# What a history source delivered to one call: the rows of each key found, or the error that
+# stopped the read (raised for every key).
+_History = dict[str, SourceRows] | MlpipeError
+
+
+def _history(contract: contracts.Contract, keys: list[str]) -> _History:
+    """The history files read once and split into the rows of `keys`; an unreadable file kept
+    in quarantine (under the first key's partition), once."""
+    if not keys:
+        return {}
+    partition = _partition(contract, keys[0])
+    try:
+        return _guarded(
+            contract,
+            partition,
+            lambda: read_history(
+                contract.source,
+                str(contract.partition.get("column")),
+                _granularity(contract),
+                keys,
+                contract.columns,
+                na_values=contract.na_values,
+                limits=Limits.of(contract.limits),
+            ),
+        )
+    except MlpipeError as exc:
+        return exc
+
+
+def _ingest_one(contract: contracts.Contract, key: str, history: _History | None) -> IngestResult:
+    partition = _partition(contract, key)
+    if history is None:
+        got = _guarded(contract, partition, lambda: _read(contract, key))
+    elif isinstance(history, MlpipeError):
+        raise history
+    elif key not in history:
+        raise SourceNotFound(
+            f"{contract.dataset} {partition}: no row of the history files "
+            f"{contract.source.get('history')!r} falls in it (nothing delivered yet)"
+        )
+    else:
+        got = history[key]
+    digest = _guarded(contract, partition, lambda: _storable_hash(got))
+    return _commit(contract, partition, got, digest)
+
+
+def _commit(
+    contract: contracts.Contract, partition: str, got: SourceRows, digest: str
+) -> IngestResult:
+    """The rows as the partition's new batch, unless its newest batch holds the same content."""
+    dataset = contract.dataset
     existing = storage.list_batches("raw", dataset, partition)
     if existing and existing[-1].content_hash == digest:
         log.info(
@@ -125,27 +284,35 @@ def ingest_partition(dataset: str, day: date | str) -> IngestResult:
     return IngestResult(ref=manifest.ref, rows=manifest.rows, new=True)
 
 
-def _read(contract: contracts.Contract, partition: str, day: date) -> tuple[SourceRows, str]:
-    """The day's rows and their content hash; unreadable input quarantined (raised as
-    `UnreadableInput` naming where), refused input raised as `InputRefused`."""
-    dataset = contract.dataset
+def _read(contract: contracts.Contract, key: str) -> SourceRows:
+    """The partition's rows from a pattern source; none is `SourceError`."""
+    got = read_partition(
+        contract.source,
+        key,
+        _granularity(contract),
+        contract.columns,
+        na_values=contract.na_values,
+        limits=Limits.of(contract.limits),
+    )
+    if got.df.empty:
+        raise SourceError(f"{got.location}: no rows for {contract.dataset} {key}")
+    return got
+
+
+def _guarded(contract: contracts.Contract, partition: str, read: Callable[[], Any]) -> Any:
+    """`read()`, with unreadable input quarantined (raised as `UnreadableInput` naming where)
+    and refused input raised as `InputRefused` naming the partition."""
     try:
-        got = read_input(
-            contract.source,
-            day,
-            contract.columns,
-            whole_table=contract.is_snapshot,
-            na_values=contract.na_values,
-            limits=Limits.of(contract.limits),
-        )
-        if got.df.empty:
-            raise SourceError(f"{got.location}: no rows for {dataset} on {day.isoformat()}")
-        return got, _storable_hash(got)
+        return read()
     except UnreadableInput as exc:
-        raise _quarantined(dataset, partition, exc, contract.hash) from None
+        if exc.quarantine_ref:
+            raise
+        raise _quarantined(contract.dataset, partition, exc, contract.hash) from None
     except InputRefused as exc:
         raise InputRefused(
-            f"{dataset} {partition}: {exc}; nothing was ingested", source=exc.source, rule=exc.rule
+            f"{contract.dataset} {partition}: {exc}; nothing was ingested",
+            source=exc.source,
+            rule=exc.rule,
         ) from None
 
 
@@ -205,7 +372,14 @@ def _source_extra(got: SourceRows) -> dict[str, Any]:
     }
     if fetched.requested:
         extra["requested_url"] = fetched.requested
+    if got.more:
+        extra["source_files"] = [_kept(f) for f in (fetched, *got.more)]
     return extra
+
+
+def _kept(fetched: Fetched) -> dict[str, Any]:
+    url = storage.put_content_addressed("raw", fetched.data)
+    return {"url": url, "sha256": fetched.sha256, "bytes": len(fetched.data), "name": fetched.name}
 
 
 def safe_file_name(name: str) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ml import commit, contracts, drift, storage, tracking
+from ml import partitions as partition_names
 from ml.cluster import dask_client
 from ml.errors import BadInputError
 from ml.features import sets
@@ -153,6 +154,13 @@ def pending_partitions(
     return pending[-limit:] if limit else pending
 
 
+def partition_of_key(dataset: str, key: str) -> str:
+    """The name of the dataset's partition `key` by its contract's granularity (`2013-01-05` ->
+    `date=2013-01-05`); a partition name is taken as it is."""
+    granularity = partition_names.granularity_of(contracts.load_contract(dataset).partition)
+    return partition_names.name(key, granularity)
+
+
 def newest_partition(dataset: str) -> str:
     batches = storage.latest_batches("validated", dataset)
     if not batches:
@@ -233,8 +241,9 @@ def score(
     model_name: str | None = None,
     drift_threshold: float = DRIFT_THRESHOLD,
 ) -> ScoredPartition:
-    """Score one day (`YYYY-MM-DD`, default the newest validated day) with one version."""
-    partition = f"date={day}" if day else newest_partition(dataset)
+    """Score one partition with one version: `day` is its key (`2013-01-05`; an hour or month
+    contract's `2013-01-05T13`, `2013-01`; `ml.partitions`), default the newest validated one."""
+    partition = partition_of_key(dataset, day) if day else newest_partition(dataset)
     scored = score_partitions(
         dataset,
         [partition],
@@ -257,8 +266,9 @@ def score_partitions(
     model_name: str | None = None,
     drift_threshold: float = DRIFT_THRESHOLD,
 ) -> list[ScoredPartition]:
-    """Score partitions (`date=YYYY-MM-DD`) with one version: the given one, or the champion
-    resolved once here. One Dask session; each partition is committed by its own manifest."""
+    """Score partitions (names: `date=YYYY-MM-DD`, `hour=...`, `month=...`) with one version:
+    the given one, or the champion resolved once here. One Dask session; each partition is
+    committed by its own manifest."""
     if not 0 <= threshold <= 1:
         raise BadInputError(f"threshold must be a probability in 0..1, got {threshold}")
     contract = contracts.load_contract(dataset)
@@ -443,7 +453,7 @@ def plan_run(
         log.info("no %s champion yet: the daily run has nothing to score", model_name)
         return ScoringPlan(model_name, None)
     if score_date:
-        partitions = [f"date={score_date}"]
+        partitions = [partition_of_key(dataset, score_date)]
     elif alias_moved:
         partitions = [newest_partition(dataset)]
     else:

