@@ -14,7 +14,8 @@ probability, label, model version) are checked against their contract and commit
 `predictions/<dataset>/date=<day>/model-<version>/` (each attempt under its own folder, made
 visible by the manifest). Re-scoring a day with the same version replaces it by switching the
 manifest; a failed re-run leaves the earlier predictions in place. Each scored day gets a drift report (PSI per feature against the model's training
-data, JSON and SVG chart in `reports`); with **Retrain on drift**, drift over the threshold
+data, JSON and SVG chart in `reports`); with **Retrain on drift** (on by default when the
+contract says `model.retrain: {every: on_drift}`), drift over the threshold
 starts `preprocess_<dataset>` (new features, then training and promotion). A run not done
 an hour after it was queued (`MLPIPE_SCORING_DEADLINE_S`) raises a deadline alert.
 """
@@ -34,7 +35,7 @@ from ml.settings import get_settings
 
 
 # long: DAG builder (the DAG, its Params and its tasks declared in one place)
-def build(dataset: str, model_name: str, owner: str | None = None):
+def build(dataset: str, model_name: str, owner: str | None = None, retrain_on_drift: bool = False):
     champion = alias_asset(model_name, CHAMPION)
     predictions = zone_asset("predictions", dataset)
 
@@ -88,7 +89,7 @@ def build(dataset: str, model_name: str, owner: str | None = None):
                 section="Drift",
             ),
             "retrain_on_drift": Param(
-                False,
+                retrain_on_drift,  # on by default for `model.retrain: {every: on_drift}`
                 type="boolean",
                 title="Retrain on drift (starts preprocess_<dataset>)",
                 section="Drift",
@@ -153,4 +154,4 @@ def build(dataset: str, model_name: str, owner: str | None = None):
 
 
 for _dataset, _contract in trained_contracts():
-    build(_dataset, _contract.model_name, _contract.owner)
+    build(_dataset, _contract.model_name, _contract.owner, _contract.retrain.retrain_on_drift)

@@ -11,31 +11,62 @@ target (rows without a target value, i.e. cancelled flights, are dropped), split
 (train before validation before test), fits the transform on the train split only and writes
 the splits as zstd parquet plus the transform and a manifest listing every part to the
 `features` zone. The feature version hashes the input batch ids, the contract, the feature code
-version and the params: a feature set that exists already is reused (the task log says so).
+version and the params: a feature set that exists already is reused (the task log says so), and
+then `publish` is skipped: no asset event, so no training starts on features it trained on before.
+
+When it runs follows the contract's retraining policy (`model.retrain`, `ml.retrain_policy`):
+`every: <N>d | <N>h` runs on that clock (a new validated batch starts nothing; a tick with no new
+validated data reuses the feature set, so nothing retrains), `each_batch` (the default) on new
+validated batches as above, `on_drift` only when scoring's drift check (or a person) starts it.
+`window: <N>d` builds over the last N validated days, ending at the newest validated day (the
+run's **Training window** Params win over it).
 """
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import CronTriggerTimetable, DeltaTriggerTimetable, Param, dag, task
 
 from _mlpipe import as_stage, contracts, dag_args, task_args, zone_asset
+from ml.contracts import load_contract
 
 # Light at parse time: numpy and pandas load only when a transform runs.
 from ml.features.transform import DEFAULT_MIN_FREQUENCY
+from ml.retrain_policy import RetrainPolicy
 
 
-def build(dataset: str, joins: list[str], owner: str | None = None):
-    inputs = [zone_asset("validated", name) for name in [dataset, *joins]]
-    features = zone_asset("features", dataset)
+def schedule_of(policy: RetrainPolicy, inputs: list):
+    """The schedule of `preprocess_<dataset>` under its retraining policy: the validated assets
+    (each_batch), a clock (a cron when one states the cadence exactly, else a fixed delta), or
+    none (on_drift: scoring's drift check triggers it)."""
+    if policy.mode == "on_drift":
+        return None
+    if policy.mode == "interval":
+        cron = policy.cron()
+        return (
+            CronTriggerTimetable(cron, timezone="UTC")
+            if cron
+            else DeltaTriggerTimetable(policy.every)
+        )
     schedule = inputs[0]
     for asset in inputs[1:]:
         schedule = schedule & asset
+    return schedule
+
+
+# long: DAG builder (Params, tasks and their wiring)
+def build(
+    dataset: str, joins: list[str], owner: str | None = None, policy: RetrainPolicy | None = None
+):
+    policy = policy or load_contract(dataset).retrain
+    inputs = [zone_asset("validated", name) for name in [dataset, *joins]]
+    features = zone_asset("features", dataset)
+    window = f"the last {policy.window.days} validated days" if policy.window else None
 
     @dag(
         dag_id=f"preprocess_{dataset}",
-        schedule=schedule,
+        schedule=schedule_of(policy, inputs),
         **dag_args("preprocess", dataset, owner),
-        doc_md=__doc__,
+        doc_md=f"{__doc__}\n**This dataset** {policy.describe()}.",
         tags=["preprocess", dataset],
         params={
             "date_from": Param(
@@ -43,7 +74,9 @@ def build(dataset: str, joins: list[str], owner: str | None = None):
                 type=["null", "string"],
                 format="date",
                 title="Training window: first day",
-                description="Empty: from the first validated day.",
+                description=f"Empty: the first day of {window}."
+                if window
+                else "Empty: from the first validated day.",
                 section="Window of validated days",
             ),
             "date_to": Param(
@@ -65,26 +98,51 @@ def build(dataset: str, joins: list[str], owner: str | None = None):
         },
     )
     def preprocess_dag():
-        @task(**task_args("features"), outlets=[features])
+        @task(**task_args("features"))
         @as_stage("preprocess")
-        def build_features(params=None, outlet_events=None) -> dict:
+        def build_features(params=None, dag_run=None) -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from ml import storage
+            from ml.errors import NotFoundError
             from ml.features.build import build_features
 
-            result = build_features(
-                dataset, params["date_from"], params["date_to"], params["min_frequency"]
-            )
-            outlet_events[features].extra = {
-                "feature_set": result.ref,
-                "feature_version": result.feature_version,
-            }
+            date_from, date_to = params["date_from"], params["date_to"]
+            try:
+                if policy.window and not date_from:  # the window ends at the newest validated day
+                    validated = storage.latest_batches("validated", dataset)
+                    date_from, date_to = policy.window_dates(validated, date_from, date_to)
+                result = build_features(dataset, date_from, date_to, params["min_frequency"])
+            except NotFoundError as exc:
+                if policy.mode == "interval" and getattr(dag_run, "run_type", "") == "scheduled":
+                    raise AirflowSkipException(f"nothing validated to build on yet: {exc}") from exc
+                raise
             return {
                 "ref": result.ref,
                 "feature_version": result.feature_version,
                 "rows": result.rows,
                 "reused": result.reused,
+                "date_from": date_from,
+                "date_to": date_to,
             }
 
-        build_features()
+        @task(**task_args("publish"), outlets=[features])
+        def publish(built: dict, outlet_events=None) -> None:
+            """Announce a new feature set (starts train_<dataset>); a reused one starts nothing."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            if built["reused"]:
+                raise AirflowSkipException(
+                    f"feature set {built['feature_version']} was reused (no new validated data "
+                    f"since it was built): no new training. To train on it again, trigger "
+                    f"train_{dataset}."
+                )
+            outlet_events[features].extra = {
+                "feature_set": built["ref"],
+                "feature_version": built["feature_version"],
+            }
+
+        publish(build_features())
 
     return preprocess_dag()
 
@@ -92,4 +150,4 @@ def build(dataset: str, joins: list[str], owner: str | None = None):
 for _dataset, _contract in contracts():
     if _contract.features:
         joins = [r["dataset"] for r in _contract.features.get("joins", [])]
-        build(_dataset, joins, _contract.owner)
+        build(_dataset, joins, _contract.owner, _contract.retrain)

@@ -7,6 +7,7 @@ from itertools import pairwise
 from typing import Any
 
 from ml.contract_yaml import Checker, KeyPath, is_number, show
+from ml.retrain_policy import check_retrain
 
 TRAINING_KEYS = {"features", "target", "split", "model"}  # what preprocessing and training read
 FEATURE_KEYS = {
@@ -48,7 +49,7 @@ KIND_METRICS = {
 }
 NUMERIC_TYPES = {"int", "float"}
 SPLIT_KEYS = {"by", "fractions", "description"}
-MODEL_KEYS = {"name", "metric", "margin", "description", "approval"}
+MODEL_KEYS = {"name", "metric", "margin", "description", "approval", "retrain"}
 # `model.approval`: `required` puts a person's approval (Airflow's human-in-the-loop) between
 # the decision and the alias move; `none` (the default) moves on the decision alone.
 APPROVALS = ("none", "required")
@@ -265,6 +266,7 @@ def _model(check: Checker, raw: dict) -> None:
         check.fail(
             ("model", "approval"), f"must be one of {list(APPROVALS)}, got {spec['approval']!r}"
         )
+    check_retrain(check, spec.get("retrain"))
 
 
 # --- features.derived and features.lags: the vocabulary ----------------------------------------

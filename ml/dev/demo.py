@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ml import contracts, storage, tracking
+from ml import contracts, partitions, storage, tracking
 from ml.alerts import airflow_url
 from ml.dev.airflow_api import AirflowClient
 from ml.dev.stack import auth, lifecycle
 from ml.features import joins
-from ml.ingest import days_between
 from ml.model_versions import CHALLENGER, CHAMPION, alias_version
 from ml.settings import Settings, get_settings
 
@@ -143,8 +142,18 @@ def run_chain(
             runs[ids[stage]] = client.wait_for_new_run(ids[stage], since, left())
         if runs[ids[stage]]["state"] != "success":
             return runs
+        if stage == "preprocess" and _features_reused(client, ids[stage], runs[ids[stage]]):
+            log.info("%s: the feature set exists already: no new training", ids[stage])
+            return runs
     runs[ids["batch_score"]] = _scoring(client, ids, runs[ids["promote"]], since, left())
     return runs
+
+
+def _features_reused(client: AirflowClient, dag_id: str, run: dict) -> bool:
+    """The preprocess run found its feature set made already: its `publish` task was skipped,
+    so no training starts (`model.retrain`, ml.retrain_policy)."""
+    tis = client.task_instances(dag_id, run["dag_run_id"])
+    return any(t["task_id"] == "publish" and t["state"] == "skipped" for t in tis)
 
 
 def _scoring(
@@ -196,7 +205,11 @@ def summarize(
 ) -> DemoSummary:
     """What the runs produced, read back from object storage and the MLflow registry."""
     contract = contracts.load_contract(dataset)
-    in_range = {f"date={d}" for d in days_between(date_from, date_to)}
+    granularity = partitions.granularity_of(contract.partition)
+    in_range = {
+        partitions.name(k, granularity)
+        for k in partitions.keys_between(date_from, date_to, granularity)
+    }
 
     def rows(zone: str, name: str) -> int:
         return sum(
