@@ -26,6 +26,23 @@ DAG_DEFAULTS: dict[str, Any] = {
 }
 
 
+def schedule_bounds(schedule) -> tuple[Any, Any]:
+    """The first and last ticks of a contract's `schedule` (`ml.contract_schedule.Schedule`):
+    the ticks whose partitions are `start` and `end` (None: no end), as the DAG's `start_date`
+    and `end_date`. A tick ingests the partition `partition_lag` ticks before it."""
+    from croniter import croniter
+
+    def tick_of(day):
+        midnight = pendulum.datetime(day.year, day.month, day.day, tz=schedule.timezone)
+        ticks = croniter(schedule.cron, midnight.subtract(seconds=1))
+        tick = ticks.get_next(pendulum.DateTime)
+        for _ in range(schedule.partition_lag):
+            tick = ticks.get_next(pendulum.DateTime)
+        return pendulum.instance(tick)
+
+    return tick_of(schedule.start), tick_of(schedule.end) if schedule.end else None
+
+
 def zone_asset(zone: str, dataset: str) -> Asset:
     uri, name = assets.zone(zone, dataset)
     return Asset(uri=uri, name=name)

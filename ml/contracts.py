@@ -13,8 +13,11 @@ dataset: flights                  # required
 owner: team@example.org           # required
 description: ...
 source: {kind: nycflights13, ...} # a mapping with `kind`; its other keys: ml.sources.section
-partition: {column: date, granularity: day}   # granularity: hour | day | month
+  # (pattern: "{date}.csv", one file a partition; or history: "history/*.csv", files of many)
+partition: {column: date, granularity: day}   # hour | day | month: partitions hour=YYYY-MM-DDTHH,
+  # date=YYYY-MM-DD, month=YYYY-MM (ml.partitions; a history file is split by `column`)
   # or {granularity: snapshot}: a reference table ingested whole, one batch per snapshot
+schedule: {cron: "0 3 * * *", start: 2024-01-01, partition_lag: 1, wait: 6h}  # ml.contract_schedule
 columns:                          # required; a column is a type name or a mapping
   dep_delay: {type: float, nullable: true, min: -120, max: 1500}
   # type: int | float | string | timestamp | bool; nullable (default true); min / max
@@ -51,7 +54,7 @@ target: {name, kind, source_column, missing: drop, ...}   # ml.features.target s
   # bins: [edges] of a numeric column, or other: true; min_class_fraction) | regression
   # (transform: log1p); `task: binary_classification` is accepted for `kind: binary`
 split: {by, fractions: {train, validation, test}}
-model: {name, metric, margin}
+model: {name, metric, margin, approval, retrain: {every, window}}  # retrain: ml.retrain_policy
 ```
 """
 
@@ -59,16 +62,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ml.contract_schedule import Schedule, check_schedule
 from ml.contract_training import TRAINING_KEYS, check_training_sections
 from ml.contract_yaml import Checker, KeyPath, is_number, read_document, show
 from ml.errors import ContractError  # noqa: F401  (the error of this module: ml.contracts.ContractError)
+from ml.retrain_policy import RetrainPolicy, policy_of
 
-CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "data_contracts"
+# `MLPIPE_CONTRACTS_DIR` points a deployment (or a test's stack) at its own contracts folder.
+CONTRACTS_DIR = Path(
+    os.environ.get("MLPIPE_CONTRACTS_DIR") or Path(__file__).resolve().parents[1] / "data_contracts"
+)
 
 COLUMN_TYPES = {"int", "float", "string", "timestamp", "bool"}
 COLUMN_KEYS = {"type", "nullable", "min", "max", "allowed", "regex", "unique", "description"}
@@ -82,7 +91,8 @@ DATA_KEYS = {
     "extra_columns",
     "na_values",
     "limits",
-}  # what validation reads
+    "schedule",
+}  # what ingestion and validation read
 TOP_KEYS = REQUIRED_KEYS | DATA_KEYS | TRAINING_KEYS | {"description"}
 PARTITION_KEYS = {"column", "granularity"}
 GRANULARITIES = {"hour", "day", "month", "snapshot"}
@@ -144,6 +154,7 @@ class Contract:
     extra_columns: str = "reject"  # reject | drop | keep: what happens to undeclared columns
     na_values: tuple[str, ...] = ()  # text read as missing in file sources (besides empty CSV)
     limits: dict[str, int] = field(default_factory=dict)  # max_bytes, max_rows, max_decoded_bytes
+    schedule: Schedule | None = None  # `schedule`: ingest runs by itself, one partition a tick
 
     @property
     def column_names(self) -> list[str]:
@@ -196,6 +207,11 @@ class Contract:
         """`model.approval: required`: a person approves each promotion in Airflow."""
         return self.model.get("approval") == "required"
 
+    @property
+    def retrain(self) -> RetrainPolicy:
+        """`model.retrain`: when preprocess (then training) runs, over which window."""
+        return policy_of(self.model.get("retrain"))
+
     def timestamp_columns(self) -> list[str]:
         return [c.name for c in self.columns if c.type == "timestamp"]
 
@@ -243,6 +259,7 @@ def load_contract(name_or_path: str | Path) -> Contract:
         extra_columns=extra_columns,
         na_values=na_values,
         limits=limits,
+        schedule=check_schedule(check, raw.get("schedule")),
     )
 
 

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     # A scoring run not done this long after it was queued raises a deadline alert (the daily
     # 06:00 run: predictions by 07:00).
     scoring_deadline_s: int = 3600
+    # How often a scheduled ingest run looks again for its partition's data while it waits
+    # (the contract's `schedule.wait`); between looks it holds no worker slot.
+    arrival_poke_s: int = 300
+    # At most this many partitions per ingest or validate task (None: a chunk is a month of
+    # days, a day of hours, a year of months; 1: one task per partition).
+    chunk_max_partitions: int | None = None
 
     # Torch threads per training process (the cores are shared with Dask and Airflow).
     torch_threads: int = 2
@@ -240,6 +246,9 @@ class Settings(BaseSettings):
         if self.feature_hooks:
             env["MLPIPE_FEATURE_HOOKS"] = self.feature_hooks
         env["MLPIPE_SCORING_DEADLINE_S"] = str(self.scoring_deadline_s)
+        env["MLPIPE_ARRIVAL_POKE_S"] = str(self.arrival_poke_s)
+        if self.chunk_max_partitions:
+            env["MLPIPE_CHUNK_MAX_PARTITIONS"] = str(self.chunk_max_partitions)
         # MLflow logs through the task's own logging, not a stderr handler of its own (Airflow
         # shows a task's stderr as ERROR lines), and draws no progress bars.
         env["MLFLOW_CONFIGURE_LOGGING"] = "false"

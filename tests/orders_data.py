@@ -56,19 +56,19 @@ def _hour_profile() -> np.ndarray:
     return weights / weights.sum()
 
 
-def orders_csv(day: date, bad_amounts: int = 0) -> bytes:
+def orders_csv(day: date, bad_amounts: int = 0, mean_orders: int = 120) -> bytes:
     """The day's file as the shop's export writes it (ISO times with `Z`, blank = missing);
     `bad_amounts` rows (the first ones) get a negative amount, which the contract forbids."""
-    df = orders_day(day)
+    df = orders_day(day, mean_orders)
     df.loc[: bad_amounts - 1, "amount"] = -5.0
     df["created_at"] = df["created_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return df.to_csv(index=False).encode()
 
 
-def drop_orders(drop_dir: Path, day: date, bad_amounts: int = 0) -> Path:
+def drop_orders(drop_dir: Path, day: date, bad_amounts: int = 0, mean_orders: int = 120) -> Path:
     """Write the day's file where the contract's source looks for it; return its path."""
     folder = Path(drop_dir) / "orders"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{day.isoformat()}.csv"
-    path.write_bytes(orders_csv(day, bad_amounts))
+    path.write_bytes(orders_csv(day, bad_amounts, mean_orders))
     return path

@@ -16,7 +16,7 @@ import numpy as np
 from ml import commit, storage
 from ml.cluster import dask_client
 from ml.contracts import Contract
-from ml.errors import BadInputError
+from ml.errors import BadInputError, MlpipeError, TransientError
 from ml.settings import Settings, get_settings
 from ml.validation.checks import row_failures
 from ml.validation.execute import validate_dask
@@ -32,6 +32,7 @@ from ml.validation.policy import (
 )
 from ml.validation.report import ValidationReport, report_key
 from ml.validation.rules import FAILED_RULES, as_contract, kinds_of, undeclared
+from ml.validation.small import SMALL_ROWS, signature, validate_frames
 from ml.validation.suite import validate_frame
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ def validate_batch(
     *,
     settings: Settings | None = None,
     use_dask: bool | None = None,
+    report: ValidationReport | None = None,
 ) -> ValidationOutcome:
     """Validate a committed raw batch and act on the contract's failure policy.
 
@@ -64,6 +66,7 @@ def validate_batch(
 
     Idempotent: a batch already validated under the same contract hash is not validated again
     (`earlier_outcome`), and a batch a person released stays released whatever the contract.
+    `report`: the batch's report when it was computed already (`validate_batches`).
     """
     s = settings or get_settings()
     manifest = _raw_manifest(ref, s)
@@ -77,7 +80,8 @@ def validate_batch(
     earlier = earlier_outcome(manifest, contract, s)
     if earlier is not None:
         return earlier
-    report = _validate(manifest, contract, use_dask, s)
+    if report is None or report.batch_ref != manifest.ref:
+        report = _validate(manifest, contract, use_dask, s)
     report_url, html_url = _write_report(report, manifest, s)
     batch = _Batch(manifest, contract, salt, report, report_url, html_url, s)
 
@@ -90,6 +94,66 @@ def validate_batch(
     if decision.status == ROWS_QUARANTINED:
         return _split_rows(batch, decision, failures or [])
     return _quarantine_batch(batch, decision)
+
+
+def validate_batches(
+    refs: list[str], contract: Contract | str, *, settings: Settings | None = None
+) -> list[dict[str, Any]]:
+    """Validate several raw batches in one task (a chunk of a history load), each on its own as
+    `validate_batch` does: one that breaks its contract is quarantined by its policy and the
+    others go on. Returns one `{"ref", "validated" | "held" | "error"}` per batch.
+
+    A batch that could not be validated for a reason a retry may cure (S3, a lost Dask worker,
+    anything unknown) is raised once the chunk is through: Airflow retries the chunk, and the
+    batches already validated are no-ops then (`earlier_outcome`). Lasting errors (bad input,
+    configuration) are returned; the run's verdict names them."""
+    contract = as_contract(contract)
+    s = settings or get_settings()
+    reports = _reports_together(refs, contract, s)
+    results: list[dict[str, Any]] = []
+    retry: Exception | None = None
+    for ref in refs:
+        try:
+            outcome = validate_batch(ref, contract, settings=s, report=reports.get(ref))
+            results.append({"ref": ref, "validated": outcome.manifest.ref})
+        except ContractViolation as exc:
+            results.append({"ref": ref, "held": str(exc)[:500]})
+        except MlpipeError as exc:
+            log.error("%s: %s: %s", ref, type(exc).__name__, exc)
+            results.append({"ref": ref, "error": f"{type(exc).__name__}: {exc}"[:500]})
+            if isinstance(exc, TransientError):
+                retry = retry or exc
+        except Exception as exc:
+            log.exception("%s could not be validated", ref)
+            results.append({"ref": ref, "error": f"{type(exc).__name__}: {exc}"[:500]})
+            retry = retry or exc
+    if retry is not None:
+        raise retry
+    return results
+
+
+def _reports_together(refs: list[str], contract: Contract, s: Settings) -> dict[str, Any]:
+    """The reports of the small batches among `refs`, computed by one GX run per group of
+    batches with the same columns and dtypes (`ml.validation.small`); what could not be read
+    here is validated one by one. A batch validated before keeps its earlier outcome
+    (`validate_batch` checks; its report here is not used)."""
+    frames: dict[tuple, list[tuple[str, pd.DataFrame]]] = {}
+    for ref in refs:
+        try:
+            manifest = _raw_manifest(ref, s)
+            if manifest.rows > SMALL_ROWS:
+                continue
+            df = storage.read_batch(manifest, s)
+        except Exception:
+            log.debug("%s: not validated with the others", ref, exc_info=True)
+            continue
+        frames.setdefault(signature(df), []).append((manifest.ref, df))
+    reports = {}
+    for group in frames.values():
+        if len(group) > 1:
+            done = validate_frames([df for _, df in group], contract, [r for r, _ in group])
+            reports.update({r.batch_ref: r for r in done})
+    return reports
 
 
 def earlier_outcome(

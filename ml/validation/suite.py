@@ -205,6 +205,7 @@ def _dtype_expectation_class(gxe) -> type:
 # --- validating -----------------------------------------------------------------------------
 
 
+BY_COLUMN_MIN_ROWS = 20_000  # frames this large are validated column by column (run_gx)
 RESULT_FORMAT = {
     "result_format": "SUMMARY",
     "partial_unexpected_count": SAMPLE_SIZE,
@@ -213,12 +214,21 @@ RESULT_FORMAT = {
 
 
 def run_gx(
-    df: pd.DataFrame, contract: Contract, per_partition: bool, by_column: bool = True
+    df: pd.DataFrame,
+    contract: Contract,
+    per_partition: bool,
+    by_column: bool | None = None,
+    result_format: dict | None = None,
 ) -> tuple[dict, str]:
     """GX results of a frame by rule id, and the GX version: the suite run column by column
     (`_GXState.column_definitions`) on one-column views of the frame; table rules on the
     frame. A column the frame lacks gets a frame without columns, so its rules fail as such.
-    `by_column=False`: one run of the whole suite on the whole frame (same results, slower)."""
+    `by_column=False`: one run of the whole suite on the whole frame (same results, slower on
+    large frames). None: by column from `BY_COLUMN_MIN_ROWS` rows on; a smaller frame costs
+    GX's fixed cost per run, not its rows, so one run serves it best (a one-row batch: ~0.05 s
+    instead of ~0.3 s with a run per column). `result_format`: GX's (default `RESULT_FORMAT`)."""
+    if by_column is None:
+        by_column = len(df) >= BY_COLUMN_MIN_ROWS
     results = []
     with _LOCK:
         g = _gx()
@@ -235,7 +245,8 @@ def run_gx(
                 else:
                     frame = df.iloc[:, :0]
                 results += vd.run(
-                    batch_parameters={"dataframe": frame}, result_format=RESULT_FORMAT
+                    batch_parameters={"dataframe": frame},
+                    result_format=result_format or RESULT_FORMAT,
                 ).results
                 g.release()
         finally:
@@ -249,7 +260,7 @@ def validate_frame(
     *,
     batch_ref: str = "",
     partition: str | None = None,
-    by_column: bool = True,
+    by_column: bool | None = None,
 ) -> ValidationReport:
     """Validate a pandas frame against a contract; never raises for data problems.
 

@@ -30,11 +30,12 @@ SCHEDULER = "airflow-scheduler"
 
 
 def _running_ingest(client: AirflowClient, run_id: str, timeout: float = 180) -> list[dict]:
-    """Wait until a day's ingest task of the run is running; return the task instances."""
+    """Wait until an ingest task of the run (a chunk of days) is running; return the task
+    instances."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         tis = client.task_instances("ingest_orders", run_id)
-        if any(t["task_id"] == "ingest_day" and t["state"] == "running" for t in tis):
+        if any(t["task_id"] == "ingest_partitions" and t["state"] == "running" for t in tis):
             return tis
         time.sleep(0.2)
     raise AssertionError(f"no ingest task of {run_id} ran within {timeout} s")
@@ -134,7 +135,7 @@ def _orders_run(stack, days: list[date], fault) -> FaultedRun:
     tries = [
         t["try_number"]
         for t in client.task_instances("ingest_orders", run_id)
-        if t["task_id"] == "ingest_day"
+        if t["task_id"] == "ingest_partitions"
     ]
     expected = {f"date={d.isoformat()}": len(orders_day(d)) for d in days}
     validated = storage.latest_batches("validated", "orders")

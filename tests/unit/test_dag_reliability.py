@@ -110,11 +110,10 @@ def test_ingest_publishes_good_days_and_fails_naming_the_bad_ones(parsed):
     tasks = parsed["dags"]["ingest_flights"]["tasks"]
     assert tasks["publish"]["trigger_rule"].lower().endswith("all_done")
     assert tasks["verdict"]["trigger_rule"].lower().endswith("all_done")
-    sys.path.insert(0, str(DAGS))
-    try:
-        from ingest import failed_days  # the DAG file's helper: plain Python
-    finally:
-        sys.path.remove(str(DAGS))
-    results = [{"day": "2013-01-01", "ref": "s3://raw/x/date=2013-01-01/b"}]
-    assert failed_days(["2013-01-01", "2013-01-02"], results) == ["2013-01-02"]
-    assert failed_days(["2013-01-01"], results) == []
+    from ml.chunks import verdict_message  # what the verdict task raises (tests/unit/test_chunks)
+
+    results = [{"key": "2013-01-01", "result": {"ref": "s3://raw/x/date=2013-01-01/b"}}]
+    assert "1 of 2 flights partition(s)" in verdict_message(
+        "flights", ["2013-01-01", "2013-01-02"], results
+    )
+    assert verdict_message("flights", ["2013-01-01"], results) == ""

@@ -22,8 +22,9 @@ policy = runpy.run_path(sys.argv[1] + "/ingest.py")["SOURCE_RETRY_POLICY"]
 from ml.contracts import ContractError
 from ml.sources.errors import SourceError, SourceNotFound, TransientSourceError, UnreadableInput
 from ml.storage import BatchNotFoundError
+from ml.chunks import ChunkFailed
 errors = [UnreadableInput, TransientSourceError, SourceNotFound, BatchNotFoundError, SourceError,
-          ContractError, RuntimeError]
+          ContractError, ChunkFailed, RuntimeError]
 print(json.dumps({e.__name__: policy.evaluate(e("x"), 1, 3).action.name for e in errors}))
 """
 
@@ -51,5 +52,6 @@ def test_source_errors_are_retried_by_kind(tmp_path):
         "BatchNotFoundError": "DEFAULT",
         "SourceError": "FAIL",
         "ContractError": "FAIL",
+        "ChunkFailed": "FAIL",  # nothing of a chunk went, for lasting reasons
         "RuntimeError": "DEFAULT",
     }
