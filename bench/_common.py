@@ -13,6 +13,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -131,6 +132,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def stack_env(prefix: str) -> dict[str, str]:
+    """The environment of a local stack of its own for a benchmark: a fresh state folder named
+    `prefix`, every service on a free loopback port, no re-parsing of the DAG files."""
+    return {
+        "MLPIPE_STATE_DIR": tempfile.mkdtemp(prefix=prefix),
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+        "DASK_SCHEDULER_ADDRESS": f"tcp://127.0.0.1:{free_port()}",
+        "MLPIPE_AIRFLOW_API_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench-secret",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+    }
 
 
 def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 
-from bench._common import environment, format_table, free_port
+from bench._common import environment, format_table, stack_env
 from bench.task_startup import _airflow_database
 
 GOAL_S = 90.0
@@ -64,16 +63,7 @@ def measure(days: int, max_partitions: int | None) -> dict[str, float]:
     from ml.dev.stack import lifecycle
     from tests.orders_data import drop_orders
 
-    env = {
-        "MLPIPE_STATE_DIR": tempfile.mkdtemp(prefix="bench-orchestration-"),
-        "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
-        "DASK_SCHEDULER_ADDRESS": f"tcp://127.0.0.1:{free_port()}",
-        "MLPIPE_AIRFLOW_API_URL": f"http://127.0.0.1:{free_port()}",
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench-secret",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
-    }
+    env = stack_env("bench-orchestration-")
     if max_partitions:
         env["MLPIPE_CHUNK_MAX_PARTITIONS"] = str(max_partitions)
     with _airflow_database() as database, environment({**env, **database}):

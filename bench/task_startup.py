@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
-from bench._common import environment, format_table, free_port, print_result
+from bench._common import environment, format_table, print_result, stack_env
 
 GOAL = 2.0
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -65,16 +64,7 @@ def measure(preload: bool, windows: list[tuple[str, str]]) -> dict[str, list[flo
     from ml.dev.airflow_api import AirflowClient
     from ml.dev.stack import lifecycle
 
-    env = {
-        "MLPIPE_STATE_DIR": tempfile.mkdtemp(prefix="bench-startup-"),
-        "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
-        "DASK_SCHEDULER_ADDRESS": f"tcp://127.0.0.1:{free_port()}",
-        "MLPIPE_AIRFLOW_API_URL": f"http://127.0.0.1:{free_port()}",
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench-secret",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
-    }
+    env = stack_env("bench-startup-")
     if not preload:
         env["MLPIPE_PRELOAD_MODULES"] = ""
     out: dict[str, list[float]] = {"ingest": [], "validate": [], "wall": []}

@@ -91,14 +91,10 @@ def alert_receiver() -> Iterator[AlertReceiver]:
         receiver.close()
 
 
-@pytest.fixture(scope="package")
-def stack(tmp_path_factory, databases, alert_receiver) -> Iterator:
-    """`mlpipe stack up` on free ports in a temporary state folder; `down` afterwards."""
-    from ml import settings as settings_module
-    from ml.dev.stack import lifecycle as stack_module
-
-    env = {
-        "MLPIPE_STATE_DIR": str(tmp_path_factory.mktemp("stack")),
+def stack_env(state_dir) -> dict[str, str]:
+    """A local stack's environment: its state folder, every service on a free loopback port."""
+    return {
+        "MLPIPE_STATE_DIR": str(state_dir),
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
         "DASK_SCHEDULER_ADDRESS": f"tcp://127.0.0.1:{free_port()}",
@@ -108,6 +104,17 @@ def stack(tmp_path_factory, databases, alert_receiver) -> Iterator:
         "MLPIPE_AIRFLOW_PARALLELISM": "4",
         # The DAG files do not change during a test run: no re-parsing every 30 s (CPU).
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+    }
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory, databases, alert_receiver) -> Iterator:
+    """`mlpipe stack up` on free ports in a temporary state folder; `down` afterwards."""
+    from ml import settings as settings_module
+    from ml.dev.stack import lifecycle as stack_module
+
+    env = {
+        **stack_env(tmp_path_factory.mktemp("stack")),
         "MLPIPE_ALERT_WEBHOOK_URL": alert_receiver.url,
         # Every scoring run here takes longer than this: each raises its deadline alert.
         "MLPIPE_SCORING_DEADLINE_S": "5",

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from ml import contracts
-from tests.conftest import free_port, pipeline_environment
-from tests.e2e.conftest import fresh_databases
+from tests.conftest import pipeline_environment
+from tests.e2e.conftest import fresh_databases, stack_env
 
 TODAY = datetime.now(UTC).date()
 # Midnight ticks, each ingesting the day before: the ticks of the last three midnights
@@ -46,16 +46,8 @@ def scheduled_stack(tmp_path_factory, alert_receiver) -> Iterator:
 
     root = tmp_path_factory.mktemp("scheduled-stack")
     env = {
-        "MLPIPE_STATE_DIR": str(root / "state"),
+        **stack_env(root / "state"),
         "MLPIPE_CONTRACTS_DIR": str(scheduled_contracts(root / "contracts")),
-        "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
-        "DASK_SCHEDULER_ADDRESS": f"tcp://127.0.0.1:{free_port()}",
-        "MLPIPE_AIRFLOW_API_URL": f"http://127.0.0.1:{free_port()}",
-        "AWS_ACCESS_KEY_ID": "e2e",
-        "AWS_SECRET_ACCESS_KEY": "e2e-secret",
-        "MLPIPE_AIRFLOW_PARALLELISM": "4",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
         "MLPIPE_ARRIVAL_POKE_S": str(POKE_S),
         "MLPIPE_ALERT_WEBHOOK_URL": alert_receiver.url,
     }
