@@ -1,7 +1,9 @@
 """
 ### Batch score
 
-One DAG per model (`batch_score_<dataset>`), started two ways:
+One DAG per model (`batch_score_<dataset>`), started two ways (and, for a contract with a
+`schedule`, `score_partitions_<dataset>` too: one run per validated partition key, scoring the
+validated days the champion has not scored yet, the new partition's among them):
 
 * when `champion` moves (asset `mlflow://models/<model>/champion`, raised by a promotion or a
   rollback): one run scores the newest validated day (or **Day to score**) with the new champion;
@@ -24,7 +26,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import (
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    Param,
+    PartitionedAssetTimetable,
+    dag,
+    task,
+)
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
@@ -35,16 +44,29 @@ from ml.settings import get_settings
 
 
 # long: DAG builder (the DAG, its Params and its tasks declared in one place)
-def build(dataset: str, model_name: str, owner: str | None = None, retrain_on_drift: bool = False):
+def build(
+    dataset: str,
+    model_name: str,
+    owner: str | None = None,
+    retrain_on_drift: bool = False,
+    partitioned: bool = False,
+):
     champion = alias_asset(model_name, CHAMPION)
     predictions = zone_asset("predictions", dataset)
+    if partitioned:  # a scheduled contract: each validated partition key, as it comes
+        dag_id = f"score_partitions_{dataset}"
+        schedule = PartitionedAssetTimetable(assets=zone_asset("validated", dataset))
+        title = {"dag_display_name": f"{dataset}: score new partitions with the champion"}
+    else:
+        dag_id, title = f"batch_score_{dataset}", {}
+        schedule = AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=champion
+        )
 
     @dag(
-        dag_id=f"batch_score_{dataset}",
-        schedule=AssetOrTimeSchedule(
-            timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=champion
-        ),
-        **dag_args("batch_score", dataset, owner),
+        dag_id=dag_id,
+        schedule=schedule,
+        **{**dag_args("batch_score", dataset, owner), **title},
         max_active_runs=1,
         # Predictions late (the daily 06:00 run not done by 07:00 by default): people are told.
         deadline=DeadlineAlert(
@@ -106,7 +128,8 @@ def build(dataset: str, model_name: str, owner: str | None = None, retrain_on_dr
             return plan_run(
                 dataset,
                 params["score_date"],
-                alias_moved=bool(triggering_asset_events),
+                # A partition run scores what the champion has not (its key's days among them).
+                alias_moved=bool(triggering_asset_events) and not partitioned,
                 max_days=params["max_days"],
             ).to_dict()
 
@@ -154,4 +177,7 @@ def build(dataset: str, model_name: str, owner: str | None = None, retrain_on_dr
 
 
 for _dataset, _contract in trained_contracts():
-    build(_dataset, _contract.model_name, _contract.owner, _contract.retrain.retrain_on_drift)
+    _drift = _contract.retrain.retrain_on_drift
+    build(_dataset, _contract.model_name, _contract.owner, _drift)
+    if _contract.schedule:  # validated partitions carry keys: a partition-aware DAG hears them
+        build(_dataset, _contract.model_name, _contract.owner, _drift, partitioned=True)

@@ -73,3 +73,58 @@ def test_the_first_tick_ingests_the_start_partition(monkeypatch):
     )
     same_day = Schedule("30 23 * * *", date(2024, 1, 1), 0, "Europe/Berlin")
     assert _mlpipe.schedule_bounds(same_day)[0].isoformat() == "2024-01-01T23:30:00+01:00"
+
+
+BAG = """
+import json, sys
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag
+bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=Path(sys.argv[1]))
+print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
+                  "timetables": {d.dag_id: type(d.timetable).__name__ for d in bag.dags.values()},
+                  "keys": {d.dag_id: getattr(d.timetable, "key_format", None)
+                           for d in bag.dags.values()}}))
+"""
+
+
+def test_a_scheduled_contract_gets_partition_aware_dags(tmp_path):
+    """flights with a schedule: ingest on a cron partition timetable, validate and the scoring
+    of new partitions on partitioned asset timetables; unscheduled weather stays as it was."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "contracts"
+    shutil.copytree(contracts.CONTRACTS_DIR, folder)
+    flights = folder / "flights.yaml"
+    flights.write_text(
+        flights.read_text()
+        + 'schedule: {cron: "0 6 * * *", start: 2013-01-01, end: 2013-12-31, wait: 0}\n'
+    )
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db",
+        "MLPIPE_CONTRACTS_DIR": str(folder),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", BAG, str(DAGS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {}
+    timetables = result["timetables"]
+    assert timetables["ingest_flights"] == "CronPartitionTimetable"
+    assert result["keys"]["ingest_flights"] == "%Y-%m-%d"
+    assert timetables["validate_flights"] == "PartitionedAssetTimetable"
+    assert timetables["score_partitions_flights"] == "PartitionedAssetTimetable"
+    assert timetables["batch_score_flights"] == "AssetOrTimeSchedule"  # champion moves, daily
+    assert timetables["ingest_weather"] == "NullTimetable"  # manual runs only
+    assert timetables["validate_weather"] == "AssetTriggeredTimetable"
+    assert "score_partitions_flights_delay_class" not in timetables  # not scheduled
