@@ -189,6 +189,15 @@ def retry_policy(*first: RetryRule) -> ExceptionRetryPolicy:
 
 
 RETRY_POLICY = retry_policy()
+# A run's verdict (the partitions or batches that did not go through) reads the same outcomes on
+# a retry: it fails at once; storage errors while it reads retry as anywhere else.
+VERDICT_POLICY = retry_policy(
+    RetryRule(
+        exception="builtins.RuntimeError",
+        action=RetryAction.FAIL,
+        reason="the run's verdict on outcomes already recorded: a retry gives the same",
+    )
+)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from _mlpipe import (
+    VERDICT_POLICY,
     as_stage,
     contracts,
     dag_args,
@@ -192,7 +193,7 @@ def build(dataset: str, contract):
                 outlet_events[raw].add_partitions(range_key(flat(chunks)))  # a manual range
             return refs
 
-        @task(**task_args("publish"), trigger_rule="all_done")
+        @task(**task_args("publish", VERDICT_POLICY), trigger_rule="all_done")
         def verdict(chunks: list[list[str]], results) -> None:
             from ml.chunks import flat, verdict_message
 

@@ -19,7 +19,15 @@ from __future__ import annotations
 
 from airflow.sdk import PartitionedAssetTimetable, dag, task
 
-from _mlpipe import as_stage, contracts, dag_args, event_extras, task_args, zone_asset
+from _mlpipe import (
+    VERDICT_POLICY,
+    as_stage,
+    contracts,
+    dag_args,
+    event_extras,
+    task_args,
+    zone_asset,
+)
 
 
 # long: DAG builder (the task graph of one contract's validate DAG)
@@ -89,7 +97,7 @@ def build(dataset: str, contract):
         # fail`), or when a batch could not be validated at all (its retries ran out), even
         # though the good ones went on. Batches whose bad rows alone were held back went on
         # (their good rows are published).
-        @task(**task_args("publish"), trigger_rule="all_done")
+        @task(**task_args("publish", VERDICT_POLICY), trigger_rule="all_done")
         @as_stage("validate")
         def verdict(chunks: list[list[str]]) -> None:
             import logging

@@ -101,7 +101,9 @@ def validate_batches(
 ) -> list[dict[str, Any]]:
     """Validate several raw batches in one task (a chunk of a history load), each on its own as
     `validate_batch` does: one that breaks its contract is quarantined by its policy and the
-    others go on. Returns one `{"ref", "validated" | "held" | "error"}` per batch.
+    others go on. Returns one `{"ref", "validated" | "held" | "error"}` per batch; when a batch
+    was held back whole under `on_failure: fail`, `ContractViolation` is raised once all of
+    them were taken (the task fails, naming each held batch, and is not retried).
 
     A batch that could not be validated for a reason a retry may cure (S3, a lost Dask worker,
     anything unknown) is raised once the chunk is through: Airflow retries the chunk, and the
@@ -112,12 +114,14 @@ def validate_batches(
     reports = _reports_together(refs, contract, s)
     results: list[dict[str, Any]] = []
     retry: Exception | None = None
+    held: list[ContractViolation] = []
     for ref in refs:
         try:
             outcome = validate_batch(ref, contract, settings=s, report=reports.get(ref))
             results.append({"ref": ref, "validated": outcome.manifest.ref})
         except ContractViolation as exc:
             results.append({"ref": ref, "held": str(exc)[:500]})
+            held.append(exc)
         except MlpipeError as exc:
             log.error("%s: %s: %s", ref, type(exc).__name__, exc)
             results.append({"ref": ref, "error": f"{type(exc).__name__}: {exc}"[:500]})
@@ -129,6 +133,10 @@ def validate_batches(
             retry = retry or exc
     if retry is not None:
         raise retry
+    if held:  # `on_failure: fail`: the task fails (no retry), naming every batch held back
+        if len(held) == 1:
+            raise held[0]
+        raise ContractViolation("; ".join(str(e) for e in held)[:4000], ref=held[0].ref)
     return results
 
 

@@ -3,7 +3,8 @@
 Pages (Airflow's login: the session cookie or a bearer token, checked by Airflow's own
 `get_user`): `/` recent validation results, quarantined batches, promotions and drift per
 dataset; `/reports/<key>` an object of the `reports` zone (HTML report, SVG chart, JSON);
-`/quarantine?ref=` a quarantined batch; `/feature-set?ref=`; `/batches?ref=...`; `/drift?key=`.
+`/quarantine?ref=` a quarantined batch; `/feature-set?ref=`; `/batches?ref=...`; `/validation-reports?ref=...` (a validate chunk's
+batches); `/drift?key=`.
 
 `POST /mlflow/webhook`: MLflow's webhooks (HMAC-signed, no Airflow login). A move of `champion`
 that our promotion or rollback did not already audit is audited (`ml.alias_moves`) and raises
@@ -99,6 +100,10 @@ def create_app(
     @app.get("/batches", dependencies=[user])
     def batches(ref: list[str] = Query(...)) -> HTMLResponse:  # noqa: B008  (FastAPI's idiom)
         return html("Batches", views.batches(ref, prefix))
+
+    @app.get("/validation-reports", dependencies=[user])
+    def validation_reports(ref: list[str] = Query(...)) -> HTMLResponse:  # noqa: B008
+        return html("Validation reports", views.validation_reports(ref, prefix))
 
     @app.get("/drift", dependencies=[user])
     def drift(key: str) -> HTMLResponse:

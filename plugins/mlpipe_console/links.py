@@ -63,6 +63,24 @@ def _batch_links(ref: str, buckets: dict[str, str], prefix: str) -> dict[str, st
     return links
 
 
+def _chunk_links(outcomes: list, buckets: dict[str, str], prefix: str) -> dict[str, str]:
+    """A validate task's chunk (`[{"ref", "validated" | "held" | "error"}]`): one batch, its own
+    links; several, the page listing each one's validation report."""
+    refs = [o["validated"] for o in outcomes if isinstance(o, dict) and o.get("validated")]
+    if len(outcomes) == 1 and len(refs) == 1:
+        return _batch_links(refs[0], buckets, prefix)
+    return {VALIDATION: page_url(prefix, "validation-reports", ref=refs)} if refs else {}
+
+
+def validation_report_links(refs: list[str], buckets: dict[str, str], prefix: str) -> list:
+    """(batch ref, its validation report's page) of each validated or quarantined batch."""
+    out = []
+    for ref in refs:
+        if url := _batch_links(ref, buckets, prefix).get(VALIDATION):
+            out.append((ref, url))
+    return out
+
+
 def reports_key(url: Any, buckets: dict[str, str]) -> str | None:
     """The key of an s3:// URL in the `reports` bucket (None for anything else)."""
     if not isinstance(url, str) or not url.startswith("s3://"):
@@ -86,6 +104,8 @@ def evidence_links(
     model, for values that name a version without its model (the promote task's)."""
     if isinstance(value, str) and value.startswith("s3://"):
         return _batch_links(value, buckets, prefix)
+    if isinstance(value, list):
+        return _chunk_links(value, buckets, prefix)
     if not isinstance(value, dict):
         return {}
     links: dict[str, str] = {}

@@ -204,6 +204,15 @@ def batches(refs: list[str], prefix: str) -> str:
     return "".join(out)
 
 
+def validation_reports(refs: list[str], prefix: str) -> str:
+    """The validation report of each batch a validate task took (a chunk of a history load)."""
+    rows = [
+        [cell(ref), link(url, "report")]
+        for ref, url in links.validation_report_links(refs, _buckets(), prefix)
+    ]
+    return table(["batch", "validation report"], rows, "no validated batch")
+
+
 def drift_page(key: str, prefix: str) -> str:
     _, doc = report_object(key)
     chart_url = storage.read_json(f"s3://{_buckets()['reports']}/{key}").get("chart")

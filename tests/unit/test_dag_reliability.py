@@ -41,6 +41,10 @@ print(json.dumps({
         } for t in d.tasks}} for d in bag.dags.values()},
     "actions": {e.__name__: _mlpipe.RETRY_POLICY.evaluate(e("x"), 1, 3).action.name
                 for e in errors},
+    "verdict": {e.__name__: _mlpipe.VERDICT_POLICY.evaluate(e("x"), 1, 3).action.name
+                for e in (RuntimeError, ConnectionError)},
+    "policies": {d.dag_id: {t.task_id: t.retry_policy is _mlpipe.VERDICT_POLICY
+                            for t in d.tasks} for d in bag.dags.values()},
 }))
 """
 
@@ -104,6 +108,15 @@ def test_bad_input_and_contract_violations_never_retry_infrastructure_does(parse
         "PermissionError": "FAIL",
         "RuntimeError": "DEFAULT",  # unknown: a lost Dask worker, an S3 5xx
     }
+
+
+def test_a_runs_verdict_fails_at_once(parsed):
+    """The verdict names what did not go through; a retry would read the same outcomes (seen:
+    two retries with backoff added 30 s to every run with a bad day)."""
+    assert parsed["verdict"] == {"RuntimeError": "FAIL", "ConnectionError": "DEFAULT"}
+    for dag_id in ("ingest_flights", "validate_flights"):
+        assert parsed["policies"][dag_id]["verdict"] is True
+        assert parsed["policies"][dag_id]["publish"] is False
 
 
 def test_ingest_publishes_good_days_and_fails_naming_the_bad_ones(parsed):

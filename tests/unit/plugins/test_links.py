@@ -34,6 +34,26 @@ def test_a_quarantined_batch_links_to_its_report_and_its_entry():
     )
 
 
+def test_a_validate_chunk_links_to_its_batch_or_to_the_list_of_their_reports():
+    one = "s3://validated/flights/date=2013-01-01/b1"
+    raw = "s3://raw/flights/date=2013-01-01/b1"
+    assert _links([{"ref": raw, "validated": one}]) == _links(one)
+    two = "s3://validated/flights/date=2013-01-02/b2"
+    chunk = [
+        {"ref": raw, "validated": one},
+        {"ref": "s3://raw/flights/date=2013-01-02/b2", "validated": two},
+        {"ref": "s3://raw/flights/date=2013-01-03/b3", "held": "broke flights.dep_delay.max"},
+    ]
+    page = _links(chunk)[links.VALIDATION]
+    assert page.startswith("/mlpipe/validation-reports?ref=s3%3A%2F%2Fvalidated")
+    assert page.count("ref=") == 2
+    assert links.validation_report_links([one, two], BUCKETS, P) == [
+        (one, "/mlpipe/reports/validation/flights/date%3D2013-01-01/b1.html"),
+        (two, "/mlpipe/reports/validation/flights/date%3D2013-01-02/b2.html"),
+    ]
+    assert _links([{"ref": raw, "error": "S3 down"}]) == {}
+
+
 def test_a_feature_set_links_to_its_page():
     ref = "s3://features/flights/fv-1"
     want = {links.FEATURES: "/mlpipe/feature-set?ref=s3%3A%2F%2Ffeatures%2Fflights%2Ffv-1"}
