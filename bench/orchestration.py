@@ -9,7 +9,8 @@ Airflow database when one answers), on this machine.
     started by their assets, as `mlpipe demo` runs them (`ml.dev.demo.run_chain`). Reported: the
     wall time from the first trigger to the end of scoring, the sum of the task durations (task
     compute), their ratio, and the median gap between a task's end and the next task's start.
-    Goals (issue 12, 7a): wall <= 12 min and compute / wall >= 0.5.
+    Goals (issue 12, 7a): wall <= 12 min and compute / wall >= 0.5. The year ends on
+    2013-12-30: the real weather table has no rows for the 31st.
 (b) A year of the contract-only `orders` dataset with one or two rows a day (one CSV a day in
     the drop folder): one manual `ingest_orders` run over the year and the validate run it
     starts; the partitions are ingested and validated a month of days per task, every day still
@@ -164,7 +165,9 @@ def main(argv: list[str] | None = None) -> str:
         met &= met_b
         line = f"orchestration: history_year_s={ours['wall']:.1f} goal={GOAL_HISTORY_S:.0f}"
     if args.part in ("a", "both"):
-        last = "2013-01-31" if args.quick else "2013-12-31"
+        # The real weather table has no rows for 2013-12-31 (its last hours are on the 30th,
+        # UTC): a range to the 31st fails that day's weather ingest, as it should.
+        last = "2013-01-31" if args.quick else "2013-12-30"
         a = flights_year("2013-01-01", last)
         print("(a) the 2013 flights year, ingest to scoring")
         print(_table({"flights chain": a}))
