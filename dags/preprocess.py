@@ -19,12 +19,21 @@ When it runs follows the contract's retraining policy (`model.retrain`, `ml.retr
 validated data reuses the feature set, so nothing retrains), `each_batch` (the default) on new
 validated batches as above, `on_drift` only when scoring's drift check (or a person) starts it.
 `window: <N>d` builds over the last N validated days, ending at the newest validated day (the
-run's **Training window** Params win over it).
+run's **Training window** Params win over it). For a contract with a `schedule` (validated events
+carry partition keys), `each_batch` is partition-aware: one run per key, once every scheduled
+input (the dataset and its scheduled joins) has that key; unscheduled joins are read as they are.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import CronTriggerTimetable, DeltaTriggerTimetable, Param, dag, task
+from airflow.sdk import (
+    CronTriggerTimetable,
+    DeltaTriggerTimetable,
+    Param,
+    PartitionedAssetTimetable,
+    dag,
+    task,
+)
 
 from _mlpipe import as_stage, contracts, dag_args, task_args, zone_asset
 from ml.contracts import load_contract
@@ -34,10 +43,12 @@ from ml.features.transform import DEFAULT_MIN_FREQUENCY
 from ml.retrain_policy import RetrainPolicy
 
 
-def schedule_of(policy: RetrainPolicy, inputs: list):
+def schedule_of(policy: RetrainPolicy, inputs: list, keyed: list | None = None):
     """The schedule of `preprocess_<dataset>` under its retraining policy: the validated assets
     (each_batch), a clock (a cron when one states the cadence exactly, else a fixed delta), or
-    none (on_drift: scoring's drift check triggers it)."""
+    none (on_drift: scoring's drift check triggers it). `keyed`: the inputs of scheduled
+    contracts, whose events carry partition keys: each_batch then waits for the same key of
+    each of them (`PartitionedAssetTimetable`; the other inputs are read at run time)."""
     if policy.mode == "on_drift":
         return None
     if policy.mode == "interval":
@@ -47,10 +58,11 @@ def schedule_of(policy: RetrainPolicy, inputs: list):
             if cron
             else DeltaTriggerTimetable(policy.every)
         )
-    schedule = inputs[0]
-    for asset in inputs[1:]:
+    chosen = keyed or inputs
+    schedule = chosen[0]
+    for asset in chosen[1:]:
         schedule = schedule & asset
-    return schedule
+    return PartitionedAssetTimetable(assets=schedule) if keyed else schedule
 
 
 # long: DAG builder (Params, tasks and their wiring)
@@ -59,12 +71,14 @@ def build(
 ):
     policy = policy or load_contract(dataset).retrain
     inputs = [zone_asset("validated", name) for name in [dataset, *joins]]
+    scheduled = [name for name in [dataset, *joins] if load_contract(name).schedule]
+    keyed = [zone_asset("validated", name) for name in scheduled] if dataset in scheduled else []
     features = zone_asset("features", dataset)
     window = f"the last {policy.window.days} validated days" if policy.window else None
 
     @dag(
         dag_id=f"preprocess_{dataset}",
-        schedule=schedule_of(policy, inputs),
+        schedule=schedule_of(policy, inputs, keyed),
         **dag_args("preprocess", dataset, owner),
         doc_md=f"{__doc__}\n**This dataset** {policy.describe()}.",
         tags=["preprocess", dataset],

@@ -123,6 +123,9 @@ def test_a_scheduled_contract_gets_partition_aware_dags(tmp_path):
     assert timetables["ingest_flights"] == "CronPartitionTimetable"
     assert result["keys"]["ingest_flights"] == "%Y-%m-%d"
     assert timetables["validate_flights"] == "PartitionedAssetTimetable"
+    # each_batch: the keyed events of validated flights (weather, unscheduled, is read then)
+    assert timetables["preprocess_flights"] == "PartitionedAssetTimetable"
+    assert timetables["preprocess_flights_delay_class"] == "AssetTriggeredTimetable"
     assert timetables["score_partitions_flights"] == "PartitionedAssetTimetable"
     assert timetables["batch_score_flights"] == "AssetOrTimeSchedule"  # champion moves, daily
     assert timetables["ingest_weather"] == "NullTimetable"  # manual runs only
