@@ -10,7 +10,7 @@ schedule:
   end: 2024-12-31       # optional: the last one (a closed history: no runs after it)
   catchup: false        # true: the scheduler runs every tick missed since start (oldest first)
   wait: 6h              # how long a run waits for its partition's data before it fails and the
-                        # deadline alert goes out (<N>m | <N>h | <N>d; default 6h; 0: no wait)
+                        # deadline alert goes out (<N>s|m|h|d; default 6h; 0: no wait)
 ```
 
 A scheduled contract's DAGs are partition-aware: each run of `ingest_<dataset>` carries the
@@ -35,8 +35,8 @@ SCHEDULE_KEYS = {"cron", "partition_lag", "timezone", "start", "end", "catchup",
 # A partition's key as the timetable formats it from the partition's date (ml.ingest reads it).
 KEY_FORMATS = {"hour": "%Y-%m-%dT%H", "day": "%Y-%m-%d", "month": "%Y-%m", "snapshot": "%Y-%m-%d"}
 DEFAULT_WAIT = timedelta(hours=6)
-_DURATION = re.compile(r"(\d+)\s*([mhd])")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+_DURATION = re.compile(r"(\d+)\s*([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Schedule:
 
 
 def parse_duration(text: Any) -> timedelta | None:
-    """`90m`, `6h`, `7d`, `0` -> a timedelta; None when `text` is not one."""
+    """`30s`, `90m`, `6h`, `7d`, `0` -> a timedelta; None when `text` is not one."""
     if text == 0:
         return timedelta(0)
     match = _DURATION.fullmatch(str(text).strip()) if isinstance(text, str) else None
@@ -92,7 +92,7 @@ def check_schedule(check: Checker, spec: Any) -> Schedule | None:
         check.fail(("schedule", "catchup"), f"must be true or false, got {show(catchup)}")
     wait = parse_duration(spec.get("wait", "6h"))
     if wait is None:
-        check.fail(("schedule", "wait"), f"must be <N>m, <N>h, <N>d or 0, got {show(spec['wait'])}")
+        check.fail(("schedule", "wait"), f"must be <N>s, <N>m, <N>h, <N>d or 0, got {show(spec['wait'])}")
     return Schedule(cron, start, lag, timezone, end, catchup, wait)
 
 

@@ -35,6 +35,7 @@ def test_defaults_and_durations(tmp_path):
     assert s.wait == timedelta(minutes=90)
     assert s.key_format("hour") == "%Y-%m-%dT%H" and s.key_format("month") == "%Y-%m"
     assert parse_duration("7d") == timedelta(days=7) and parse_duration(0) == timedelta(0)
+    assert parse_duration("30s") == timedelta(seconds=30)
     assert parse_duration("7 weeks") is None and parse_duration(True) is None
 
 

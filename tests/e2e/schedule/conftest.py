@@ -19,8 +19,8 @@ TODAY = datetime.now(UTC).date()
 # Midnight ticks, each ingesting the day before: the ticks of the last three midnights
 # (whatever the time of day the test runs) ingest these three days.
 DAYS: list[date] = [TODAY - timedelta(days=n) for n in (3, 2, 1)]
-WAIT = "1m"  # how long a day's run waits for its file; then the deadline alert
-POKE_S = 5
+WAIT = "45s"  # how long a day's run waits for its file; then the deadline alert
+POKE_S = 3
 
 
 def scheduled_contracts(folder: Path) -> Path:
