@@ -92,7 +92,9 @@ def check_schedule(check: Checker, spec: Any) -> Schedule | None:
         check.fail(("schedule", "catchup"), f"must be true or false, got {show(catchup)}")
     wait = parse_duration(spec.get("wait", "6h"))
     if wait is None:
-        check.fail(("schedule", "wait"), f"must be <N>s, <N>m, <N>h, <N>d or 0, got {show(spec['wait'])}")
+        check.fail(
+            ("schedule", "wait"), f"must be <N>s, <N>m, <N>h, <N>d or 0, got {show(spec['wait'])}"
+        )
     return Schedule(cron, start, lag, timezone, end, catchup, wait)
 
 
