@@ -29,11 +29,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from ml import partitions
 from ml.contract_yaml import Checker, show
 
 SCHEDULE_KEYS = {"cron", "partition_lag", "timezone", "start", "end", "catchup", "wait"}
-# A partition's key as the timetable formats it from the partition's date (ml.ingest reads it).
-KEY_FORMATS = {"hour": "%Y-%m-%dT%H", "day": "%Y-%m-%d", "month": "%Y-%m", "snapshot": "%Y-%m-%d"}
+# A partition's key as the timetable formats it from the partition's date: the keys of
+# ml.partitions (a snapshot's scheduled run names its day).
+KEY_FORMATS = {**partitions.KEY_FORMAT, partitions.SNAPSHOT: partitions.KEY_FORMAT[partitions.DAY]}
 DEFAULT_WAIT = timedelta(hours=6)
 _DURATION = re.compile(r"(\d+)\s*([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
