@@ -3,7 +3,7 @@
 
 One DAG per model (`batch_score_<dataset>`), started two ways (and, for a contract with a
 `schedule`, `score_partitions_<dataset>` too: one run per validated partition key, scoring the
-validated days the champion has not scored yet, the new partition's among them):
+partitions of the validated batches that started it, those the champion has not scored yet):
 
 * when `champion` moves (asset `mlflow://models/<model>/champion`, raised by a promotion or a
   rollback): one run scores the newest validated day (or **Day to score**) with the new champion;
@@ -37,7 +37,15 @@ from airflow.sdk import (
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
-from _mlpipe import alias_asset, as_stage, dag_args, task_args, trained_contracts, zone_asset
+from _mlpipe import (
+    alias_asset,
+    as_stage,
+    dag_args,
+    event_extras,
+    task_args,
+    trained_contracts,
+    zone_asset,
+)
 from ml.assets import CHAMPION
 from ml.scoring_plan import DAILY_MAX_DAYS, DEFAULT_THRESHOLD, DRIFT_THRESHOLD
 from ml.settings import get_settings
@@ -128,9 +136,17 @@ def build(
             return plan_run(
                 dataset,
                 params["score_date"],
-                # A partition run scores what the champion has not (its key's days among them).
                 alias_moved=bool(triggering_asset_events) and not partitioned,
                 max_days=params["max_days"],
+                # A partition run: the partitions of the validated batches that started it,
+                # those the champion has not scored yet (nothing is scored twice).
+                batches=[
+                    r
+                    for extra in event_extras(triggering_asset_events)
+                    for r in extra.get("batches", [])
+                ]
+                if partitioned
+                else None,
             ).to_dict()
 
         @task(**task_args("score"), outlets=[predictions])

@@ -10,6 +10,7 @@ manifest commits them, and each scored day gets a drift report against the train
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -438,11 +439,14 @@ def plan_run(
     alias_moved: bool = False,
     max_days: int | None = None,
     model_name: str | None = None,
+    batches: Iterable[str] | None = None,
 ) -> ScoringPlan:
     """A scoring run's plan: the champion resolved once, and the partitions to score.
 
-    A given day is scored as asked; an alias move scores the newest validated day; the daily
-    run scores the days whose newest validated batch the champion has not scored yet.
+    A given day is scored as asked; an alias move scores the newest validated day; a run
+    started by validated `batches` (a partition run) scores their partitions, those the
+    champion has not scored yet; the daily run scores the days whose newest validated batch
+    the champion has not scored yet.
     """
     model_name = model_name or contracts.load_contract(dataset).model_name
     try:
@@ -456,6 +460,11 @@ def plan_run(
         partitions = [partition_of_key(dataset, score_date)]
     elif alias_moved:
         partitions = [newest_partition(dataset)]
+    elif batches is not None:  # the new validated partitions, each scored once by a version
+        named = {storage.parse_ref(ref)[2] for ref in batches}
+        partitions = [
+            p for p in pending_partitions(dataset, version, None, model_name) if p in named
+        ]
     else:
         partitions = pending_partitions(dataset, version, max_days, model_name)
     log.info(

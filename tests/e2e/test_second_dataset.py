@@ -4,13 +4,12 @@ the real Airflow services: daily CSV files in the drop folder -> `ingest_orders`
 from __future__ import annotations
 
 import hashlib
-import time
 from datetime import UTC, date, datetime
 
 import pytest
 
 from ml import storage
-from ml.dev.airflow_api import TERMINAL, AirflowClient
+from ml.dev.airflow_api import AirflowClient
 from tests.orders_data import drop_orders, orders_csv, orders_day
 
 pytestmark = pytest.mark.e2e
@@ -118,37 +117,3 @@ def test_row_policy_holds_bad_rows_back_and_warns(runs, stack, client):
     assert whole.ref in warned
     assert "orders.amount.min" in warned and "on_failure: warn" in warned
     assert whole.extra["validation_report"] in warned
-
-
-def _keyed_runs(client, dag_id: str, keys: list[str], timeout: float = 420) -> dict[str, dict]:
-    """The runs of `dag_id` whose partition keys are `keys`, once every one of them ended."""
-    deadline = time.monotonic() + timeout
-    while True:
-        runs = {r.get("partition_key"): r for r in client.runs(dag_id)}
-        done = {k: runs[k] for k in keys if k in runs and runs[k]["state"] in TERMINAL}
-        if len(done) == len(keys):
-            return done
-        assert time.monotonic() < deadline, {k: runs.get(k, {}).get("state") for k in keys}
-        time.sleep(3)
-
-
-def test_a_backfill_from_the_rest_api_takes_in_each_day_once(runs, stack, client):
-    """orders has a schedule (`schedule:` in its contract), so its ingest DAG is partition-aware:
-    an Airflow backfill of 7 days is 7 runs, each with its day's key, each validated by a
-    validate run of the same key; one raw and one validated batch per day, no duplicates."""
-    days = [date(2024, 5, d) for d in range(1, 8)]
-    for day in days:
-        drop_orders(stack.drop_path, day)
-    keys = [d.isoformat() for d in days]
-    backfill = client.backfill("ingest_orders", keys[0], keys[-1], max_active_runs=3)
-    assert backfill["dag_id"] == "ingest_orders"
-    ingested = _keyed_runs(client, "ingest_orders", keys)
-    assert {r["state"] for r in ingested.values()} == {"success"}
-    assert {r["run_type"] for r in ingested.values()} == {"backfill"}
-    validated_runs = _keyed_runs(client, "validate_orders", keys)
-    assert {r["state"] for r in validated_runs.values()} == {"success"}
-    expected = {f"date={k}": len(orders_day(d)) for k, d in zip(keys, days, strict=True)}
-    raw = [b for b in storage.list_batches("raw", "orders") if b.partition in expected]
-    assert sorted(b.partition for b in raw) == sorted(expected)  # one batch a day
-    validated = storage.latest_batches("validated", "orders")
-    assert {p: validated[p].rows for p in expected if p in validated} == expected

@@ -63,6 +63,18 @@ def test_a_run_scores_every_partition_with_the_one_version_it_resolved(champion,
     assert not set(scored["plan"].partitions) & set(pending)
 
 
+def test_a_partition_run_scores_its_batches_partitions_the_champion_has_not(champion, scored):
+    """score_partitions_<dataset>: the validated batches that started the run name what it
+    scores, less what the champion scored already (a re-delivered event scores nothing)."""
+    validated = storage.latest_batches("validated", "flights")
+    done = scored["plan"].partitions[-1]
+    new = next(p for p in sorted(validated) if p not in scored["plan"].partitions)
+    refs = [validated[done].ref, validated[new].ref]
+    plan = score.plan_run("flights", model_name=NAME, batches=refs)
+    assert plan.version == champion["v1"] and list(plan.partitions) == [new]
+    assert score.plan_run("flights", model_name=NAME, batches=refs[:1]).partitions == ()
+
+
 def test_the_model_is_loaded_once_per_worker(champion, scored, dask_cluster):
     from distributed import Client
 
