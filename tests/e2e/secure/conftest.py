@@ -1,5 +1,5 @@
 """The secure local stack, shared by the modules of this package (the chain under per-stage
-identities, the browser test)."""
+identities, the browser test), and the two chains they look at, run at once."""
 
 from __future__ import annotations
 
@@ -42,3 +42,21 @@ def secure_stack(tmp_path_factory) -> Iterator:
                 yield s
         finally:
             lifecycle.down(s)
+
+
+# The chains run on the secure stack, by dataset: approve its promotion (its contract asks).
+CHAINS = {
+    "flights": False,  # joins and lookups: each stage identity reads the zones it must
+    "flights_delay_class": True,  # the browser test's model: its promotions wait for a person
+}
+DATE_FROM, DATE_TO = "2013-01-01", "2013-01-04"
+
+
+@pytest.fixture(scope="package")
+def chains(secure_stack) -> dict[str, dict[str, dict]]:
+    """Both chains through the REST API at once, each with its own client: runs by dataset."""
+    from ml.dev import demo
+
+    return demo.run_chains(
+        lambda: auth.airflow_client(secure_stack), CHAINS, DATE_FROM, DATE_TO, timeout=900
+    )

@@ -8,20 +8,17 @@ from __future__ import annotations
 import pytest
 import requests
 
-from ml import storage
-from ml.dev import demo
+from ml import partitions, storage
 from ml.dev.stack import auth, secure_s3
 from ml.identity import use_identity
+from tests.e2e.secure.conftest import DATE_FROM, DATE_TO
 
 pytestmark = pytest.mark.e2e
 
-DATE_FROM, DATE_TO = "2013-01-01", "2013-01-04"
-
 
 @pytest.fixture(scope="module")
-def runs(secure_stack):
-    client = auth.airflow_client(secure_stack)
-    return demo.run_chain(client, "flights", DATE_FROM, DATE_TO, timeout=900)
+def runs(chains):
+    return chains["flights"]
 
 
 def test_anonymous_callers_are_refused(secure_stack):
@@ -46,7 +43,7 @@ def test_the_chain_runs_under_per_stage_identities(runs, secure_stack):
         raw = storage.latest_batches("raw", "flights")
         validated = storage.latest_batches("validated", "flights")
         predictions = storage.latest_batches("predictions", "flights")
-    days = {f"date={d}" for d in ("2013-01-01", "2013-01-02", "2013-01-03", "2013-01-04")}
+    days = {f"date={d}" for d in partitions.keys_between(DATE_FROM, DATE_TO, "day")}
     assert days <= set(raw) and days <= set(validated)
     assert predictions, "the champion scored nothing"
 
