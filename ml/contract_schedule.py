@@ -21,7 +21,6 @@ receives. Nothing here imports Airflow: the DAG files turn this into timetables.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -30,15 +29,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 from ml import partitions
-from ml.contract_yaml import Checker, show
+from ml.contract_yaml import Checker, parse_duration, show
 
 SCHEDULE_KEYS = {"cron", "partition_lag", "timezone", "start", "end", "catchup", "wait"}
 # A partition's key as the timetable formats it from the partition's date: the keys of
 # ml.partitions (a snapshot's scheduled run names its day).
 KEY_FORMATS = {**partitions.KEY_FORMAT, partitions.SNAPSHOT: partitions.KEY_FORMAT[partitions.DAY]}
 DEFAULT_WAIT = timedelta(hours=6)
-_DURATION = re.compile(r"(\d+)\s*([smhd])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 @dataclass(frozen=True)
@@ -56,16 +53,6 @@ class Schedule:
     def key_format(self, granularity: str) -> str:
         """The strftime format of the partition keys of a contract of `granularity`."""
         return KEY_FORMATS[granularity]
-
-
-def parse_duration(text: Any) -> timedelta | None:
-    """`30s`, `90m`, `6h`, `7d`, `0` -> a timedelta; None when `text` is not one."""
-    if text == 0:
-        return timedelta(0)
-    match = _DURATION.fullmatch(str(text).strip()) if isinstance(text, str) else None
-    if not match:
-        return None
-    return timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
 def check_schedule(check: Checker, spec: Any) -> Schedule | None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,22 @@ def show(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return repr(value)
+
+
+_DURATION = re.compile(r"(\d+)\s*([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: Any, units: str = "smhd") -> timedelta | None:
+    """`30s`, `90m`, `6h`, `7d` (a unit among `units`), `0` -> a timedelta; None when `text`
+    is not one. The one spelling of a duration in a contract (`schedule.wait`,
+    `model.retrain.every`, `model.retrain.window`)."""
+    if text == 0 and not isinstance(text, bool):
+        return timedelta(0)
+    match = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not match or match[2] not in units:
+        return None
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
 def is_number(value: Any) -> bool:

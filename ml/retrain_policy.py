@@ -22,14 +22,13 @@ lists the validated partitions (`ml.partitions` reads their names).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 from ml import partitions
-from ml.contract_yaml import Checker, dotted, show
+from ml.contract_yaml import Checker, dotted, parse_duration, show
 from ml.errors import ContractError, NotFoundError
 
 RETRAIN_KEYS = {"every", "window", "description"}
@@ -39,8 +38,6 @@ DEFAULT_MODE = "each_batch"
 MAX_EVERY = timedelta(days=366)
 # The date split needs a train, a validation and a test day (ml.features.sets.split_partitions).
 MIN_WINDOW_DAYS = 3
-_EVERY = re.compile(r"([1-9]\d*)([dh])")
-_WINDOW = re.compile(r"([1-9]\d*)d")
 WHERE = ("model", "retrain")
 
 
@@ -146,14 +143,12 @@ def read_policy(spec: Any, fail: Callable[[tuple, str], Any]) -> RetrainPolicy:
 
 
 def _every(value: Any, fail: Callable[[tuple, str], Any]) -> timedelta:
-    match = _EVERY.fullmatch(value) if isinstance(value, str) else None
-    if not match:
+    every = parse_duration(value, "dh") if isinstance(value, str) else None
+    if not every:
         fail(
             (*WHERE, "every"),
             f"must be a duration <N>d or <N>h (N >= 1), each_batch or on_drift, got {show(value)}",
         )
-    n, unit = int(match[1]), match[2]
-    every = timedelta(days=n) if unit == "d" else timedelta(hours=n)
     if every > MAX_EVERY:
         fail((*WHERE, "every"), f"must be at most {MAX_EVERY.days}d, got {value!r}")
     return every
@@ -162,13 +157,13 @@ def _every(value: Any, fail: Callable[[tuple, str], Any]) -> timedelta:
 def _window(value: Any, fail: Callable[[tuple, str], Any]) -> timedelta | None:
     if value is None:
         return None
-    match = _WINDOW.fullmatch(value) if isinstance(value, str) else None
-    if not match:
+    window = parse_duration(value, "d") if isinstance(value, str) else None
+    if not window:
         fail((*WHERE, "window"), f"must be <N>d (a number of days), or absent, got {show(value)}")
-    if int(match[1]) < MIN_WINDOW_DAYS:
+    if window.days < MIN_WINDOW_DAYS:
         fail(
             (*WHERE, "window"),
             f"must hold at least {MIN_WINDOW_DAYS} days (the date split needs a train, a "
             f"validation and a test day), got {value!r}",
         )
-    return timedelta(days=int(match[1]))
+    return window

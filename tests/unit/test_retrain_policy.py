@@ -75,6 +75,7 @@ def test_good_policies_load(tmp_path, retrain, want):
         ("{every: 7d, window: 12h}", "model.retrain.window", "must be <N>d (a number of days)"),
         ("{every: 7d, window: [90d]}", "model.retrain.window", "got a list"),
         ("{every: 7d, window: 2d}", "model.retrain.window", "at least 3 days (the date split"),
+        ("{every: 7d, window: 0d}", "model.retrain.window", "must be <N>d (a number of days)"),
     ],
 )
 def test_bad_policies_name_file_line_key_and_rule(tmp_path, retrain, key, message):
