@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import quote
 
 import pytest
 
 from ml import lineage, registry, storage, tracking
-from ml.dev import demo
 from ml.dev.airflow_api import AirflowClient
 from ml.model_versions import CHAMPION, alias_version
 
 pytestmark = pytest.mark.e2e
 
-DATE_FROM, DATE_TO = "2013-01-01", "2013-01-07"
+
+@pytest.fixture(scope="module")
+def since(chains) -> datetime:
+    return chains.since
 
 
 @pytest.fixture(scope="module")
-def since():
-    return datetime.now(UTC)
-
-
-@pytest.fixture(scope="module")
-def runs(stack, since):
-    client = AirflowClient(stack.airflow_api_url)
-    # Four ingest+validate chains (flights, weather, planes, airports) share the executor.
-    return demo.run_chain(client, "flights", DATE_FROM, DATE_TO, timeout=900)
+def runs(chains) -> dict[str, dict]:
+    # Four ingest+validate chains (flights, weather, planes, airports) share the executor with
+    # the target kinds' chains (tests/e2e/conftest.py CHAINS).
+    return chains.runs["flights"]
 
 
 def asset_runs(client: AirflowClient, dag_id: str, since: datetime) -> list[dict]:

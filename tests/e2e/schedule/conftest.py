@@ -29,7 +29,7 @@ DAYS: list[date] = [TODAY - timedelta(days=n) for n in (3, 2, 1)]
 BACKFILL: list[date] = [DAYS[0] - timedelta(days=n) for n in range(7, 0, -1)]
 # The fortnight before that: the first model's training data.
 HISTORY: list[date] = [BACKFILL[0] - timedelta(days=n) for n in range(14, 0, -1)]
-WAIT = "45s"  # how long a day's run waits for its file; then the deadline alert
+WAIT = "30s"  # how long a day's run waits for its file; then the deadline alert
 POKE_S = 3
 MODEL = "orders_returns"
 
