@@ -141,13 +141,14 @@ def build(
                 alias_moved=bool(triggering_asset_events) and not partitioned,
                 max_days=params["max_days"],
                 # A partition run: the partitions of the validated batches that started it,
-                # those the champion has not scored yet (nothing is scored twice).
+                # those the champion has not scored yet (nothing is scored twice). Started by
+                # hand (no event): what the daily run scores.
                 batches=[
                     r
                     for extra in event_extras(triggering_asset_events)
                     for r in extra.get("batches", [])
                 ]
-                if partitioned
+                if partitioned and triggering_asset_events
                 else None,
             ).to_dict()
 
