@@ -71,6 +71,13 @@ def event_extras(triggering_asset_events: Any) -> list[dict[str, Any]]:
     return [e.extra for events in (triggering_asset_events or {}).values() for e in events]
 
 
+def event_batches(triggering_asset_events: Any) -> list[str]:
+    """The batch references the events that started this run name (`extra["batches"]`), each
+    once, in order: events raised while the DAG was busy or paused arrive together."""
+    refs = (r for extra in event_extras(triggering_asset_events) for r in extra.get("batches", []))
+    return sorted(set(refs))
+
+
 def triggering_user(dag_run: Any) -> str:
     """Who started the run in Airflow (its UI or REST API user; empty for a scheduled or
     asset-triggered run): what audit records name, not a free-text field."""

@@ -41,7 +41,7 @@ from _mlpipe import (
     alias_asset,
     as_stage,
     dag_args,
-    event_extras,
+    event_batches,
     task_args,
     trained_contracts,
     zone_asset,
@@ -143,11 +143,7 @@ def build(
                 # A partition run: the partitions of the validated batches that started it,
                 # those the champion has not scored yet (nothing is scored twice). Started by
                 # hand (no event): what the daily run scores.
-                batches=[
-                    r
-                    for extra in event_extras(triggering_asset_events)
-                    for r in extra.get("batches", [])
-                ]
+                batches=event_batches(triggering_asset_events)
                 if partitioned and triggering_asset_events
                 else None,
             ).to_dict()

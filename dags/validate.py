@@ -24,7 +24,7 @@ from _mlpipe import (
     as_stage,
     contracts,
     dag_args,
-    event_extras,
+    event_batches,
     task_args,
     zone_asset,
 )
@@ -54,15 +54,11 @@ def build(dataset: str, contract):
             from ml.chunks import chunked, key_of
 
             # Events raised while this DAG was busy or paused arrive together: take them all.
-            refs = {
-                ref
-                for extra in event_extras(triggering_asset_events)
-                for ref in extra.get("batches", [])
-            }
+            refs = event_batches(triggering_asset_events)
             from ml.settings import get_settings
 
             most = get_settings().chunk_max_partitions
-            return chunked(sorted(refs), granularity, key=key_of, max_size=most)
+            return chunked(refs, granularity, key=key_of, max_size=most)
 
         # A batch that breaks its contract is held by its policy and the chunk goes on. An S3
         # blip or a lost Dask worker fails the chunk once it is through: retried with backoff,
