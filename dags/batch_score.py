@@ -133,7 +133,7 @@ def build(
         @as_stage("score")
         def plan(params=None, triggering_asset_events=None) -> dict:
             """Resolve `champion` to one version and pick the days this run scores."""
-            from ml.score import plan_run
+            from ml.score_select import plan_run
 
             return plan_run(
                 dataset,

@@ -282,18 +282,18 @@ def read_manifest(ref: str, settings: Settings | None = None) -> Manifest:
 def list_batches(
     zone: str,
     dataset: str,
-    partition: str | None = None,
+    partition: str | Iterable[str] | None = None,
     settings: Settings | None = None,
 ) -> list[Manifest]:
-    """Committed batches of a dataset in a zone (optionally one partition), oldest first by
-    data time (the raw batch's ingest time, inherited along its lineage), then commit time."""
+    """Committed batches of a dataset in a zone (optionally of one partition, or of some: one
+    listing each), oldest first by data time (the raw batch's ingest time, inherited along its
+    lineage), then commit time."""
     s = settings or get_settings()
     fs = filesystem(s)
-    bucket = s.bucket(zone)
-    base = f"{bucket}/{dataset}"
+    base = f"{s.bucket(zone)}/{dataset}"
     commit.forget_listings(fs, base)
-    pattern = f"{base}/{partition or '*'}/*/{MANIFEST}"
-    paths = fs.glob(pattern)
+    names = ["*"] if partition is None else [partition] if isinstance(partition, str) else partition
+    paths = [path for name in names for path in fs.glob(f"{base}/{name}/*/{MANIFEST}")]
     blobs = fs.cat(paths, on_error="raise") if paths else {}  # fetched concurrently
     manifests = [Manifest.from_json(blobs[p].decode()) for p in paths]
     return sorted(manifests, key=lambda m: (m.partition, *m.order))

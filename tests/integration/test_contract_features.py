@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml import contracts, ingest, registry, score, storage
+from ml import contracts, ingest, registry, score, score_select, storage
 from ml.features import build, sets
 from ml.training.run import train
 from ml.validation.batch import validate_batch
@@ -151,7 +151,7 @@ def test_train_promote_and_score_a_new_day(onboarded, features, mlflow_server):
     # The lag read yesterday's validated batch: in the lineage, and yesterday stays unscored.
     validated = storage.latest_batches("validated", DATASET)
     assert validated[f"date={DAYS[-1]}"].ref in manifest.upstream
-    pending = score.pending_partitions(DATASET, result.version, model_name=result.model_name)
+    pending = score_select.pending_partitions(DATASET, result.version, model_name=result.model_name)
     assert f"date={DAYS[-1]}" in pending and f"date={NEW_DAY}" not in pending
     # Scored with yesterday's load: high load today follows high load yesterday.
     truth = onboarded[onboarded["date"].dt.strftime("%Y-%m-%d") == NEW_DAY]

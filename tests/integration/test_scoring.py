@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ml import cli, lineage, registry, score, storage, tracking
+from ml import cli, lineage, registry, score, score_select, storage, tracking
 from ml.errors import TransientError
 from ml.model_versions import CHAMPION, version_uri
 from ml.score import PREDICTIONS_CONTRACT
@@ -31,7 +31,7 @@ def champion(s3_server, dask_cluster, mlflow_server):
 @pytest.fixture(scope="module")
 def scored(champion):
     """A daily run planned with v1; `champion` moves to v2 before it scores."""
-    plan = score.plan_run("flights", model_name=NAME, max_days=3)
+    plan = score_select.plan_run("flights", model_name=NAME, max_days=3)
     assert plan.version == champion["v1"]
     # The newest three validated days (other modules of the package may validate later ones).
     newest = sorted(storage.latest_batches("validated", "flights"))[-3:]
@@ -59,7 +59,7 @@ def test_a_run_scores_every_partition_with_the_one_version_it_resolved(champion,
         day_rows = storage.latest_batches("validated", "flights")[manifest.partition].rows
         assert len(rows) == manifest.rows == day_rows
     # The daily run has nothing left to do for v1 on these days.
-    pending = score.pending_partitions("flights", v1, model_name=NAME)
+    pending = score_select.pending_partitions("flights", v1, model_name=NAME)
     assert not set(scored["plan"].partitions) & set(pending)
 
 
@@ -70,9 +70,9 @@ def test_a_partition_run_scores_its_batches_partitions_the_champion_has_not(cham
     done = scored["plan"].partitions[-1]
     new = next(p for p in sorted(validated) if p not in scored["plan"].partitions)
     refs = [validated[done].ref, validated[new].ref]
-    plan = score.plan_run("flights", model_name=NAME, batches=refs)
+    plan = score_select.plan_run("flights", model_name=NAME, batches=refs)
     assert plan.version == champion["v1"] and list(plan.partitions) == [new]
-    assert score.plan_run("flights", model_name=NAME, batches=refs[:1]).partitions == ()
+    assert score_select.plan_run("flights", model_name=NAME, batches=refs[:1]).partitions == ()
 
 
 def test_the_model_is_loaded_once_per_worker(champion, scored, dask_cluster):

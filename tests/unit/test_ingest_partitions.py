@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ml import contracts, ingest, score
+from ml import contracts, ingest, score_select
 from ml.errors import NotFoundError
 from ml.sources.errors import InputRefused, SourceNotFound, TransientSourceError, UnreadableInput
 
@@ -40,9 +40,11 @@ def test_plans_follow_the_granularity(test_contracts):
 
 
 def test_scoring_names_the_partition_of_a_key(test_contracts):
-    assert score.partition_of_key("monthly_sales", "2023-02") == "month=2023-02"
-    assert score.partition_of_key("hourly_load", "2023-07-01T05") == "hour=2023-07-01T05"
-    assert score.partition_of_key("hourly_load", "hour=2023-07-01T05") == "hour=2023-07-01T05"
+    assert score_select.partition_of_key("monthly_sales", "2023-02") == "month=2023-02"
+    assert score_select.partition_of_key("hourly_load", "2023-07-01T05") == "hour=2023-07-01T05"
+    assert (
+        score_select.partition_of_key("hourly_load", "hour=2023-07-01T05") == "hour=2023-07-01T05"
+    )
 
 
 @pytest.mark.parametrize(
