@@ -41,9 +41,10 @@ demo: $(INSTALLED) .env
 
 # TEST_WORKERS=2 runs on two pytest-xdist workers: the e2e package (one Airflow stack, mostly
 # waiting on it) whole on one, collected first, while the other goes through unit, integration
-# and reliability (tests/conftest.py groups them). Not the default yet: in the one full run tried
-# (32 min to the hang, all else passing), test_policies' Dask worker vanished while the other
-# worker ran the rest of the integration modules, and its chain waited forever.
+# and reliability (tests/conftest.py groups them). Not the default: the suite is CPU-bound on two
+# cores. In one full run tried, test_policies' Dask worker vanished and its chain waited forever;
+# in another (2026-12-01, fresh clone) it took 31:19 against 33:18 one worker at a time on the
+# same machine, every slow test about twice as slow, and the browser test's promote run timed out.
 TEST_WORKERS ?= 0
 PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) tests/e2e tests/unit tests/integration tests/reliability)
 

@@ -11,14 +11,14 @@ import requests
 from ml import partitions, storage
 from ml.dev.stack import auth, secure_s3
 from ml.identity import use_identity
-from tests.e2e.secure.conftest import DATE_FROM, DATE_TO
+from tests.e2e.secure.conftest import DATASET, DATE_FROM, DATE_TO
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def runs(chains):
-    return chains["flights"]
+    return chains[DATASET]
 
 
 def test_anonymous_callers_are_refused(secure_stack):
@@ -34,15 +34,15 @@ def test_anonymous_callers_are_refused(secure_stack):
 
 def test_the_chain_runs_under_per_stage_identities(runs, secure_stack):
     states = {dag_id: run["state"] for dag_id, run in runs.items()}
-    assert {"ingest_flights", "validate_flights", "train_flights", "batch_score_flights"} <= set(
-        states
-    )
+    assert {
+        f"{stage}_{DATASET}" for stage in ("ingest", "validate", "train", "batch_score")
+    } <= set(states)
     assert set(states.values()) == {"success"}, states
     # What the stages wrote is there (read with the admin's keys: the process's own have none).
     with use_identity(secure_s3.admin_identity(secure_stack)):
-        raw = storage.latest_batches("raw", "flights")
-        validated = storage.latest_batches("validated", "flights")
-        predictions = storage.latest_batches("predictions", "flights")
+        raw = storage.latest_batches("raw", DATASET)
+        validated = storage.latest_batches("validated", DATASET)
+        predictions = storage.latest_batches("predictions", DATASET)
     days = {f"date={d}" for d in partitions.keys_between(DATE_FROM, DATE_TO, "day")}
     assert days <= set(raw) and days <= set(validated)
     assert predictions, "the champion scored nothing"
@@ -51,7 +51,7 @@ def test_the_chain_runs_under_per_stage_identities(runs, secure_stack):
 def test_the_process_keys_alone_can_touch_nothing(runs, secure_stack):
     """Outside any stage identity, the stack's S3 server refuses (the identities are real)."""
     with pytest.raises(PermissionError):
-        storage.latest_batches("raw", "flights")
+        storage.latest_batches("raw", DATASET)
 
 
 def test_mlflow_was_written_by_the_stage_users(runs, secure_stack):
@@ -62,7 +62,7 @@ def test_mlflow_was_written_by_the_stage_users(runs, secure_stack):
 
     from ml import contracts, tracking
 
-    model = contracts.load_contract("flights").model_name
+    model = contracts.load_contract(DATASET).model_name
     admin = AuthServiceClient(secure_stack.mlflow_tracking_uri)
     with tracking.environ(auth.client_env(secure_stack)):
         effective = {
