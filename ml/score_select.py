@@ -56,8 +56,7 @@ def pending_partitions(
     model_name = model_name or contracts.load_contract(dataset).model_name
     names = None if partitions is None else sorted(set(partitions))
     done = scored_by(dataset, model_name, str(version), names)
-    # Oldest first by data time: the newest batch of each partition is the one kept.
-    latest = {m.partition: m for m in storage.list_batches("validated", dataset, names)}
+    latest = storage.latest_batches("validated", dataset, partitions=names)
     pending = sorted(p for p, m in latest.items() if m.ref not in done)
     return pending[-limit:] if limit else pending
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["MANIFEST", "MANIFEST_VERSION", "BatchIntegrityError", "Manifest"]
+Partitions = str | Iterable[str] | None  # a partition name, several, or None for all
 
 
 class BatchNotFoundError(NotFoundError):
@@ -282,12 +283,11 @@ def read_manifest(ref: str, settings: Settings | None = None) -> Manifest:
 def list_batches(
     zone: str,
     dataset: str,
-    partition: str | Iterable[str] | None = None,
+    partition: Partitions = None,
     settings: Settings | None = None,
 ) -> list[Manifest]:
-    """Committed batches of a dataset in a zone (optionally of one partition, or of some: one
-    listing each), oldest first by data time (the raw batch's ingest time, inherited along its
-    lineage), then commit time."""
+    """Committed batches of a dataset in a zone (of a partition, or some: a listing each), oldest
+    first by data time (the raw batch's ingest time, inherited along its lineage), then commit."""
     s = settings or get_settings()
     fs = filesystem(s)
     base = f"{s.bucket(zone)}/{dataset}"
@@ -300,12 +300,12 @@ def list_batches(
 
 
 def latest_batches(
-    zone: str, dataset: str, settings: Settings | None = None
+    zone: str, dataset: str, settings: Settings | None = None, partitions: Partitions = None
 ) -> dict[str, Manifest]:
-    """The newest committed batch of each partition by data time: the batch made from the
-    newest raw batch, whenever the stage that made it ran."""
+    """The newest committed batch of each partition (of `partitions` only, when given) by data
+    time: the batch made from the newest raw batch, whenever the stage that made it ran."""
     latest: dict[str, Manifest] = {}
-    for m in list_batches(zone, dataset, settings=settings):
+    for m in list_batches(zone, dataset, partitions, settings):
         latest[m.partition] = m  # sorted oldest first, so the last one wins
     return latest
 
